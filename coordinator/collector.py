@@ -1,0 +1,196 @@
+"""Results stream -> `conversations.jsonl` and `dead.jsonl`, each task exactly once.
+
+The order of every step is what makes the output exact:
+1. append the batch's new lines, flush and fsync;
+2. then mark their task ids done in Redis;
+3. then acknowledge (and delete) the stream entries.
+A crash between 1 and 2 leaves lines on disk that Redis doesn't know: on start, `recover()` reads
+the files back into the done set, so the re-delivered results are recognised as duplicates.
+A crash in the middle of 1 leaves a partial last line, which `recover()` cuts off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import redis
+from pydantic import ValidationError
+
+from shared.keys import RESULTS_GROUP, RunKeys
+from shared.queue import DEAD_STREAM_MAXLEN, parse_result
+from shared.records import Conversation, DeadLetter
+
+CONVERSATIONS_FILE = "conversations.jsonl"
+DEAD_FILE = "dead.jsonl"
+CONSUMER = "collector"
+RECOVER_BATCH = 2_000
+
+
+class OutputError(RuntimeError):
+    """The output files can't be written; nothing unwritten was acknowledged."""
+
+
+@dataclass
+class Drained:
+    conversations: int = 0
+    dead: int = 0
+    duplicates: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+
+
+def iter_task_ids(path: Path) -> Iterator[str]:
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                yield json.loads(raw)["task_id"]
+
+
+def cut_partial_line(path: Path) -> bool:
+    """Drop a last line that a crash left without its newline. Returns True if it cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return False
+        size = handle.seek(0, os.SEEK_END)
+        step = 1 << 16
+        position = size
+        while position > 0:
+            position = max(0, position - step)
+            handle.seek(position)
+            chunk = handle.read(min(step, size - position))
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(position + newline + 1)
+                return True
+        handle.truncate(0)
+        return True
+
+
+class Collector:
+    def __init__(self, client: redis.Redis, keys: RunKeys, run_dir: Path) -> None:
+        self.client = client
+        self.keys = keys
+        self.run_dir = run_dir
+        self.conversations_path = run_dir / CONVERSATIONS_FILE
+        self.dead_path = run_dir / DEAD_FILE
+        self._files: dict[str, IO[bytes]] = {}
+        self._read_pending_first = True
+
+    def recover(self) -> int:
+        """Make Redis' done set agree with the files; returns how many records are on disk."""
+        on_disk = 0
+        for path in (self.conversations_path, self.dead_path):
+            cut_partial_line(path)
+            batch: list[str] = []
+            for task_id in iter_task_ids(path):
+                batch.append(task_id)
+                on_disk += 1
+                if len(batch) >= RECOVER_BATCH:
+                    self.client.sadd(self.keys.done, *batch)
+                    batch = []
+            if batch:
+                self.client.sadd(self.keys.done, *batch)
+        return on_disk
+
+    def drain(self, block_ms: int = 200, count: int = 200) -> Drained:
+        """Write what the results stream holds now (waiting up to block_ms for something)."""
+        # After a restart our own un-acked entries come first: they may already be on disk.
+        start = "0" if self._read_pending_first else ">"
+        response = self.client.xreadgroup(
+            RESULTS_GROUP, CONSUMER, {self.keys.results: start}, count=count, block=None if start == "0" else block_ms
+        )
+        entries = response[0][1] if response else []
+        if start == "0" and not entries:
+            self._read_pending_first = False
+        return self._write(entries)
+
+    def _write(self, entries: list[tuple[str, dict[str, str]]]) -> Drained:
+        drained = Drained()
+        if not entries:
+            return drained
+        fresh: list[tuple[str, Conversation | DeadLetter]] = []
+        # A pending entry deleted under us comes back without fields: only its ack is left to do.
+        live = [(entry_id, fields) for entry_id, fields in entries if fields]
+        done = self.client.smismember(self.keys.done, [self._task_id(fields) for _, fields in live]) if live else []
+        seen: set[str] = set()
+        for (entry_id, fields), already in zip(live, done):
+            record = parse_result(fields)
+            if already or record.task_id in seen:
+                drained.duplicates += 1
+                continue
+            seen.add(record.task_id)
+            fresh.append((entry_id, record))
+        self._append(fresh)
+        pipe = self.client.pipeline(transaction=True)
+        if fresh:
+            pipe.sadd(self.keys.done, *[record.task_id for _, record in fresh])
+        for _, record in fresh:
+            if isinstance(record, DeadLetter):
+                pipe.xadd(self.keys.dead, {"data": record.model_dump_json()}, maxlen=DEAD_STREAM_MAXLEN, approximate=True)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe.xack(self.keys.results, RESULTS_GROUP, *ids)
+        pipe.xdel(self.keys.results, *ids)
+        pipe.execute()
+        for _, record in fresh:
+            if isinstance(record, Conversation):
+                drained.conversations += 1
+                drained.input_tokens += record.usage.input_tokens
+                drained.output_tokens += record.usage.output_tokens
+                drained.tool_calls += record.usage.tool_calls
+            else:
+                drained.dead += 1
+        return drained
+
+    @staticmethod
+    def _task_id(fields: dict[str, str]) -> str:
+        try:
+            return json.loads(fields["data"])["task_id"]
+        except (KeyError, ValueError, ValidationError):
+            return ""
+
+    def _append(self, fresh: list[tuple[str, Conversation | DeadLetter]]) -> None:
+        lines: dict[Path, list[bytes]] = {}
+        for _, record in fresh:
+            path = self.conversations_path if isinstance(record, Conversation) else self.dead_path
+            lines.setdefault(path, []).append(record.model_dump_json().encode() + b"\n")
+        for path, chunk in lines.items():
+            handle = self._handle(path)
+            before = handle.tell()
+            try:
+                handle.write(b"".join(chunk))
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                # Leave no half-written line behind; the entries stay un-acked for the next run.
+                try:
+                    handle.truncate(before)
+                except OSError:
+                    pass
+                raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+
+    def _handle(self, path: Path) -> IO[bytes]:
+        handle = self._files.get(str(path))
+        if handle is None:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                handle = path.open("ab")
+            except OSError as error:
+                raise OutputError(f"cannot open {path} for writing: {error.strerror or error}") from None
+            self._files[str(path)] = handle
+        return handle
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()

@@ -1,0 +1,155 @@
+"""Prompts file -> tasks stream, in two streamed passes: check every line, then enqueue.
+
+Memory stays flat in the number of prompts: ids and digests live in Redis, not in this process.
+Enqueueing is idempotent: a prompt whose id is known (queued, or already written to disk) is not
+queued again, so re-running the same command resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from coordinator.prompts import BadLine, read_prompts
+from shared.keys import DATA_FIELD, RunKeys
+from shared.records import PromptTask
+
+BATCH = 500
+MAX_BAD_LINES_KEPT = 1_000
+
+# KEYS: scratch hash for this check, the run's digests; ARGV: id, digest, line.
+# Returns "ok", "same:<first line>" (an identical repeat), "dup:<first line>", or "changed".
+CHECK_SCRIPT = """
+local first = redis.call('HGET', KEYS[1], ARGV[1])
+if first then
+  local digest, line = string.match(first, '^(.-):(%d+)$')
+  if digest == ARGV[2] then return 'same:' .. line end
+  return 'dup:' .. line
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+local known = redis.call('HGET', KEYS[2], ARGV[1])
+if known and known ~= ARGV[2] then return 'changed' end
+return 'ok'
+"""
+
+# KEYS: digests, done, tasks; ARGV: id, digest, payload. Returns 1 if queued now.
+ENQUEUE_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[3], '*', '%s', ARGV[3])
+return 1
+""" % DATA_FIELD
+
+
+@dataclass
+class CheckReport:
+    valid: int = 0
+    repeated: int = 0
+    bad_lines: list[BadLine] = field(default_factory=list)
+    bad_count: int = 0
+
+    def add_bad(self, bad: BadLine) -> None:
+        self.bad_count += 1
+        if len(self.bad_lines) < MAX_BAD_LINES_KEPT:
+            self.bad_lines.append(bad)
+
+
+def _valid_tasks(path: Path, run: str, limit: int | None, report: CheckReport | None) -> Iterator[PromptTask]:
+    taken = 0
+    for item in read_prompts(path, run):
+        if isinstance(item, BadLine):
+            if report is not None:
+                report.add_bad(item)
+            continue
+        if limit is not None and taken >= limit:
+            return
+        taken += 1
+        yield item
+
+
+def check_prompts(client: redis.Redis, keys: RunKeys, path: Path, limit: int | None = None) -> CheckReport:
+    """Pass 1: every line parsed, ids checked for duplicates inside the file and against the run."""
+    report = CheckReport()
+    scratch = f"{keys.prefix}:check:{secrets.token_hex(6)}"
+    check = client.register_script(CHECK_SCRIPT)
+    try:
+        batch: list[PromptTask] = []
+        for task in _valid_tasks(path, keys.run, limit, report):
+            batch.append(task)
+            if len(batch) >= BATCH:
+                _check_batch(client, check, scratch, keys, path, batch, report)
+                batch = []
+        _check_batch(client, check, scratch, keys, path, batch, report)
+    finally:
+        client.delete(scratch)
+    return report
+
+
+def _check_batch(client, check, scratch, keys, path, batch, report) -> None:  # type: ignore[no-untyped-def]
+    if not batch:
+        return
+    pipe = client.pipeline(transaction=False)
+    for task in batch:
+        check(keys=[scratch, keys.prompt_digests], args=[task.task_id, task.content_digest(), task.source_line], client=pipe)
+    for task, verdict in zip(batch, pipe.execute()):
+        if verdict == "ok":
+            report.valid += 1
+        elif verdict.startswith("same:"):
+            report.repeated += 1
+        elif verdict.startswith("dup:"):
+            first = verdict.split(":", 1)[1]
+            report.add_bad(
+                BadLine(str(path), task.source_line, "id", f"duplicate id {task.task_id!r} with different content (first on line {first})")
+            )
+        else:
+            report.add_bad(
+                BadLine(
+                    str(path),
+                    task.source_line,
+                    "id",
+                    f"prompt {task.task_id!r} differs from the one this run already queued; use a new --run",
+                )
+            )
+
+
+def enqueue_prompts(
+    client: redis.Redis,
+    keys: RunKeys,
+    path: Path,
+    limit: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Pass 2: queue every good prompt not queued or finished before; returns how many were new."""
+    enqueue = client.register_script(ENQUEUE_SCRIPT)
+    queued = 0
+    batch: list[PromptTask] = []
+
+    def flush() -> None:
+        nonlocal queued, batch
+        if not batch:
+            return
+        pipe = client.pipeline(transaction=False)
+        for task in batch:
+            enqueue(
+                keys=[keys.prompt_digests, keys.done, keys.tasks],
+                args=[task.task_id, task.content_digest(), task.model_dump_json()],
+                client=pipe,
+            )
+        queued += sum(pipe.execute())
+        if on_batch is not None:
+            on_batch(len(batch))
+        batch = []
+
+    for task in _valid_tasks(path, keys.run, limit, None):
+        batch.append(task)
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    return queued

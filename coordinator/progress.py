@@ -1,0 +1,131 @@
+"""What the user sees: a live bar while a run works, a table when it ends, `distill status` any time.
+
+The coordinator also writes `progress.json` in the run folder every second, so `distill status`
+can describe a run without its Redis password, whether the run is live or long finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from coordinator.run import RunResult
+
+PROGRESS_FILE = "progress.json"
+console = Console(stderr=True)
+
+
+class RunProgress:
+    def __init__(self, run: str, total: int, *, enabled: bool = True) -> None:
+        self.total = total
+        self.enabled = enabled
+        self._started = time.monotonic()
+        self._first_done: int | None = None
+        self._bar = Progress(
+            TextColumn(f"[bold]{run}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = self._bar.add_task("generate", total=total, detail="")
+
+    def start(self, already: int) -> None:
+        self._first_done = already
+        self._bar.update(self._task, completed=already)
+        if self.enabled:
+            self._bar.start()
+
+    def update(self, *, done: int, dead: int, in_flight: int, tokens: int) -> None:
+        elapsed = max(1e-6, time.monotonic() - self._started)
+        rate = (done - (self._first_done or 0)) / elapsed
+        detail = f"failed {dead} · in flight {in_flight} · {rate:.1f}/s · {tokens:,} tok"
+        self._bar.update(self._task, completed=done, detail=detail)
+
+    def stop(self) -> None:
+        if self.enabled:
+            self._bar.stop()
+
+
+def write_progress_snapshot(run_dir: Path, snapshot: dict[str, Any]) -> None:
+    path = run_dir / PROGRESS_FILE
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(snapshot, indent=2))
+    os.replace(scratch, path)
+
+
+def read_progress_snapshot(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / PROGRESS_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
+def summary_table(result: RunResult) -> Table:
+    table = Table(title=f"run {result.run}", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rate = (result.conversations + result.dead) / result.elapsed_s if result.elapsed_s else 0.0
+    rows = [
+        ("prompts in the run", f"{result.total:,}"),
+        ("conversations written", f"{result.conversations:,}"),
+        ("dead letters", f"{result.dead:,}"),
+        ("queued by this command", f"{result.queued_now:,}"),
+        ("redone after a crash", f"{result.requeued_orphans:,}"),
+        ("duplicate deliveries dropped", f"{result.duplicates_dropped:,}"),
+        ("bad prompt lines skipped", f"{result.check.bad_count:,}"),
+        ("tool calls (this command)", f"{result.tool_calls:,}"),
+        ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
+        ("elapsed", f"{result.elapsed_s:.1f} s"),
+        ("records per second", f"{rate:.2f}"),
+        ("output", str(result.run_dir)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def status_table(run_dir: Path) -> Table:
+    """`distill status`: the files are the truth for what is done; the snapshot tells the rest."""
+    from coordinator.run import count_records
+
+    counts = count_records(run_dir)
+    snapshot = read_progress_snapshot(run_dir) or {}
+    total = int(snapshot.get("total", 0))
+    pid = snapshot.get("coordinator_pid")
+    alive = bool(pid) and not snapshot.get("finished") and psutil.pid_exists(int(pid))
+    ended = counts["conversations"] + counts["dead"]
+    if snapshot.get("finished") or (total and ended >= total):
+        state = "finished"
+    elif alive:
+        state = "running"
+    else:
+        state = "stopped (run the same command again to resume)"
+    table = Table(title=f"run {run_dir.name}: {state}", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("prompts", f"{total:,}" if total else "unknown")
+    table.add_row("conversations", f"{counts['conversations']:,}")
+    table.add_row("dead letters", f"{counts['dead']:,}")
+    table.add_row("remaining", f"{max(0, total - ended):,}" if total else "unknown")
+    if state == "running":
+        table.add_row("in flight", str(snapshot.get("in_flight", 0)))
+        table.add_row("queued", str(snapshot.get("queued", 0)))
+    table.add_row("retries", str(snapshot.get("retries", 0)))
+    table.add_row("last update", str(snapshot.get("updated_at", "never")))
+    table.add_row("folder", str(run_dir))
+    return table

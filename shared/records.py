@@ -1,0 +1,222 @@
+"""Every record that crosses a process or a file boundary.
+
+Each record carries `schema_version` and is validated when read, so a file written by an older
+distill fails with a clear message instead of a KeyError three modules later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+# Texts that earlier pipelines wrote instead of a real tool result (see the seed). A record that
+# carries one of these taught the 7B student to call tools forever, so it is refused outright.
+PLACEHOLDER_RESULTS = frozenset(
+    {
+        "[tool execution completed]",
+        "tool execution completed",
+        "[tool result]",
+        "none",
+        "null",
+    }
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class PromptTask(Record):
+    """One prompt as it travels through the tasks stream."""
+
+    task_id: str
+    run: str
+    prompt: str = Field(min_length=1)
+    system: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    source_line: int = 0
+
+    @staticmethod
+    def stable_id(prompt: str, system: str | None) -> str:
+        digest = hashlib.sha256(json.dumps([prompt, system]).encode()).hexdigest()
+        return f"p-{digest[:16]}"
+
+    def content_digest(self) -> str:
+        """What "the same prompt" means when an id shows up twice."""
+        body = json.dumps([self.prompt, self.system, self.metadata], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    # A JSON object, never a JSON string: Qwen-style templates double-encode strings (facts.md).
+    arguments: dict[str, Any]
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    """One message in OpenAI chat format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.role != "assistant" and self.tool_calls:
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+
+class TeacherInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str
+    base_url: str
+    model: str
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    # Calls the tools refused before running (unknown tool, arguments that don't validate).
+    invalid_tool_calls: int = 0
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    queued_s: float = 0.0
+
+
+class WorkerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str
+    actor: str
+    pid: int
+
+
+ConversationStatus = Literal["final_answer", "tool_limit", "error"]
+
+
+class Conversation(Record):
+    """A captured teacher conversation whose every tool call carries its real result."""
+
+    task_id: str
+    run: str
+    prompt: str
+    status: ConversationStatus
+    error: str | None = None
+    messages: list[ChatMessage]
+    tools: list[dict[str, Any]]
+    teacher: TeacherInfo
+    usage: Usage
+    timings: Timings
+    attempt: int = Field(ge=1)
+    worker: WorkerInfo
+    created_at: datetime = Field(default_factory=utcnow)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    # pydantic-ai's own history (ModelMessagesTypeAdapter JSON) for lossless replay.
+    raw_messages: list[Any] = Field(default_factory=list)
+
+    @field_validator("messages")
+    @classmethod
+    def _every_call_has_its_real_result(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        check_tool_results(messages)
+        return messages
+
+
+def check_tool_results(messages: list[ChatMessage]) -> None:
+    """Raise if any tool call lacks exactly one real result (the seed's bug, made impossible)."""
+    calls: dict[str, str] = {}
+    answered: set[str] = set()
+    for message in messages:
+        for call in message.tool_calls or []:
+            if call.id in calls:
+                raise ValueError(f"tool call id {call.id!r} is used twice")
+            calls[call.id] = call.function.name
+        if message.role == "tool":
+            call_id = message.tool_call_id or ""
+            if call_id not in calls:
+                raise ValueError(f"tool result {call_id!r} answers no earlier call")
+            if call_id in answered:
+                raise ValueError(f"tool call {call_id!r} has two results")
+            if message.content is None or is_placeholder(message.content):
+                raise ValueError(f"tool call {call_id!r} has a placeholder result {message.content!r}")
+            answered.add(call_id)
+    missing = sorted(set(calls) - answered)
+    if missing:
+        raise ValueError(f"tool calls without a result: {', '.join(missing)}")
+
+
+def is_placeholder(text: str) -> bool:
+    return text.strip().lower() in PLACEHOLDER_RESULTS
+
+
+class DeadLetter(Record):
+    """A prompt that could not become a conversation, and why."""
+
+    task_id: str
+    run: str
+    prompt: str
+    reason: str
+    error_type: str
+    attempts: int
+    # What the last attempt had captured before it failed, kept for debugging.
+    partial_messages: list[dict[str, Any]] = Field(default_factory=list)
+    teacher: TeacherInfo | None = None
+    worker: WorkerInfo | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+ResultKind = Literal["conversation", "dead"]
+
+
+class RunManifest(Record):
+    """What `distill status` needs to describe a run, kept in the run folder."""
+
+    run: str
+    prompts_file: str
+    prompts_total: int = 0
+    invalid_lines: int = 0
+    redis_url_redacted: str | None = None
+    embedded_redis: bool = True
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished: bool = False

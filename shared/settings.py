@@ -1,0 +1,180 @@
+"""distill's configuration: one place for every default.
+
+Sources, strongest first: command-line flags, `DISTILL_*` environment variables, `distill.toml`.
+Secrets are never values here: a teacher names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "distill.toml"
+DEFAULT_OUT_DIR = Path("data/runs")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful software engineer answering questions about the code in the current "
+    "workspace. Use the tools to look at the real files before you answer: search with grep, "
+    "find files with find_files, list folders with list_dir and read code with read_file. "
+    "Call only the tools you need (usually one to three), then answer concisely, citing file paths."
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the user (file, field, reason)."""
+
+
+class TeacherConfig(BaseModel):
+    """One OpenAI-compatible teacher endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "teacher"
+    base_url: str
+    model: str
+    kind: Literal["local", "cloud"] = "local"
+    max_concurrency: int = Field(default=8, gt=0)
+    api_key_env: str | None = None
+    max_tokens: int = Field(default=1024, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    priority: int = 0
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    price_in_per_mtok: float | None = None
+    price_out_per_mtok: float | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def api_key(self) -> str:
+        """The key from the environment; local servers accept any non-empty key."""
+        if self.api_key_env is None:
+            return "not-needed"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"teacher {self.name!r}: environment variable {self.api_key_env} is not set"
+            )
+        return key
+
+
+class GenerationLimits(BaseModel):
+    """Per-conversation limits, shipped to every worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tool_calls: int = Field(default=8, ge=0)
+    max_requests: int = Field(default=16, gt=0)
+    tool_timeout_s: float = Field(default=5.0, gt=0)
+    tool_max_output_chars: int = Field(default=16_000, gt=100)
+    conversation_timeout_s: float = Field(default=600.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything `distill generate` needs; any field can come from flag, env or TOML."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISTILL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    run: str = "default"
+    out_dir: Path = DEFAULT_OUT_DIR
+    workspace: Path = Path(".")
+    redis_url: str | None = None
+    ray_address: str | None = None
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    custom_tools: list[str] = Field(default_factory=list)
+    limits: GenerationLimits = Field(default_factory=GenerationLimits)
+    # Conversations in flight over the whole run; the teachers' capacity, not processes.
+    concurrency: int = Field(default=8, gt=0)
+    workers: int = Field(default=1, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    visibility_timeout_s: float = Field(default=120.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    limit: int | None = Field(default=None, gt=0)
+    skip_invalid: bool = False
+
+    @field_validator("run")
+    @classmethod
+    def _safe_run_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value) or value.startswith("."):
+            raise ValueError("use letters, digits, '-', '_' and '.' only")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def run_dir(self) -> Path:
+        return self.out_dir / self.run
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from TOML < env < overrides; None-valued overrides are ignored.
+
+    Raises ConfigError with the file and the field that is wrong.
+    """
+    path = config_file
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None:
+        _check_toml_syntax(path)
+    given = {key: value for key, value in overrides.items() if value is not None}
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=str(path) if path else None)
+
+    try:
+        loaded = _FileSettings(**given)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, str(path or "settings"))) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def _check_toml_syntax(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: `source: field a.b.0.c: message`. Values are never echoed (secrets)."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(record)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: field {field}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""A simulated OpenAI-compatible teacher: scripted tool calls, configurable latency and failures.
+
+Used by the tests, the fault suite and the benchmark, and by users who want to try distill
+without a GPU (`distill sim-teacher`). It plays a competent agent: it looks at the offered tools,
+calls a few of them with arguments derived from the prompt and the previous results, then answers
+citing what the tools returned. It records what it saw (requests, peak concurrency) at `/stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class SimTeacherConfig:
+    latency_s: float = 0.0
+    # Extra latency per generated token, so long answers cost more (bench's tokens/s model).
+    seconds_per_token: float = 0.0
+    tool_rounds: int = 2
+    fail_rate: float = 0.0  # HTTP 500
+    hang_rate: float = 0.0  # never answers within any sane timeout
+    drop_rate: float = 0.0  # closes the connection mid-request
+    malformed_rate: float = 0.0  # invalid JSON arguments or an unknown tool name
+    rate_limit_rate: float = 0.0  # HTTP 429 with Retry-After
+    retry_after_s: float = 1.0
+    hang_s: float = 3600.0
+    seed: int = 0
+    model: str = "sim-teacher"
+
+
+@dataclass
+class SimTeacherStats:
+    requests: int = 0
+    completed: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    tool_calls: int = 0
+
+
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
+RESULT_PATH = re.compile(r"^([^\s:]+\.[A-Za-z0-9]+):\d+:", re.MULTILINE)
+STOPWORDS = {"what", "where", "which", "does", "this", "that", "with", "from", "file", "code", "when",
+             "used", "have", "there", "repository", "function", "defined", "how", "the", "and"}
+
+
+class SimTeacher:
+    def __init__(self, config: SimTeacherConfig | None = None) -> None:
+        self.config = config or SimTeacherConfig()
+        self.stats = SimTeacherStats()
+        self._random = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        return app
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, port: int = 0) -> str:
+        """Serve on a background thread; returns the base URL."""
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._runner = web.AppRunner(self.app(), access_log=None)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", port)
+            self._loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="sim-teacher", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._loop is None or self._runner is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(asdict(self.stats)))
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = SimTeacherStats()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.config.model, "object": "model"}]})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    def _count_failure(self, kind: str) -> None:
+        with self._lock:
+            self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.in_flight += 1
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            roll = self._random.random()
+        try:
+            return await self._answer(request, body, roll)
+        finally:
+            with self._lock:
+                self.stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any], roll: float) -> web.StreamResponse:
+        cfg = self.config
+        edges = [cfg.fail_rate, cfg.hang_rate, cfg.drop_rate, cfg.rate_limit_rate]
+        if roll < edges[0]:
+            self._count_failure("http_500")
+            return web.json_response({"error": {"message": "simulated server error"}}, status=500)
+        roll -= edges[0]
+        if roll < edges[1]:
+            self._count_failure("hang")
+            await asyncio.sleep(cfg.hang_s)
+        roll -= edges[1]
+        if roll < edges[2]:
+            self._count_failure("drop")
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        roll -= edges[2]
+        if roll < edges[3]:
+            self._count_failure("http_429")
+            return web.json_response(
+                {"error": {"message": "simulated rate limit"}},
+                status=429,
+                headers={"Retry-After": f"{cfg.retry_after_s:g}"},
+            )
+        roll -= edges[3]
+        malformed = roll < cfg.malformed_rate
+        message, finish = self.script(body, malformed=malformed)
+        if malformed:
+            self._count_failure("malformed")
+        prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
+        completion_tokens = len(json.dumps(message)) // 4 + 1
+        await asyncio.sleep(cfg.latency_s + cfg.seconds_per_token * completion_tokens)
+        with self._lock:
+            self.stats.completed += 1
+            self.stats.tool_calls += len(message.get("tool_calls") or [])
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.stats.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", cfg.model),
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    # -- the script ----------------------------------------------------------------------------
+
+    def script(self, body: dict[str, Any], *, malformed: bool = False) -> tuple[dict[str, Any], str]:
+        """The next assistant message for this conversation: a tool call, or the final answer."""
+        messages = body.get("messages", [])
+        offered = {t["function"]["name"] for t in body.get("tools") or []}
+        rounds = sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
+        results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
+        prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+        if offered and rounds < self.config.tool_rounds:
+            name, arguments = self._plan(rounds, prompt, results, offered)
+            if malformed:
+                name, raw = (name, "{not json") if rounds % 2 == 0 else ("rm_rf", json.dumps(arguments))
+            else:
+                raw = json.dumps(arguments)
+            call = {"id": f"call_{rounds}_{len(messages)}", "type": "function",
+                    "function": {"name": name, "arguments": raw}}
+            return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        summary = results[-1][:200] if results else "I could answer without looking at files."
+        answer = f"Answer to {prompt[:60]!r}. The tools showed:\n{summary}"
+        return {"role": "assistant", "content": answer}, "stop"
+
+    @staticmethod
+    def _plan(rounds: int, prompt: str, results: list[str], offered: set[str]) -> tuple[str, dict[str, Any]]:
+        words = [w for w in WORD.findall(prompt) if w.lower() not in STOPWORDS]
+        keyword = max(words, key=len) if words else "def"
+        if rounds == 0 and "grep" in offered:
+            return "grep", {"pattern": re.escape(keyword), "max_results": 20}
+        paths = RESULT_PATH.findall(results[-1]) if results else []
+        if paths and "read_file" in offered:
+            return "read_file", {"path": paths[0], "start_line": 1, "end_line": 40}
+        if "list_dir" in offered:
+            return "list_dir", {"path": "."}
+        return sorted(offered)[0], {}

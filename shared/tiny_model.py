@@ -1,0 +1,209 @@
+"""A tiny random-weight model directory that mlx-lm loads, trains and serves, built fully offline.
+
+Tests (and `distill` demos) must never download weights, yet they need a real model so that the
+real mlx_lm code paths run: `mlx_lm.load`, LoRA training, `mlx_lm.server` with tool parsing. The
+weights are random, so the model's answers are noise; its tokenizer and chat template are real
+enough (Qwen2.5 tool format) that rendering, masking and tool-call parsing behave as with Qwen2.5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+# The exact chat template of Qwen/Qwen2.5-*-Instruct (tokenizer_config.json). mlx_lm.server picks
+# its Qwen2.5 JSON tool parser because this text has both "<tool_call>" and "tool_call.name".
+QWEN25_CHAT_TEMPLATE = (
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n"
+    "    {%- else %}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n"
+    "    {%- endif %}\n"
+    '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.'
+    "\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n"
+    '        {{- "\\n" }}\n'
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and'
+    " arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": "
+    '<function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
+    "{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    "    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful"
+    " assistant.<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or'
+    ' (message.role == "assistant" and not message.tool_calls) %}\n'
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    '    {%- elif message.role == "assistant" %}\n'
+    "        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n"
+    "            {{- '\\n' + message.content }}\n"
+    "        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n"
+    "            {%- endif %}\n"
+    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
+    "            {{- tool_call.name }}\n"
+    "            {{- '\", \"arguments\": ' }}\n"
+    "            {{- tool_call.arguments | tojson }}\n"
+    "            {{- '}\\n</tool_call>' }}\n"
+    "        {%- endfor %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    '    {%- elif message.role == "tool" %}\n'
+    '        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}\n'
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    '        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}\n'
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n"
+)
+
+# Qwen2.5 marks the chat-control tokens special (hidden when decoding) but not the tool tags: the
+# server's streaming detokenizer must see "<tool_call>" in the text to parse a call.
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+
+# Enough varied text for a byte-level BPE to learn useful merges for chat, JSON and code.
+_CORPUS = """
+You are a careful software engineer answering questions about the code in the current workspace.
+Use the tools to look at the real files before you answer: search with grep, find files with
+find_files, list folders with list_dir and read code with read_file. Call only the tools you need,
+then answer concisely, citing file paths.
+What does the function parse_config do? Where is the retry policy defined? How many tests are there?
+The answer is in src/app/config.py: it reads the TOML file and validates every field.
+{"name": "read_file", "arguments": {"path": "src/app/config.py"}}
+{"name": "grep", "arguments": {"pattern": "def retry", "path": "."}}
+{"name": "list_dir", "arguments": {"path": "tests"}}
+{"name": "find_files", "arguments": {"pattern": "*.py"}}
+{"type": "function", "function": {"name": "read_file", "description": "Read a text file.",
+"parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}
+def parse_config(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return tomllib.loads(handle.read())
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+import json, os, sys
+for line in lines:
+    if not line.strip():
+        continue
+    print(line)
+The quick brown fox jumps over the lazy dog. Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 2048.
+system user assistant tool tools function arguments name description parameters properties
+required type object string integer boolean array number null true false
+Hello! How can I help you today? I found 3 files. The file defines a class and two functions.
+"""
+
+
+def build_tiny_model(
+    out_dir: Path,
+    *,
+    arch: Literal["qwen2", "llama"] = "qwen2",
+    seed: int = 0,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    vocab_size: int = 600,
+    max_position_embeddings: int = 4096,
+    chat_template: str = QWEN25_CHAT_TEMPLATE,
+) -> Path:
+    """Write a random-weight model (config.json, model.safetensors, tokenizer) into `out_dir`.
+
+    `vocab_size` is the BPE target; the model's vocabulary is the tokenizer's real size. Returns
+    `out_dir`. Deterministic for a given seed and arguments.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(vocab_size)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    im_end = tokenizer.token_to_id("<|im_end|>")
+    endoftext = tokenizer.token_to_id("<|endoftext|>")
+
+    config = {
+        "model_type": arch,
+        "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "intermediate_size": intermediate_size,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "max_position_embeddings": max_position_embeddings,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "bos_token_id": endoftext,
+        "eos_token_id": im_end,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "model_max_length": max_position_embeddings,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "chat_template": chat_template,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+    model_class, args_class = _model_classes(arch)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(config))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    return out_dir
+
+
+def _build_tokenizer(vocab_size: int):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
+    return tokenizer
+
+
+def _model_classes(arch: str):
+    if arch == "qwen2":
+        from mlx_lm.models import qwen2 as module
+    elif arch == "llama":
+        from mlx_lm.models import llama as module
+    else:
+        raise ValueError(f"arch must be 'qwen2' or 'llama', not {arch!r}")
+    return module.Model, module.ModelArgs

@@ -1,0 +1,251 @@
+"""The generation worker: an async Ray actor running many conversations at once.
+
+The contract, in one place:
+- A task is read from the tasks stream (consumer group) or reclaimed with XAUTOCLAIM once its
+  holder has been silent for `visibility_timeout_s` (a dead worker). Live workers heartbeat their
+  tasks, so a long conversation is never stolen.
+- Every start of a task counts one attempt (a Redis counter, so attempts survive worker deaths).
+- Success: the record is published to the results stream and the task acknowledged in one
+  transaction. Nothing is written to disk here; the coordinator does that, exactly once.
+- A retryable failure (endpoint down, timeout, 5xx, 429): back off, then put the task back as a
+  fresh stream entry (acknowledging the old one in the same transaction).
+- A non-retryable failure, or a task that has used `max_attempts`: a dead letter with the reason.
+- The coordinator sets the run's stop key when every prompt has ended; workers then return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import ray
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+
+from shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
+from shared.queue import result_fields
+from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
+from shared.redis_server import redact_url
+from shared.settings import GenerationLimits, TeacherConfig
+from worker.agent import ConversationFailed, run_conversation
+from worker.tools import ToolLimits, Workspace
+
+
+class WorkerSpec(BaseModel):
+    """Everything a worker needs, sent by the coordinator. Holds no API key, only env var names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str
+    redis_url: str
+    workspace: str
+    teachers: list[TeacherConfig]
+    limits: GenerationLimits
+    system_prompt: str
+    custom_tools: list[str] = []
+    slots: int = 8
+    max_attempts: int = 3
+    visibility_timeout_s: float = 120.0
+    retry_backoff_s: float = 1.0
+    read_block_ms: int = 500
+
+
+class WorkerReport(BaseModel):
+    actor: str
+    node: str
+    finished: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+class GenerationLoop:
+    """The worker's logic, independent of Ray so it can also run in-process."""
+
+    def __init__(self, spec: WorkerSpec, actor_name: str) -> None:
+        self.spec = spec
+        self.keys = RunKeys(spec.run)
+        self.info = WorkerInfo(node=socket.gethostname(), actor=actor_name, pid=os.getpid())
+        self.consumer = f"{actor_name}-{self.info.node}-{self.info.pid}"
+        self.workspace = Workspace(
+            Path(spec.workspace),
+            ToolLimits(timeout_s=spec.limits.tool_timeout_s, max_output_chars=spec.limits.tool_max_output_chars),
+        )
+        self.report = WorkerReport(actor=actor_name, node=self.info.node)
+        self.redis: aioredis.Redis | None = None
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> WorkerReport:
+        self.redis = aioredis.Redis.from_url(
+            self.spec.redis_url,
+            decode_responses=True,
+            max_connections=self.spec.slots + 8,
+            socket_timeout=max(30.0, self.spec.read_block_ms / 1000 + 10),
+        )
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._loop()
+        finally:
+            heartbeat.cancel()
+            await self.redis.aclose()
+        return self.report
+
+    async def _loop(self) -> None:
+        assert self.redis is not None
+        while True:
+            stopping = bool(await self.redis.exists(self.keys.stop))
+            if stopping and not self.in_flight:
+                return
+            free = self.spec.slots - len(self.in_flight)
+            if free <= 0 or stopping:
+                await asyncio.wait(self.in_flight.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            for entry_id, fields in await self._next_entries(free):
+                task = asyncio.create_task(self._handle(entry_id, fields))
+                self.in_flight[entry_id] = task
+                task.add_done_callback(lambda _t, e=entry_id: self.in_flight.pop(e, None))
+
+    async def _next_entries(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        assert self.redis is not None
+        idle_ms = int(self.spec.visibility_timeout_s * 1000)
+        _next, claimed, _deleted = await self.redis.xautoclaim(
+            self.keys.tasks, TASKS_GROUP, self.consumer, idle_ms, "0-0", count=count
+        )
+        if claimed:
+            return [(entry_id, fields) for entry_id, fields in claimed if fields] or []
+        block = self.spec.read_block_ms if not self.in_flight else 50
+        response = await self.redis.xreadgroup(
+            TASKS_GROUP, self.consumer, {self.keys.tasks: ">"}, count=count, block=block
+        )
+        return response[0][1] if response else []
+
+    async def _heartbeat(self) -> None:
+        """Reset the idle time of our tasks so no other worker reclaims a live conversation."""
+        assert self.redis is not None
+        interval = max(0.2, self.spec.visibility_timeout_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self.in_flight:
+                try:
+                    await self.redis.xclaim(
+                        self.keys.tasks, TASKS_GROUP, self.consumer, 0, list(self.in_flight), justid=True
+                    )
+                except Exception:  # noqa: BLE001 - a missed beat only risks a duplicate, never a loss
+                    pass
+
+    async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        assert self.redis is not None
+        task = PromptTask.model_validate_json(fields[DATA_FIELD])
+        if await self.redis.sismember(self.keys.done, task.task_id):
+            await self._ack(entry_id)
+            return
+        attempt = int(await self.redis.hincrby(self.keys.attempts, task.task_id, 1))
+        if attempt > self.spec.max_attempts:
+            last = await self.redis.hget(self.keys.last_error, task.task_id)
+            reason = last or "the worker running it died (no error was recorded)"
+            await self._publish_dead(entry_id, task, f"gave up after {self.spec.max_attempts} attempts: {reason}",
+                                     "AttemptsExhausted", attempt - 1, [])
+            return
+        teacher = self.spec.teachers[(attempt - 1) % len(self.spec.teachers)]
+        try:
+            record = await run_conversation(
+                task,
+                teacher,
+                self.workspace,
+                self.spec.limits,
+                system_prompt=self.spec.system_prompt,
+                custom_tools=self.spec.custom_tools,
+                attempt=attempt,
+                worker=self.info,
+            )
+        except ConversationFailed as failure:
+            await self._failed(entry_id, task, attempt, teacher, failure)
+            return
+        except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
+            wrapped = ConversationFailed(
+                f"{type(failure).__name__}: {failure}", retryable=True, error_type=type(failure).__name__, partial=[]
+            )
+            await self._failed(entry_id, task, attempt, teacher, wrapped)
+            return
+        await self._publish(entry_id, record)
+        self.report.finished += 1
+
+    async def _failed(
+        self, entry_id: str, task: PromptTask, attempt: int, teacher: TeacherConfig, failure: ConversationFailed
+    ) -> None:
+        assert self.redis is not None
+        await self.redis.hset(self.keys.last_error, task.task_id, failure.reason)
+        if failure.retryable and attempt < self.spec.max_attempts:
+            await asyncio.sleep(self.spec.retry_backoff_s * 2 ** (attempt - 1))
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(self.keys.tasks, {DATA_FIELD: task.model_dump_json()})
+            pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
+            pipe.xdel(self.keys.tasks, entry_id)
+            pipe.hincrby(self.keys.stats, "retries", 1)
+            await pipe.execute()
+            self.report.retried += 1
+            return
+        reason = failure.reason if not failure.retryable else (
+            f"gave up after {attempt} attempts: {failure.reason}"
+        )
+        info = TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model)
+        await self._publish_dead(entry_id, task, reason, failure.error_type, attempt, failure.partial, info)
+
+    async def _publish_dead(
+        self,
+        entry_id: str,
+        task: PromptTask,
+        reason: str,
+        error_type: str,
+        attempts: int,
+        partial: list[dict[str, Any]],
+        teacher: TeacherInfo | None = None,
+    ) -> None:
+        dead = DeadLetter(
+            task_id=task.task_id,
+            run=task.run,
+            prompt=task.prompt,
+            reason=reason,
+            error_type=error_type,
+            attempts=attempts,
+            partial_messages=json.loads(json.dumps(partial, default=str)),
+            teacher=teacher,
+            worker=self.info,
+            metadata=task.metadata,
+        )
+        await self._publish(entry_id, dead)
+        self.report.dead += 1
+
+    async def _publish(self, entry_id: str, record: Conversation | DeadLetter) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.keys.results, result_fields(record))
+        pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
+        pipe.xdel(self.keys.tasks, entry_id)
+        await pipe.execute()
+
+    async def _ack(self, entry_id: str) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
+        pipe.xdel(self.keys.tasks, entry_id)
+        await pipe.execute()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class GenerationWorker:
+    """Ray's shell around GenerationLoop: restarted by Ray when it dies, its tasks reclaimed."""
+
+    def __init__(self, spec_json: str, actor_name: str) -> None:
+        self.spec = WorkerSpec.model_validate_json(spec_json)
+        self.actor_name = actor_name
+
+    async def run(self) -> dict[str, Any]:
+        report = await GenerationLoop(self.spec, self.actor_name).run()
+        return report.model_dump()
+
+    def where(self) -> dict[str, Any]:
+        return {"node": socket.gethostname(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}

@@ -1,0 +1,211 @@
+"""One conversation: a pydantic-ai agent against one teacher, with real tools, captured as a record."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from openai import AsyncOpenAI
+from pydantic_ai import Agent, Tool, UsageLimits, capture_run_messages
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelHTTPError,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+)
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.settings import ModelSettings
+
+from shared.records import (
+    Conversation,
+    PromptTask,
+    TeacherInfo,
+    Timings,
+    Usage,
+    WorkerInfo,
+    utcnow,
+)
+from shared.redis_server import redact_url
+from shared.settings import GenerationLimits, TeacherConfig
+from worker.capture import raw_history, to_chat_messages
+from worker.tools import Workspace, builtin_tools, load_custom_tool
+
+# 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
+RETRYABLE_STATUS = {408, 409, 425, 429}
+
+
+class ConversationFailed(Exception):
+    """The conversation could not be captured. `retryable` says whether another attempt may help."""
+
+    def __init__(self, reason: str, *, retryable: bool, error_type: str, partial: list[dict[str, Any]]):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.error_type = error_type
+        self.partial = partial
+
+
+class TeacherUnavailable(ConversationFailed):
+    """The endpoint failed (connection, timeout, 5xx, 429): retry, possibly elsewhere."""
+
+
+def local_worker_info(actor: str = "local") -> WorkerInfo:
+    return WorkerInfo(node=socket.gethostname(), actor=actor, pid=os.getpid())
+
+
+def build_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> list[Tool[Any]]:
+    functions = builtin_tools(workspace) + [_never_raises(load_custom_tool(spec)) for spec in custom_tools]
+    # A tool that times out is reported to the teacher like any other tool error.
+    return [Tool(function, max_retries=2, timeout=limits.tool_timeout_s) for function in functions]
+
+
+def _never_raises(function: Callable[..., Any]) -> Callable[..., str]:
+    """A user's tool that raises answers with the error, as the built-in tools do."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        try:
+            return str(function(*args, **kwargs))
+        except Exception as error:  # noqa: BLE001 - any tool failure is the tool's answer
+            return f"error: {type(error).__name__}: {error}"
+
+    wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def openai_tool_schemas(tools: Sequence[Tool[Any]]) -> list[dict[str, Any]]:
+    """Tool definitions are not in pydantic-ai's history: the record keeps what was offered."""
+    schemas = []
+    for tool in tools:
+        definition = tool.tool_def
+        schemas.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": definition.name,
+                    "description": definition.description or "",
+                    "parameters": definition.parameters_json_schema,
+                },
+            }
+        )
+    return schemas
+
+
+def teacher_model(teacher: TeacherConfig, *, client_retries: int = 0) -> OpenAIChatModel:
+    # Retries are distill's (attempts, backoff, failover), so the client itself doesn't retry.
+    client = AsyncOpenAI(
+        base_url=teacher.base_url,
+        api_key=teacher.api_key(),
+        timeout=teacher.timeout_s,
+        max_retries=client_retries,
+    )
+    return OpenAIChatModel(teacher.model, provider=OpenAIProvider(openai_client=client))
+
+
+async def run_conversation(
+    task: PromptTask,
+    teacher: TeacherConfig,
+    workspace: Workspace,
+    limits: GenerationLimits,
+    *,
+    system_prompt: str,
+    custom_tools: Sequence[str] = (),
+    attempt: int = 1,
+    worker: WorkerInfo | None = None,
+) -> Conversation:
+    """Run the agent on one prompt and return the captured conversation.
+
+    Raises TeacherUnavailable when the endpoint fails and ConversationFailed when the teacher
+    refuses the request; a loop guard trip or a misbehaving model still gives a record.
+    """
+    tools = build_tools(workspace, custom_tools, limits)
+    agent: Agent[None, str] = Agent(
+        teacher_model(teacher),
+        system_prompt=task.system or system_prompt,
+        tools=tools,
+        retries=2,
+    )
+    settings = ModelSettings(max_tokens=teacher.max_tokens)
+    if teacher.extra_body:
+        settings["extra_body"] = teacher.extra_body
+    usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
+    started_at, started = utcnow(), time.monotonic()
+    status, error = "final_answer", None
+    with capture_run_messages() as captured:
+        try:
+            result = await asyncio.wait_for(
+                agent.run(task.prompt, usage_limits=usage_limits, model_settings=settings),
+                timeout=limits.conversation_timeout_s,
+            )
+            history: list[ModelMessage] = result.all_messages()
+        except UsageLimitExceeded as limit:
+            history, status, error = list(captured), "tool_limit", str(limit)
+        except UnexpectedModelBehavior as misbehaviour:
+            history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
+        except ModelAPIError as failure:
+            raise _classify(failure, captured) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TeacherUnavailable(
+                f"conversation took longer than {limits.conversation_timeout_s:g}s",
+                retryable=True,
+                error_type="ConversationTimeout",
+                partial=raw_history(list(captured)),
+            ) from None
+    chat = to_chat_messages(history)
+    if status == "final_answer" and chat.final_text is None:
+        status, error = "error", "the teacher ended without a text answer"
+    finished_at = utcnow()
+    return Conversation(
+        task_id=task.task_id,
+        run=task.run,
+        prompt=task.prompt,
+        status=status,  # type: ignore[arg-type]
+        error=error,
+        messages=chat.messages,
+        tools=openai_tool_schemas(tools),
+        teacher=TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model),
+        usage=_usage(history, chat.tool_calls, chat.invalid_tool_calls),
+        timings=Timings(started_at=started_at, finished_at=finished_at, duration_s=time.monotonic() - started),
+        attempt=attempt,
+        worker=worker or local_worker_info(),
+        metadata=task.metadata,
+        raw_messages=raw_history(history),
+    )
+
+
+def _classify(failure: ModelAPIError, captured: list[ModelMessage]) -> ConversationFailed:
+    partial = raw_history(list(captured))
+    kind = type(failure).__name__
+    if isinstance(failure, ModelHTTPError) and 400 <= failure.status_code < 500:
+        if failure.status_code not in RETRYABLE_STATUS:
+            return ConversationFailed(
+                f"teacher refused the request: HTTP {failure.status_code}: {_short(failure)}",
+                retryable=False,
+                error_type=kind,
+                partial=partial,
+            )
+    return TeacherUnavailable(f"{kind}: {_short(failure)}", retryable=True, error_type=kind, partial=partial)
+
+
+def _short(failure: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(failure).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _usage(history: list[ModelMessage], tool_calls: int, invalid: int) -> Usage:
+    responses = [m for m in history if isinstance(m, ModelResponse)]
+    return Usage(
+        requests=len(responses),
+        input_tokens=sum(r.usage.input_tokens or 0 for r in responses),
+        output_tokens=sum(r.usage.output_tokens or 0 for r in responses),
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
+    )

@@ -1,0 +1,125 @@
+"""pydantic-ai message history -> OpenAI chat messages with every tool call paired to its real result.
+
+Calls and results are paired by `tool_call_id` and told apart by `part_kind`, never by attribute
+sniffing: `hasattr(part, "tool_name")` matches calls *and* returns, which is how the seed's
+pipeline lost every real result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
+
+from shared.records import ChatMessage, FunctionCall, ToolCall
+
+
+@dataclass
+class Captured:
+    messages: list[ChatMessage]
+    tool_calls: int
+    invalid_tool_calls: int
+    dropped_unanswered_calls: int
+    final_text: str | None
+
+
+def to_chat_messages(history: list[ModelMessage]) -> Captured:
+    messages: list[ChatMessage] = []
+    invalid = 0
+    for message in history:
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                kind = part.part_kind
+                if kind == "system-prompt":
+                    messages.append(ChatMessage(role="system", content=part.content))
+                elif kind == "user-prompt":
+                    messages.append(ChatMessage(role="user", content=_text(part.content)))
+                elif kind == "tool-return":
+                    messages.append(
+                        ChatMessage(
+                            role="tool",
+                            tool_call_id=part.tool_call_id,
+                            name=part.tool_name,
+                            content=part.model_response_str(),
+                        )
+                    )
+                elif kind == "retry-prompt":
+                    # What the teacher was told about its bad call is that call's real result.
+                    if part.tool_name is not None:
+                        invalid += 1
+                        messages.append(
+                            ChatMessage(
+                                role="tool",
+                                tool_call_id=part.tool_call_id,
+                                name=part.tool_name,
+                                content=part.model_response(),
+                            )
+                        )
+                    else:
+                        messages.append(ChatMessage(role="user", content=part.model_response()))
+        elif isinstance(message, ModelResponse):
+            _append_response(messages, message)
+    messages, dropped = _drop_unanswered_calls(messages)
+    calls = sum(len(m.tool_calls or []) for m in messages)
+    final = messages[-1].content if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls else None
+    return Captured(messages, calls, invalid, dropped, final or None)
+
+
+def _append_response(messages: list[ChatMessage], response: ModelResponse) -> None:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for part in response.parts:
+        if part.part_kind == "text":
+            texts.append(part.content)
+        elif part.part_kind == "tool-call":
+            calls.append(
+                ToolCall(
+                    id=part.tool_call_id,
+                    function=FunctionCall(name=part.tool_name, arguments=_arguments(part.args)),
+                )
+            )
+    content = "".join(texts) or None
+    if content is None and not calls:
+        return
+    messages.append(ChatMessage(role="assistant", content=content, tool_calls=calls or None))
+
+
+def _arguments(args: str | dict[str, Any] | None) -> dict[str, Any]:
+    """Arguments as a JSON object; text the model garbled is kept verbatim under `_raw`."""
+    if isinstance(args, dict):
+        return args
+    if not args:
+        return {}
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError:
+        return {"_raw": args}
+    return parsed if isinstance(parsed, dict) else {"_raw": args}
+
+
+def _drop_unanswered_calls(messages: list[ChatMessage]) -> tuple[list[ChatMessage], int]:
+    """A run stopped by the loop guard ends on calls that never ran: they are not data."""
+    answered = {m.tool_call_id for m in messages if m.role == "tool"}
+    kept: list[ChatMessage] = []
+    dropped = 0
+    for message in messages:
+        if message.tool_calls:
+            calls = [c for c in message.tool_calls if c.id in answered]
+            dropped += len(message.tool_calls) - len(calls)
+            if not calls and not message.content:
+                continue
+            message = message.model_copy(update={"tool_calls": calls or None})
+        kept.append(message)
+    return kept, dropped
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(str(item) for item in content)
+
+
+def raw_history(history: list[ModelMessage]) -> list[Any]:
+    return json.loads(ModelMessagesTypeAdapter.dump_json(history))
