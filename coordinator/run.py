@@ -7,6 +7,7 @@ showing progress, stop the workers once every prompt has ended, print a summary.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import time
@@ -74,18 +75,33 @@ def redis_for(settings: Settings, run_dir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def run_lock(client: redis.Redis, keys: RunKeys) -> Iterator[str]:
-    """One coordinator per run: a second one would race the first on the output files."""
+def run_lock(client: redis.Redis, keys: RunKeys, run_dir: Path) -> Iterator[str]:
+    """One coordinator per run: a second one would race the first on the output files.
+
+    A file lock guards the run folder on this machine (the kernel drops it when the process dies,
+    even by SIGKILL); a Redis key with a short TTL guards it across machines.
+    """
+    handle = (run_dir / ".lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunRefused(f"run {keys.run!r} is already running on this machine ({run_dir})") from None
     me = f"{socket.gethostname()}:{os.getpid()}"
     lock_key = f"{keys.prefix}:lock"
-    if not client.set(lock_key, me, nx=True, ex=LOCK_TTL_S):
-        holder = client.get(lock_key)
-        raise RunRefused(f"run {keys.run!r} is already being coordinated by {holder}; wait for it or stop it")
     try:
+        if not client.set(lock_key, me, nx=True, ex=LOCK_TTL_S):
+            holder = str(client.get(lock_key) or "")
+            host = holder.rpartition(":")[0]
+            # Our own file lock proves a holder on this host is gone (killed before its TTL ran out).
+            if host != socket.gethostname():
+                raise RunRefused(f"run {keys.run!r} is already being coordinated by {holder}; wait for it or stop it")
+            client.set(lock_key, me, ex=LOCK_TTL_S)
         yield lock_key
     finally:
         if client.get(lock_key) == me:
             client.delete(lock_key)
+        handle.close()
 
 
 def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = True) -> RunResult:
@@ -99,7 +115,7 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
     started = time.monotonic()
     with redis_for(settings, run_dir) as url:
         client = connect(url)
-        with run_lock(client, keys) as lock_key:
+        with run_lock(client, keys, run_dir) as lock_key:
             return _coordinate(settings, prompts_file, run_dir, keys, client, url, lock_key, started, show_progress)
 
 
@@ -271,7 +287,7 @@ class WorkerPool:
             self._launch(index)
 
     def _launch(self, index: int) -> None:
-        actor = self._actor_class.remote(self.spec_json, f"worker-{index}")
+        actor = self._actor_class.options(name=f"{self.run}-worker-{index}").remote(self.spec_json, f"worker-{index}")
         ref = actor.run.remote()
         if index < len(self.actors):
             self.actors[index], self.refs[index] = actor, ref

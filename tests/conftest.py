@@ -1,0 +1,81 @@
+"""Real parts for every test: an embedded Redis server, one local Ray, a simulated teacher."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.redis_server import EmbeddedRedis, connect
+from shared.sim_teacher import SimTeacher, SimTeacherConfig
+
+REPO = Path(__file__).resolve().parent.parent
+_run_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture()
+def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
+    client = connect(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, namespace="distill-tests")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def sim_teacher() -> Iterator[SimTeacher]:
+    teacher = SimTeacher(SimTeacherConfig(latency_s=0.02))
+    teacher.start()
+    yield teacher
+    teacher.stop()
+
+
+@pytest.fixture()
+def run_name(request: pytest.FixtureRequest) -> str:
+    return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{next(_run_names)}-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def code_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, small code tree: a copy of distill's own packages (stable while tests run)."""
+    root = tmp_path_factory.mktemp("workspace")
+    for package in ("coordinator", "worker", "shared"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "README.txt").write_text("A copy of distill's own code, used as the tools' workspace in tests.\n")
+    return root
+
+
+def write_prompts(path: Path, count: int, *, start: int = 0) -> Path:
+    import json
+
+    topics = ["Collector", "EmbeddedRedis", "requeue_orphans", "WorkerSpec", "RunKeys", "check_prompts",
+              "SimTeacher", "GenerationLoop", "to_chat_messages", "PromptTask"]
+    with path.open("w") as handle:
+        for index in range(start, start + count):
+            topic = topics[index % len(topics)]
+            handle.write(json.dumps({"id": f"q{index:05d}", "prompt": f"Where is {topic} defined and what does it do? (#{index})"}) + "\n")
+    return path

@@ -1,0 +1,216 @@
+"""The generation pipeline end to end: real Redis, real local Ray, real tools on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_prompts
+from coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
+from coordinator.run import generate
+from shared.records import Conversation, DeadLetter
+from shared.settings import Settings, TeacherConfig
+from shared.sim_teacher import SimTeacher, SimTeacherConfig
+from worker.tools import Workspace
+
+
+def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra) -> Settings:
+    return Settings(
+        run=run,
+        out_dir=tmp_path / "runs",
+        workspace=workspace,
+        redis_url=redis_url,
+        teachers=[TeacherConfig(name="sim", base_url=teacher.base_url, model="sim", timeout_s=10)],
+        **extra,
+    )
+
+
+def read_records(run_dir: Path) -> tuple[list[Conversation], list[DeadLetter]]:
+    def load(name: str, model):  # type: ignore[no-untyped-def]
+        path = run_dir / name
+        if not path.exists():
+            return []
+        return [model.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+    return load(CONVERSATIONS_FILE, Conversation), load(DEAD_FILE, DeadLetter)
+
+
+def rerun_tool(workspace: Workspace, name: str, arguments: dict) -> str:
+    return getattr(workspace, name)(**arguments)
+
+
+def assert_exactly_once(run_dir: Path, expected_ids: set[str]) -> tuple[list[Conversation], list[DeadLetter]]:
+    conversations, dead = read_records(run_dir)
+    ids = [c.task_id for c in conversations] + [d.task_id for d in dead]
+    assert len(ids) == len(set(ids)), "a prompt was written twice"
+    assert set(ids) == expected_ids, f"lost: {sorted(expected_ids - set(ids))[:5]}"
+    return conversations, dead
+
+
+def test_thirty_prompts_give_thirty_records_with_real_tool_results(
+    tmp_path, ray_session, redis_url, sim_teacher, code_workspace, run_name
+):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 30)
+    settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url, concurrency=8, workers=2)
+
+    result = generate(settings, prompts, show_progress=False)
+
+    assert (result.total, result.conversations, result.dead) == (30, 30, 0)
+    conversations, _ = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(30)})
+    workspace = Workspace(code_workspace)
+    checked = 0
+    for record in conversations:
+        assert record.status == "final_answer"
+        assert {t["function"]["name"] for t in record.tools} >= {"grep", "read_file", "list_dir", "find_files"}
+        calls = {c.id: c for m in record.messages for c in (m.tool_calls or [])}
+        assert record.usage.tool_calls == len(calls) == 2
+        for message in record.messages:
+            if message.role == "tool":
+                call = calls[message.tool_call_id]
+                assert message.content == rerun_tool(workspace, call.function.name, call.function.arguments)
+                checked += 1
+        assert record.messages[-1].role == "assistant" and record.messages[-1].content
+    assert checked == 60
+    # The topic words are real names in the workspace: grep found them, so the results are real.
+    assert sum("no matches" not in m.content for c in conversations for m in c.messages if m.role == "tool") >= 50
+
+
+def test_rerun_resumes_without_redoing_finished_prompts(tmp_path, ray_session, redis_url, sim_teacher, code_workspace, run_name):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 10)
+    settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url)
+    generate(settings, prompts, show_progress=False)
+    requests_after_first = sim_teacher.snapshot()["requests"]
+
+    write_prompts(tmp_path / "prompts.jsonl", 14)  # the file grew by four prompts
+    second = generate(settings, prompts, show_progress=False)
+
+    assert second.queued_now == 4
+    assert sim_teacher.snapshot()["requests"] - requests_after_first == 4 * 3
+    assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(14)})
+
+
+def test_killed_worker_actor_task_is_redone_nothing_lost_nothing_doubled(
+    tmp_path, ray_session, redis_url, code_workspace, run_name
+):
+    import ray
+
+    teacher = SimTeacher(SimTeacherConfig(latency_s=0.4))
+    teacher.start()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 16)
+    settings = settings_for(
+        run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=4, workers=2, visibility_timeout_s=2.0
+    )
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=generate(settings, prompts, show_progress=False)))
+    runner.start()
+    try:
+        kills = 0
+        deadline = time.monotonic() + 60
+        while kills < 2 and time.monotonic() < deadline:
+            time.sleep(1.2)
+            actor = ray.get_actor(f"{run_name}-worker-{kills % 2}", namespace="distill-tests")
+            ray.kill(actor, no_restart=False)  # Ray restarts it, as after a crash
+            kills += 1
+        runner.join(120)
+    finally:
+        teacher.stop()
+    assert kills == 2 and not runner.is_alive()
+    assert outcome["result"].complete
+    conversations, dead = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(16)})
+    assert not dead
+    assert max(c.attempt for c in conversations) >= 2, "no task was redone after the kills"
+
+
+def test_coordinator_sigkill_then_rerun_gives_every_prompt_exactly_once(tmp_path, code_workspace):
+    teacher = SimTeacher(SimTeacherConfig(latency_s=0.15))
+    teacher.start()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 40)
+    command = [
+        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "killed",
+        "--workspace", str(code_workspace), "--teacher", teacher.base_url, "--teacher-model", "sim",
+        "--out-dir", str(tmp_path / "runs"), "--concurrency", "4", "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    conversations_file = tmp_path / "runs" / "killed" / CONVERSATIONS_FILE
+    try:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if conversations_file.exists() and len(conversations_file.read_bytes().splitlines()) >= 8:
+                break
+            assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        written_before = len(conversations_file.read_bytes().splitlines())
+        assert 8 <= written_before < 40, "the kill came too late to prove anything"
+
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    finally:
+        teacher.stop()
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    assert_exactly_once(tmp_path / "runs" / "killed", {f"q{i:05d}" for i in range(40)})
+
+
+def test_bad_prompts_refuse_to_start_and_name_file_line_field(tmp_path, sim_teacher, code_workspace):
+    prompts = tmp_path / "bad.jsonl"
+    prompts.write_bytes(
+        b'{"prompt": "fine", "id": "a"}\n'
+        b"not json\n"
+        b'{"prompt": ""}\n'
+        b'{"prompt": 3}\n'
+        b'{"prompt": "x", "promt": "typo"}\n'
+        b'{"prompt": "other", "id": "a"}\n'
+        b'{"prompt": "\xff\xfe"}\n'
+        b'["a list"]\n'
+    )
+    command = [
+        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "bad",
+        "--workspace", str(code_workspace), "--teacher", sim_teacher.base_url, "--teacher-model", "sim",
+        "--out-dir", str(tmp_path / "runs"), "--no-progress",
+    ]
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    for expected in [
+        f"{prompts}:2: field (line): not JSON",
+        f"{prompts}:3: field prompt: is empty",
+        f"{prompts}:4: field prompt: Input should be a valid string",
+        f"{prompts}:5: field promt: unknown key",
+        f"{prompts}:6: field id: duplicate id 'a' with different content (first on line 1)",
+        f"{prompts}:7: field (line): not UTF-8",
+        f"{prompts}:8: field (line): expected a JSON object",
+    ]:
+        assert expected in refused.stderr, refused.stderr
+    assert sim_teacher.snapshot()["requests"] == 0
+    assert not (tmp_path / "runs" / "bad" / CONVERSATIONS_FILE).exists()
+
+
+def test_skip_invalid_runs_the_good_prompts_only(tmp_path, ray_session, redis_url, sim_teacher, code_workspace, run_name):
+    prompts = tmp_path / "mixed.jsonl"
+    prompts.write_text('{"prompt": "Where is Collector defined?", "id": "good"}\n{"prompt": ""}\n\n')
+    settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url, skip_invalid=True)
+    result = generate(settings, prompts, show_progress=False)
+    assert (result.total, result.conversations, result.check.bad_count) == (1, 1, 1)
+
+
+def test_unreachable_teacher_ends_as_dead_letters_with_the_reason(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    settings = Settings(
+        run=run_name, out_dir=tmp_path / "runs", workspace=code_workspace, redis_url=redis_url,
+        teachers=[TeacherConfig(name="gone", base_url="http://127.0.0.1:9/v1", model="m", timeout_s=2)],
+        max_attempts=2, retry_backoff_s=0.05,
+    )
+    result = generate(settings, prompts, show_progress=False)
+    conversations, dead = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(3)})
+    assert result.complete and not conversations
+    assert all(d.attempts == 2 and "gave up after 2 attempts" in d.reason and "Connection" in d.reason for d in dead)
