@@ -40,6 +40,7 @@ class RunProgress:
             transient=False,
         )
         self._task = self._bar.add_task("generate", total=total, detail="")
+        self._endpoint_rows: dict[str, Any] = {}
 
     def start(self, already: int) -> None:
         self._first_done = already
@@ -47,11 +48,22 @@ class RunProgress:
         if self.enabled:
             self._bar.start()
 
-    def update(self, *, done: int, dead: int, in_flight: int, tokens: int) -> None:
+    def update(
+        self, *, done: int, dead: int, in_flight: int, tokens: int, endpoints: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         elapsed = max(1e-6, time.monotonic() - self._started)
         rate = (done - (self._first_done or 0)) / elapsed
         detail = f"failed {dead} · in flight {in_flight} · {rate:.1f}/s · {tokens:,} tok"
         self._bar.update(self._task, completed=done, detail=detail)
+        for name, numbers in (endpoints or {}).items():
+            row = self._endpoint_rows.get(name)
+            if row is None:
+                row = self._endpoint_rows[name] = self._bar.add_task(name, total=None, detail="")
+            latency = numbers["mean_latency_s"]
+            text = (f"  {name} ({numbers['kind']}): in flight {numbers['in_flight']} · "
+                    f"{numbers['requests']} req · {numbers['errors']} err"
+                    + (f" · {latency:.2f}s/req" if latency is not None else ""))
+            self._bar.update(row, detail=text)
 
     def stop(self) -> None:
         if self.enabled:
@@ -99,6 +111,20 @@ def summary_table(result: RunResult) -> Table:
     return table
 
 
+def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = None) -> Table:
+    title = "teachers" + (f" (policy {policy})" if policy else "")
+    table = Table(title=title, header_style="bold")
+    for column in ("teacher", "kind", "conversations", "requests", "in flight", "errors", "tokens in", "tokens out",
+                   "mean latency", "est. cost"):
+        table.add_column(column, justify="left" if column in ("teacher", "kind") else "right")
+    for name, n in endpoints.items():
+        latency = f"{n['mean_latency_s']:.2f} s" if n.get("mean_latency_s") is not None else "-"
+        cost = f"${n['cost_usd']:.4f}" if n.get("cost_usd") is not None else "-"
+        table.add_row(name, n["kind"], f"{n['conversations']:,}", f"{n['requests']:,}", str(n["in_flight"]),
+                      f"{n['errors']:,}", f"{n['input_tokens']:,}", f"{n['output_tokens']:,}", latency, cost)
+    return table
+
+
 def status_table(run_dir: Path) -> Table:
     """`distill status`: the files are the truth for what is done; the snapshot tells the rest."""
     from coordinator.run import count_records
@@ -129,3 +155,11 @@ def status_table(run_dir: Path) -> Table:
     table.add_row("last update", str(snapshot.get("updated_at", "never")))
     table.add_row("folder", str(run_dir))
     return table
+
+
+def status_tables(run_dir: Path) -> list[Table]:
+    tables = [status_table(run_dir)]
+    endpoints = (read_progress_snapshot(run_dir) or {}).get("endpoints")
+    if endpoints:
+        tables.append(endpoints_table(endpoints))
+    return tables

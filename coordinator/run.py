@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from rich.markup import escape
 
 from coordinator.collector import Collector, Drained
 from coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts
-from coordinator.progress import RunProgress, write_progress_snapshot
-from shared.keys import RunKeys, TASKS_GROUP
+from coordinator.progress import RunProgress, console, write_progress_snapshot
+from coordinator.teachers import plan_teachers
+from shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key
 from shared.queue import ensure_groups, requeue_orphans
 from shared.records import RunManifest, utcnow
 from shared.redis_server import EmbeddedRedis, connect, redact_url
-from shared.settings import Settings
+from shared.settings import Settings, TeacherConfig
 
 MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
@@ -54,6 +56,8 @@ class RunResult:
     output_tokens: int
     tool_calls: int
     check: CheckReport
+    endpoints: dict[str, dict[str, Any]]
+    policy: str
 
     @property
     def complete(self) -> bool:
@@ -105,10 +109,10 @@ def run_lock(client: redis.Redis, keys: RunKeys, run_dir: Path) -> Iterator[str]
 
 
 def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = True) -> RunResult:
-    if not settings.teachers:
-        raise RunRefused("no teacher: give --teacher URL --teacher-model MODEL, or [[teachers]] in distill.toml")
-    for teacher in settings.teachers:
-        teacher.api_key()  # a missing key fails here, before anything is queued
+    plan = plan_teachers(settings)  # a missing key or an unusable policy fails before anything is queued
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = RunKeys(settings.run)
@@ -149,7 +153,9 @@ def _coordinate(
     try:
         if int(client.scard(keys.done)) < total:
             with _workers(settings, url) as workers:
-                _collect_until_done(client, keys, collector, workers, progress, totals, total, lock_key, run_dir)
+                _collect_until_done(
+                    client, keys, collector, workers, progress, totals, total, lock_key, run_dir, settings.teachers
+                )
     finally:
         progress.stop()
         collector.close()
@@ -157,7 +163,8 @@ def _coordinate(
     manifest.updated_at = utcnow()
     (run_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     counts = count_records(run_dir)
-    write_progress_snapshot(run_dir, _snapshot(client, keys, total, counts, finished=manifest.finished))
+    final = _snapshot(client, keys, total, counts, settings.teachers, finished=manifest.finished)
+    write_progress_snapshot(run_dir, final)
     return RunResult(
         run=settings.run,
         run_dir=run_dir,
@@ -172,6 +179,8 @@ def _coordinate(
         output_tokens=totals.output_tokens,
         tool_calls=totals.tool_calls,
         check=check,
+        endpoints=final["endpoints"],
+        policy=settings.policy,
     )
 
 
@@ -185,6 +194,7 @@ def _collect_until_done(
     total: int,
     lock_key: str,
     run_dir: Path,
+    teachers: list[TeacherConfig],
 ) -> None:
     last_snapshot = 0.0
     while True:
@@ -197,9 +207,9 @@ def _collect_until_done(
             last_snapshot = now
             client.expire(lock_key, LOCK_TTL_S)
             workers.check()
-            snapshot = _snapshot(client, keys, total, None, finished=False)
+            snapshot = _snapshot(client, keys, total, None, teachers, finished=False)
             progress.update(done=done, dead=snapshot["dead"], in_flight=snapshot["in_flight"],
-                            tokens=totals.input_tokens + totals.output_tokens)
+                            tokens=totals.input_tokens + totals.output_tokens, endpoints=snapshot["endpoints"])
             write_progress_snapshot(run_dir, snapshot)
         if done >= total:
             progress.update(done=done, dead=totals.dead, in_flight=0, tokens=totals.input_tokens + totals.output_tokens)
@@ -207,7 +217,39 @@ def _collect_until_done(
             return
 
 
-def _snapshot(client: redis.Redis, keys: RunKeys, total: int, counts: dict[str, int] | None, *, finished: bool) -> dict[str, Any]:
+def endpoint_stats(client: redis.Redis, keys: RunKeys, teachers: list[TeacherConfig]) -> dict[str, dict[str, Any]]:
+    """Per-endpoint numbers: requests, in flight, errors, tokens, mean latency, estimated cost."""
+    stats: dict[str, dict[str, Any]] = {}
+    for teacher in teachers:
+        raw = client.hgetall(keys.endpoint_stats(teacher.name))
+        requests = int(raw.get("requests", 0))
+        tokens_in, tokens_out = int(raw.get("input_tokens", 0)), int(raw.get("output_tokens", 0))
+        cost = None
+        if teacher.price_in_per_mtok is not None or teacher.price_out_per_mtok is not None:
+            cost = (tokens_in * (teacher.price_in_per_mtok or 0) + tokens_out * (teacher.price_out_per_mtok or 0)) / 1e6
+        stats[teacher.name] = {
+            "kind": teacher.kind,
+            "conversations": int(raw.get("conversations", 0)),
+            "requests": requests,
+            "in_flight": int(client.zcount(endpoint_leases_key(teacher.base_url, teacher.model), time.time(), "+inf")),
+            "errors": int(raw.get("errors", 0)),
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "mean_latency_s": round(float(raw.get("teacher_s", 0.0)) / requests, 4) if requests else None,
+            "cost_usd": round(cost, 6) if cost is not None else None,
+        }
+    return stats
+
+
+def _snapshot(
+    client: redis.Redis,
+    keys: RunKeys,
+    total: int,
+    counts: dict[str, int] | None,
+    teachers: list[TeacherConfig],
+    *,
+    finished: bool,
+) -> dict[str, Any]:
     pending = client.xpending(keys.tasks, TASKS_GROUP)["pending"] if client.exists(keys.tasks) else 0
     done = int(client.scard(keys.done))
     dead = int(client.xlen(keys.dead)) if counts is None else counts["dead"]
@@ -219,6 +261,7 @@ def _snapshot(client: redis.Redis, keys: RunKeys, total: int, counts: dict[str, 
         "in_flight": int(pending),
         "queued": int(client.xlen(keys.tasks)) - int(pending) if client.exists(keys.tasks) else 0,
         "retries": int(client.hget(keys.stats, "retries") or 0),
+        "endpoints": endpoint_stats(client, keys, teachers),
         "coordinator_pid": os.getpid(),
         "coordinator_host": socket.gethostname(),
         "finished": finished,
@@ -272,6 +315,9 @@ class WorkerPool:
             redis_url=redis_url,
             workspace=str(settings.workspace.resolve()),
             teachers=settings.teachers,
+            policy=settings.policy,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_s=settings.breaker_cooldown_s,
             limits=settings.limits,
             system_prompt=settings.system_prompt,
             custom_tools=settings.custom_tools,

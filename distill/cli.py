@@ -41,12 +41,13 @@ def generate(
     max_tool_calls: Annotated[Optional[int], typer.Option(help="Loop guard: tool calls per conversation.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Conversations in flight over the whole run.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray worker actors.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="local-first | spread | local-only | cloud-only.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad prompt lines and go on without them.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Run the teacher on every prompt with real tools; write one record per prompt."""
     from coordinator.collector import OutputError
-    from coordinator.progress import summary_table
+    from coordinator.progress import endpoints_table, summary_table
     from coordinator.prompts import PromptsFileError
     from coordinator.run import RunRefused
     from coordinator.run import generate as run_generate
@@ -62,6 +63,7 @@ def generate(
             limit=limit,
             concurrency=concurrency,
             workers=workers,
+            policy=policy,
             skip_invalid=skip_invalid or None,
         )
         if max_tool_calls is not None:
@@ -87,6 +89,7 @@ def generate(
         for bad in result.check.bad_lines:
             err.print(f"  {bad}", highlight=False, markup=False, soft_wrap=True)
     out.print(summary_table(result))
+    out.print(endpoints_table(result.endpoints, result.policy))
     if not result.complete:
         raise typer.Exit(1)
 
@@ -97,12 +100,13 @@ def status(
     out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
 ) -> None:
     """Show a run's numbers, live or finished."""
-    from coordinator.progress import status_table
+    from coordinator.progress import status_tables
 
     run_dir = out_dir / run
     if not run_dir.is_dir():
         fail(f"no run {run!r} in {out_dir}")
-    out.print(status_table(run_dir))
+    for table in status_tables(run_dir):
+        out.print(table)
 
 
 @app.command("sim-teacher")

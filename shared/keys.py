@@ -6,12 +6,19 @@ transactions that publish a result and acknowledge its task stay legal on a clus
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 TASKS_GROUP = "workers"
 RESULTS_GROUP = "coordinator"
 KIND_FIELD = "kind"
 DATA_FIELD = "data"
+
+
+def endpoint_leases_key(base_url: str, model: str) -> str:
+    """Sorted set of conversation leases on one endpoint, shared by every run that uses it."""
+    digest = hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
+    return f"distill:endpoint:{digest}:leases"
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,11 @@ class RunKeys:
         return f"{self.prefix}:last_error"
 
     @property
+    def last_endpoint(self) -> str:
+        """Hash task_id -> the endpoint its last failed attempt used (the retry avoids it)."""
+        return f"{self.prefix}:last_endpoint"
+
+    @property
     def stats(self) -> str:
         """Hash of live counters (tokens, requests, in flight) shown by progress and status."""
         return f"{self.prefix}:stats"
@@ -76,3 +88,12 @@ class RunKeys:
     def meta(self) -> str:
         """Hash with the run's totals (prompts enqueued, invalid lines)."""
         return f"{self.prefix}:meta"
+
+    def endpoint_stats(self, name: str) -> str:
+        """Hash of one endpoint's counters in this run (requests, errors, tokens, latency)."""
+        return f"{self.prefix}:endpoint:{name}"
+
+    @property
+    def endpoints(self) -> str:
+        """Set of endpoint names that have stats in this run."""
+        return f"{self.prefix}:endpoints"

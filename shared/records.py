@@ -120,7 +120,8 @@ class Timings(BaseModel):
     started_at: datetime
     finished_at: datetime
     duration_s: float
-    queued_s: float = 0.0
+    # Time spent waiting on the teacher, summed over its requests.
+    teacher_s: float = 0.0
 
 
 class WorkerInfo(BaseModel):

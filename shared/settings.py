@@ -29,6 +29,9 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+Policy = Literal["local-first", "spread", "local-only", "cloud-only"]
+
+
 class ConfigError(Exception):
     """A configuration problem, phrased for the user (file, field, reason)."""
 
@@ -97,6 +100,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     ray_address: str | None = None
     teachers: list[TeacherConfig] = Field(default_factory=list)
+    # local-first: cloud teachers take only the overflow; local-only is the fallback mode.
+    policy: Policy = "local-first"
+    breaker_failures: int = Field(default=3, gt=0)
+    breaker_cooldown_s: float = Field(default=10.0, ge=0)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     custom_tools: list[str] = Field(default_factory=list)
     limits: GenerationLimits = Field(default_factory=GenerationLimits)
@@ -115,6 +122,15 @@ class Settings(BaseSettings):
         if not value or not all(c.isalnum() or c in "-_." for c in value) or value.startswith("."):
             raise ValueError("use letters, digits, '-', '_' and '.' only")
         return value
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique_names(cls, teachers: list[TeacherConfig]) -> list[TeacherConfig]:
+        names = [t.name for t in teachers]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"teacher names must be unique; repeated: {', '.join(duplicated)}")
+        return teachers
 
     @classmethod
     def settings_customise_sources(

@@ -30,8 +30,9 @@ from shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
 from shared.queue import result_fields
 from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from shared.redis_server import redact_url
-from shared.settings import GenerationLimits, TeacherConfig
+from shared.settings import GenerationLimits, Policy, TeacherConfig
 from worker.agent import ConversationFailed, run_conversation
+from worker.pool import EndpointPool, Lease
 from worker.tools import ToolLimits, Workspace
 
 
@@ -44,6 +45,9 @@ class WorkerSpec(BaseModel):
     redis_url: str
     workspace: str
     teachers: list[TeacherConfig]
+    policy: Policy = "local-first"
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 10.0
     limits: GenerationLimits
     system_prompt: str
     custom_tools: list[str] = []
@@ -76,6 +80,7 @@ class GenerationLoop:
         )
         self.report = WorkerReport(actor=actor_name, node=self.info.node)
         self.redis: aioredis.Redis | None = None
+        self.pool: EndpointPool | None = None
         self.in_flight: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> WorkerReport:
@@ -84,6 +89,13 @@ class GenerationLoop:
             decode_responses=True,
             max_connections=self.spec.slots + 8,
             socket_timeout=max(30.0, self.spec.read_block_ms / 1000 + 10),
+        )
+        self.pool = EndpointPool(
+            self.spec.teachers,
+            self.redis,
+            self.spec.policy,
+            breaker_failures=self.spec.breaker_failures,
+            breaker_cooldown_s=self.spec.breaker_cooldown_s,
         )
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
@@ -149,37 +161,70 @@ class GenerationLoop:
             await self._publish_dead(entry_id, task, f"gave up after {self.spec.max_attempts} attempts: {reason}",
                                      "AttemptsExhausted", attempt - 1, [])
             return
-        teacher = self.spec.teachers[(attempt - 1) % len(self.spec.teachers)]
-        try:
-            record = await run_conversation(
-                task,
-                teacher,
-                self.workspace,
-                self.spec.limits,
-                system_prompt=self.spec.system_prompt,
-                custom_tools=self.spec.custom_tools,
-                attempt=attempt,
-                worker=self.info,
-            )
-        except ConversationFailed as failure:
-            await self._failed(entry_id, task, attempt, teacher, failure)
-            return
-        except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
-            wrapped = ConversationFailed(
-                f"{type(failure).__name__}: {failure}", retryable=True, error_type=type(failure).__name__, partial=[]
-            )
-            await self._failed(entry_id, task, attempt, teacher, wrapped)
+        assert self.pool is not None
+        # A retry avoids the endpoint that failed this task last, when another one is usable.
+        avoid = {await self.redis.hget(self.keys.last_endpoint, task.task_id) or ""}
+        record: Conversation | None = None
+        error: ConversationFailed | None = None
+        async with self.pool.lease(avoid=avoid) as lease:
+            teacher = lease.teacher
+            try:
+                record = await run_conversation(
+                    task,
+                    teacher,
+                    self.workspace,
+                    self.spec.limits,
+                    system_prompt=self.spec.system_prompt,
+                    custom_tools=self.spec.custom_tools,
+                    attempt=attempt,
+                    worker=self.info,
+                )
+            except ConversationFailed as failure:
+                error = failure
+            except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
+                error = ConversationFailed(
+                    f"{type(failure).__name__}: {failure}", retryable=True, error_type=type(failure).__name__, partial=[]
+                )
+            await self._account(lease, record, error)
+        if record is None:
+            assert error is not None
+            await self._failed(entry_id, task, attempt, teacher, error)
             return
         await self._publish(entry_id, record)
         self.report.finished += 1
+
+    async def _account(self, lease: Lease, record: Conversation | None, error: ConversationFailed | None) -> None:
+        """Per-endpoint numbers for progress, summary and status; the breaker learns the outcome."""
+        assert self.redis is not None and self.pool is not None
+        name = lease.teacher.name
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(self.keys.endpoints, name)
+        stats = self.keys.endpoint_stats(name)
+        if record is not None:
+            self.pool.record_success(lease)
+            pipe.hincrby(stats, "conversations", 1)
+            pipe.hincrby(stats, "requests", record.usage.requests)
+            pipe.hincrby(stats, "input_tokens", record.usage.input_tokens)
+            pipe.hincrby(stats, "output_tokens", record.usage.output_tokens)
+            pipe.hincrbyfloat(stats, "teacher_s", record.timings.teacher_s)
+        elif error is not None:
+            if error.retryable:
+                self.pool.record_failure(lease, error.retry_after_s)
+            pipe.hincrby(stats, "errors", 1)
+            pipe.hincrby(stats, "requests", max(1, error.requests))
+        await pipe.execute()
 
     async def _failed(
         self, entry_id: str, task: PromptTask, attempt: int, teacher: TeacherConfig, failure: ConversationFailed
     ) -> None:
         assert self.redis is not None
-        await self.redis.hset(self.keys.last_error, task.task_id, failure.reason)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.last_error, task.task_id, failure.reason)
+        pipe.hset(self.keys.last_endpoint, task.task_id, teacher.name)
+        await pipe.execute()
         if failure.retryable and attempt < self.spec.max_attempts:
-            await asyncio.sleep(self.spec.retry_backoff_s * 2 ** (attempt - 1))
+            backoff = self.spec.retry_backoff_s * 2 ** (attempt - 1)
+            await asyncio.sleep(max(backoff, failure.retry_after_s or 0.0))
             pipe = self.redis.pipeline(transaction=True)
             pipe.xadd(self.keys.tasks, {DATA_FIELD: task.model_dump_json()})
             pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)

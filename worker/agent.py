@@ -20,7 +20,9 @@ from pydantic_ai.exceptions import (
     UsageLimitExceeded,
 )
 from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model
 from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
@@ -45,12 +47,23 @@ RETRYABLE_STATUS = {408, 409, 425, 429}
 class ConversationFailed(Exception):
     """The conversation could not be captured. `retryable` says whether another attempt may help."""
 
-    def __init__(self, reason: str, *, retryable: bool, error_type: str, partial: list[dict[str, Any]]):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        error_type: str,
+        partial: list[dict[str, Any]],
+        retry_after_s: float | None = None,
+        requests: int = 0,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.error_type = error_type
         self.partial = partial
+        self.retry_after_s = retry_after_s
+        self.requests = requests
 
 
 class TeacherUnavailable(ConversationFailed):
@@ -99,6 +112,23 @@ def openai_tool_schemas(tools: Sequence[Tool[Any]]) -> list[dict[str, Any]]:
     return schemas
 
 
+class TimedModel(WrapperModel):
+    """Measures the time spent waiting on the teacher, request by request."""
+
+    def __init__(self, wrapped: Model) -> None:
+        super().__init__(wrapped)
+        self.seconds = 0.0
+        self.requests = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        started = time.monotonic()
+        self.requests += 1
+        try:
+            return await super().request(*args, **kwargs)
+        finally:
+            self.seconds += time.monotonic() - started
+
+
 def teacher_model(teacher: TeacherConfig, *, client_retries: int = 0) -> OpenAIChatModel:
     # Retries are distill's (attempts, backoff, failover), so the client itself doesn't retry.
     client = AsyncOpenAI(
@@ -127,8 +157,9 @@ async def run_conversation(
     refuses the request; a loop guard trip or a misbehaving model still gives a record.
     """
     tools = build_tools(workspace, custom_tools, limits)
+    model = TimedModel(teacher_model(teacher))
     agent: Agent[None, str] = Agent(
-        teacher_model(teacher),
+        model,
         system_prompt=task.system or system_prompt,
         tools=tools,
         retries=2,
@@ -151,13 +182,14 @@ async def run_conversation(
         except UnexpectedModelBehavior as misbehaviour:
             history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
         except ModelAPIError as failure:
-            raise _classify(failure, captured) from None
+            raise _classify(failure, captured, model.requests) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise TeacherUnavailable(
                 f"conversation took longer than {limits.conversation_timeout_s:g}s",
                 retryable=True,
                 error_type="ConversationTimeout",
                 partial=raw_history(list(captured)),
+                requests=model.requests,
             ) from None
     chat = to_chat_messages(history)
     if status == "final_answer" and chat.final_text is None:
@@ -173,7 +205,12 @@ async def run_conversation(
         tools=openai_tool_schemas(tools),
         teacher=TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model),
         usage=_usage(history, chat.tool_calls, chat.invalid_tool_calls),
-        timings=Timings(started_at=started_at, finished_at=finished_at, duration_s=time.monotonic() - started),
+        timings=Timings(
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_s=time.monotonic() - started,
+            teacher_s=model.seconds,
+        ),
         attempt=attempt,
         worker=worker or local_worker_info(),
         metadata=task.metadata,
@@ -181,18 +218,28 @@ async def run_conversation(
     )
 
 
-def _classify(failure: ModelAPIError, captured: list[ModelMessage]) -> ConversationFailed:
+def _classify(failure: ModelAPIError, captured: list[ModelMessage], requests: int) -> ConversationFailed:
     partial = raw_history(list(captured))
     kind = type(failure).__name__
-    if isinstance(failure, ModelHTTPError) and 400 <= failure.status_code < 500:
-        if failure.status_code not in RETRYABLE_STATUS:
+    retry_after = None
+    if isinstance(failure, ModelHTTPError):
+        retry_after = failure.retry_after
+        if 400 <= failure.status_code < 500 and failure.status_code not in RETRYABLE_STATUS:
             return ConversationFailed(
                 f"teacher refused the request: HTTP {failure.status_code}: {_short(failure)}",
                 retryable=False,
                 error_type=kind,
                 partial=partial,
+                requests=requests,
             )
-    return TeacherUnavailable(f"{kind}: {_short(failure)}", retryable=True, error_type=kind, partial=partial)
+    return TeacherUnavailable(
+        f"{kind}: {_short(failure)}",
+        retryable=True,
+        error_type=kind,
+        partial=partial,
+        retry_after_s=retry_after,
+        requests=requests,
+    )
 
 
 def _short(failure: BaseException, limit: int = 300) -> str:

@@ -30,6 +30,10 @@ class ToolLimits:
 TRUNCATED_MARKER = "[truncated]"
 
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", ".fossil"})
+# Walks (grep, find_files) skip these folders unless the call starts inside one: environments and
+# caches hold thousands of files that would drown the answer and the time limit.
+WALK_SKIPPED_DIRS = frozenset({".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
+                               ".pytest_cache", ".hypothesis", ".ruff_cache", ".tox", ".nox", ".eggs"})
 BINARY_SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 300
 MAX_PATTERN_CHARS = 1000
@@ -190,7 +194,8 @@ class Workspace:
             if rel is None:
                 continue
             if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(self._sorted_entries(entry.path)))
+                if entry.name not in WALK_SKIPPED_DIRS and not entry.name.endswith(".egg-info"):
+                    stack.append(iter(self._sorted_entries(entry.path)))
             elif entry.is_file(follow_symlinks=False):
                 if scan.files_seen >= scan.max_files:
                     scan.hit_file_limit = True

@@ -1,0 +1,285 @@
+"""`distill convert`: filters with their reasons, input errors, splits and output formats."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
+
+from trainer.convert import ConvertReport, DropReason, convert, split_of
+from trainer.errors import TrainerError
+from trainer.render import load_tokenizer, render_text
+from trainer.schema_check import argument_errors, basic_errors
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=120)  # noqa: SIM115 - closed with the process
+
+
+def run(tmp_path: Path, model: Path, records: list[Any], **options: Any) -> ConvertReport:
+    source = write_jsonl(tmp_path / "run" / "conversations.jsonl", records)
+    return convert(source, model, tmp_path / "out", console=quiet(), **options)
+
+
+def kept_records(out: Path) -> list[dict[str, Any]]:
+    return [row for name in ("train", "valid", "test") if (out / f"{name}.jsonl").exists() for row in read_jsonl(out / f"{name}.jsonl")]
+
+
+def test_good_conversation_is_kept_in_mlx_chat_format(tmp_path: Path, tiny_model: Path) -> None:
+    report = run(tmp_path, tiny_model, [conversation()])
+    assert report.kept == 1 and report.records == 1
+    assert sum(report.dropped.values()) == 0
+    [row] = kept_records(tmp_path / "out")
+    assert set(row) == {"messages", "tools"}
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert row["messages"][2]["tool_calls"][0]["function"]["arguments"] == {"path": "config.py"}
+    assert row["messages"][2]["content"] == ""  # None would break templates that concatenate
+    assert row["tools"] == conversation()["tools"]
+    saved = ConvertReport.model_validate_json((tmp_path / "out" / "report.json").read_text())
+    assert saved.kept == 1 and saved.splits["train"] == 1
+
+
+def with_status(status: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(record: dict[str, Any]) -> None:
+        record["status"] = status
+        record["error"] = "loop guard"
+
+    return mutate
+
+
+def set_result(value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(record: dict[str, Any]) -> None:
+        record["messages"][3]["content"] = value
+
+    return mutate
+
+
+def drop_result(record: dict[str, Any]) -> None:
+    del record["messages"][3]
+
+
+def set_arguments(value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(record: dict[str, Any]) -> None:
+        record["messages"][2]["tool_calls"][0]["function"]["arguments"] = value
+
+    return mutate
+
+
+def unknown_tool(record: dict[str, Any]) -> None:
+    record["messages"][2]["tool_calls"][0]["function"]["name"] = "rm_rf"
+
+
+def no_final_answer(record: dict[str, Any]) -> None:
+    record["messages"].pop()
+
+
+def empty_final_answer(record: dict[str, Any]) -> None:
+    record["messages"][-1]["content"] = "   "
+
+
+DROP_CASES = [
+    ("tool_limit status", with_status("tool_limit"), DropReason.NOT_FINAL_ANSWER),
+    ("error status", with_status("error"), DropReason.NOT_FINAL_ANSWER),
+    ("result missing", drop_result, DropReason.BAD_TOOL_RESULT),
+    ("result None", set_result(None), DropReason.BAD_TOOL_RESULT),
+    ("result empty", set_result(""), DropReason.BAD_TOOL_RESULT),
+    ("placeholder", set_result("[Tool execution completed]"), DropReason.BAD_TOOL_RESULT),
+    ("wrong type", set_arguments({"path": 3}), DropReason.INVALID_ARGUMENTS),
+    ("required key missing", set_arguments({"max_lines": 3}), DropReason.INVALID_ARGUMENTS),
+    ("unknown key", set_arguments({"path": "a", "mode": "r"}), DropReason.INVALID_ARGUMENTS),
+    ("unknown tool", unknown_tool, DropReason.INVALID_ARGUMENTS),
+    ("string args not JSON", set_arguments('{"path": "a"'), DropReason.ARGUMENTS_NOT_JSON),
+    ("string args a list", set_arguments('["a"]'), DropReason.ARGUMENTS_NOT_JSON),
+    ("no final answer", no_final_answer, DropReason.NO_FINAL_ANSWER),
+    ("blank final answer", empty_final_answer, DropReason.NO_FINAL_ANSWER),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "reason"), DROP_CASES, ids=[c[0] for c in DROP_CASES])
+def test_each_bad_trajectory_is_dropped_with_its_reason(
+    tmp_path: Path, tiny_model: Path, case: str, mutate: Callable[[dict[str, Any]], None], reason: DropReason
+) -> None:
+    bad = conversation("bad")
+    mutate(bad)
+    report = run(tmp_path, tiny_model, [conversation("good-1"), bad, conversation("good-2", prompt="other")])
+    assert report.kept == 2
+    assert {r: n for r, n in report.dropped.items() if n} == {reason: 1}
+    [drop] = report.drops
+    assert drop.line == 2 and drop.task_id == "bad" and drop.reason == reason and drop.detail
+
+
+def test_repeated_calls_and_tool_call_budget(tmp_path: Path, tiny_model: Path) -> None:
+    same = ("read_file", {"path": "a.py", "max_lines": 5})
+    repeated = conversation("rep", calls=[same, ("grep", {"pattern": "x"}), ("read_file", {"max_lines": 5, "path": "a.py"})])
+    many = conversation("many", calls=[("read_file", {"path": f"f{i}.py"}) for i in range(4)])
+    report = run(tmp_path, tiny_model, [repeated, many], max_tool_calls=3)
+    assert report.dropped[DropReason.REPEATED_CALL] == 1  # key order does not make a call new
+    assert report.dropped[DropReason.TOO_MANY_TOOL_CALLS] == 1
+    assert report.kept == 0
+    # With a larger budget the four distinct calls are fine.
+    assert run(tmp_path, tiny_model, [many], max_tool_calls=4).kept == 1
+
+
+def test_duplicates_are_judged_on_rendered_text(tmp_path: Path, tiny_model: Path) -> None:
+    first = conversation("same-task")
+    again = copy.deepcopy(first)
+    again["attempt"] = 2
+    for message in again["messages"]:  # a re-run has new call ids, which the template never shows
+        for tool_call in message.get("tool_calls") or []:
+            tool_call["id"] = "re-" + tool_call["id"]
+        if message.get("tool_call_id"):
+            message["tool_call_id"] = "re-" + message["tool_call_id"]
+    report = run(tmp_path, tiny_model, [first, again, conversation("other", answer="Something else.")])
+    assert report.dropped[DropReason.DUPLICATE] == 1
+    assert report.kept == 2
+
+
+def test_too_long_uses_student_tokens_and_huge_outputs_survive_when_they_fit(tmp_path: Path, tiny_model: Path) -> None:
+    huge = "line of output ü\n" * 20_000  # ~340 kB of tool output
+    record = conversation("huge", results=[huge])
+    tokenizer = load_tokenizer(tiny_model)
+    report = run(tmp_path, tiny_model, [record], max_seq_length=4096)
+    assert report.dropped[DropReason.TOO_LONG] == 1
+    assert "tokens > max_seq_length 4096" in report.drops[0].detail
+    report = run(tmp_path, tiny_model, [record], max_seq_length=10**6)
+    assert report.kept == 1
+    [row] = kept_records(tmp_path / "out")
+    assert row["messages"][3]["content"] == huge
+    length = len(tokenizer._tokenizer(render_text(tokenizer, row["messages"], row["tools"]), add_special_tokens=False)["input_ids"])
+    assert report.tokens.max == length
+    # Exactly at the limit is kept: nothing will be truncated later.
+    assert run(tmp_path, tiny_model, [record], max_seq_length=length).kept == 1
+    assert run(tmp_path, tiny_model, [record], max_seq_length=length - 1).kept == 0
+
+
+def test_json_string_arguments_become_objects(tmp_path: Path, tiny_model: Path) -> None:
+    record = conversation()
+    record["messages"][2]["tool_calls"][0]["function"]["arguments"] = '{"path": "config.py", "max_lines": 10}'
+    report = run(tmp_path, tiny_model, [record])
+    assert report.kept == 1
+    [row] = kept_records(tmp_path / "out")
+    assert row["messages"][2]["tool_calls"][0]["function"]["arguments"] == {"path": "config.py", "max_lines": 10}
+
+
+def test_unicode_round_trips(tmp_path: Path, tiny_model: Path) -> None:
+    record = conversation(prompt="Что делает 設定.py? 🤔", results=["# 注释\nprint('héllo 🌍')"], answer="Elle affiche « héllo » 🌍.")
+    record["messages"][2]["tool_calls"][0]["function"]["arguments"] = {"path": "設定.py"}
+    assert run(tmp_path, tiny_model, [record]).kept == 1
+    raw = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8")
+    assert "設定.py" in raw and "🌍" in raw  # written as UTF-8, not \u escapes
+    [row] = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert row["messages"][-1]["content"] == "Elle affiche « héllo » 🌍."
+
+
+INVALID_LINES = [
+    ("not json", "this is not json\n", "not JSON"),
+    ("truncated", '{"schema_version": 1, "task_id": "x", "run"', "truncated last line"),
+    ("old schema", json.dumps({"schema_version": 0, "task_id": "x"}) + "\n", "field schema_version: unsupported version 0"),
+    ("no schema", json.dumps({"task_id": "x"}) + "\n", "field schema_version: is required"),
+    ("array", "[1, 2]\n", "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("case", "line", "message"), INVALID_LINES, ids=[c[0] for c in INVALID_LINES])
+def test_invalid_lines_fail_with_file_and_line(tmp_path: Path, tiny_model: Path, case: str, line: str, message: str) -> None:
+    with pytest.raises(TrainerError) as caught:
+        run(tmp_path, tiny_model, [conversation("a"), line])
+    text = str(caught.value)
+    assert text.startswith(f"{tmp_path / 'run' / 'conversations.jsonl'}:2: ")
+    assert message in text and "\n" not in text
+    assert not (tmp_path / "out" / "train.jsonl").exists()  # nothing half-written
+    assert not list((tmp_path / "out").glob(".*partial"))
+
+
+def test_missing_and_mistyped_fields_name_the_field(tmp_path: Path, tiny_model: Path) -> None:
+    missing = conversation("m")
+    del missing["teacher"]
+    with pytest.raises(TrainerError, match=r"conversations.jsonl:1: field teacher: is required$"):
+        run(tmp_path, tiny_model, [missing])
+    wrong = conversation("w")
+    wrong["messages"][1]["role"] = "robot"
+    with pytest.raises(TrainerError, match=r":1: field messages.1.role: "):
+        run(tmp_path, tiny_model, [wrong])
+
+
+def test_skip_invalid_counts_bad_lines(tmp_path: Path, tiny_model: Path) -> None:
+    old = conversation("old")
+    old["schema_version"] = 7
+    report = run(tmp_path, tiny_model, [conversation("a"), "\n", "garbage\n", old, conversation("b", prompt="b?"), '{"trunc'], skip_invalid=True)
+    assert report.kept == 2
+    assert report.dropped[DropReason.INVALID_RECORD] == 3
+    assert [d.line for d in report.drops] == [3, 4, 6]  # the blank line 2 is not a record
+    assert report.records == 5
+
+
+def test_split_is_deterministic_by_task_and_valid_is_never_empty(tmp_path: Path, tiny_model: Path) -> None:
+    records = [conversation(f"task-{i}", prompt=f"question {i}?") for i in range(30)]
+    report = run(tmp_path, tiny_model, records, split=(0.5, 0.25, 0.25))
+    out = tmp_path / "out"
+    for name in ("train", "valid", "test"):
+        rows = read_jsonl(out / f"{name}.jsonl")
+        assert len(rows) == report.splits[name]
+        for row in rows:
+            task = row["messages"][1]["content"].split()[1].rstrip("?")
+            assert split_of(f"task-{task}", (0.5, 0.25, 0.25)) == name
+    assert sum(report.splits.values()) == 30 and min(report.splits.values()) > 0
+    # Two examples that both hash into train: one moves to valid so mlx-lm has a validation set.
+    both_train = [f"t{i}" for i in range(100) if split_of(f"t{i}", (0.8, 0.1, 0.1)) == "train"][:2]
+    report = run(tmp_path, tiny_model, [conversation(t, prompt=t) for t in both_train])
+    assert report.splits == {"train": 1, "valid": 1, "test": 0}
+    assert not (out / "test.jsonl").exists()  # mlx-lm cannot read an empty split file
+    with pytest.raises(TrainerError, match="split ratios"):
+        run(tmp_path, tiny_model, records, split=(0.5, 0.5, 0.5))
+
+
+def test_text_format_writes_the_rendered_conversation(tmp_path: Path, tiny_model: Path) -> None:
+    report = run(tmp_path, tiny_model, [conversation()], format="text")
+    assert report.kept == 1
+    [row] = kept_records(tmp_path / "out")
+    assert set(row) == {"text"}
+    assert row["text"].startswith("<|im_start|>system\n") and row["text"].endswith("<|im_end|>\n")
+    assert '<tool_call>\n{"name": "read_file", "arguments": {"path": "config.py"}}\n</tool_call>' in row["text"]
+
+
+def test_run_dir_and_missing_inputs(tmp_path: Path, tiny_model: Path) -> None:
+    write_jsonl(tmp_path / "run" / "conversations.jsonl", [conversation()])
+    assert convert(tmp_path / "run", tiny_model, tmp_path / "out", console=quiet()).kept == 1
+    with pytest.raises(TrainerError, match="no conversations.jsonl"):
+        convert(tmp_path / "out", tiny_model, tmp_path / "o2", console=quiet())
+    with pytest.raises(TrainerError, match="no such file"):
+        convert(tmp_path / "nope.jsonl", tiny_model, tmp_path / "o2", console=quiet())
+    with pytest.raises(TrainerError, match="model directory not found"):
+        convert(tmp_path / "run", tmp_path / "no-model", tmp_path / "o2", console=quiet())
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "n": {"type": "integer"}, "mode": {"enum": ["r", "w"]}},
+    "required": ["path"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "ok"),
+    [
+        ({"path": "a"}, True),
+        ({"path": "a", "n": 2, "mode": "r"}, True),
+        ({"path": "a", "n": 2.0}, True),
+        ({"path": "a", "n": True}, False),
+        ({"path": "a", "n": "2"}, False),
+        ({"n": 2}, False),
+        ({"path": "a", "extra": 1}, False),
+        ({"path": "a", "mode": "x"}, False),
+        ([], False),
+    ],
+)
+def test_fallback_schema_check_agrees_with_jsonschema(arguments: Any, ok: bool) -> None:
+    assert (basic_errors(SCHEMA, arguments, "arguments") == []) is ok
+    assert (argument_errors(SCHEMA, arguments, use_jsonschema=True) == []) is ok

@@ -1,0 +1,687 @@
+"""`distill train` and `distill fuse`: LoRA / DoRA / full fine-tuning through mlx-lm's own trainer.
+
+mlx-lm's `tuner.train` runs the loop; distill passes it a batch iterator and a loss that train
+every assistant turn (trainer/batches.py), a callback that draws progress and writes metrics,
+and records what is needed to reproduce the run next to the adapter:
+
+    OUT/adapters.safetensors   OUT/adapter_config.json   (what mlx_lm.load(adapter_path=) reads)
+    OUT/metrics.jsonl          every train and validation report
+    OUT/loss.png               both loss curves
+    OUT/distill_train.json     config, data hashes, versions, result
+    OUT/train_config.yaml      the effective config: `--config` it to train the same run again
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from shared.mlx_server import OPENBLAS_PATH, mlx_child_env
+from shared.records import Record, utcnow
+from trainer.errors import TrainerError
+from trainer.render import canonical_json, check_model_source
+
+ADAPTER_FILE = "adapters.safetensors"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+INFO_FILE = "distill_train.json"
+CONFIG_FILE = "train_config.yaml"
+SPLIT_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl")
+
+
+class LoraParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(default=8, gt=0)
+    # mlx-lm's name for LoRA's alpha/rank multiplier.
+    scale: float = Field(default=20.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    # Module paths inside each block to adapt (e.g. ["self_attn.q_proj"]); None: every linear.
+    keys: list[str] | None = None
+
+
+class TrainConfig(BaseModel):
+    """Every training knob; load from YAML with `load_train_config`. Defaults follow mlx-lm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fine_tune_type: Literal["lora", "dora", "full"] = "lora"
+    optimizer: Literal["adam", "adamw", "sgd", "adafactor", "muon"] = "adam"
+    optimizer_config: dict[str, Any] = Field(default_factory=dict)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    # mlx-lm's schedule dict, e.g. {"name": "cosine_decay", "arguments": [1e-5, 1000], "warmup": 100}.
+    lr_schedule: dict[str, Any] | None = None
+    iters: int = Field(default=100, gt=0)
+    batch_size: int = Field(default=4, gt=0)
+    val_batches: int = Field(default=25, ge=-1)
+    steps_per_report: int = Field(default=10, gt=0)
+    steps_per_eval: int = Field(default=200, gt=0)
+    save_every: int = Field(default=100, gt=0)
+    max_seq_length: int = Field(default=2048, gt=1)
+    # Transformer blocks to adapt, counted from the top; -1 means all of them.
+    num_layers: int = Field(default=16, ge=-1)
+    lora_parameters: LoraParameters = Field(default_factory=LoraParameters)
+    grad_checkpoint: bool = False
+    grad_accumulation_steps: int = Field(default=1, gt=0)
+    seed: int = 0
+    resume_adapter_file: Path | None = None
+    # "assistant": loss on every assistant turn (text, tool calls, end token); "all": every token.
+    train_on: Literal["assistant", "all"] = "assistant"
+    # After training, report the loss on test.jsonl (when it exists).
+    test: bool = False
+    test_batches: int = Field(default=-1, ge=-1)
+
+
+# Flat keyword overrides that live inside lora_parameters.
+_LORA_OVERRIDES = {"rank", "scale", "dropout"}
+
+
+def load_train_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
+    """TrainConfig from a YAML file (optional) with keyword overrides on top; None values are ignored.
+
+    `rank`, `scale` and `dropout` may be given flat; they go into lora_parameters. Raises
+    TrainerError `file: field X: reason` for an unknown key or a bad value.
+    """
+    data: dict[str, Any] = {}
+    source = str(path) if path is not None else "train config"
+    if path is not None:
+        if not Path(path).is_file():
+            raise TrainerError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise TrainerError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise TrainerError(f"{path}: expected a mapping of option: value")
+        data = dict(loaded or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in _LORA_OVERRIDES:
+            lora = dict(data.get("lora_parameters") or {})
+            lora[key] = value
+            data["lora_parameters"] = lora
+        else:
+            data[key] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "(config)"
+        message = {"extra_forbidden": "unknown key", "missing": "is required"}.get(problem["type"], problem["msg"])
+        raise TrainerError(f"{source}: field {field}: {message}") from None
+
+
+class MetricRecord(BaseModel):
+    """One line of metrics.jsonl: a training report (every steps_per_report) or a validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["train", "val", "test"]
+    iteration: int
+    loss: float
+    learning_rate: float | None = None
+    iterations_per_second: float | None = None
+    tokens_per_second: float | None = None
+    trained_tokens: int | None = None
+    peak_memory_gb: float | None = None
+    seconds: float | None = None
+    time: datetime = Field(default_factory=utcnow)
+
+
+class TrainResult(BaseModel):
+    """What `train` produced; also stored inside distill_train.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter_path: str
+    adapter_file: str
+    metrics_file: str
+    plot_file: str | None
+    info_file: str
+    iterations: int
+    train_examples: int
+    valid_examples: int
+    trained_tokens: int
+    first_train_loss: float | None = None
+    final_train_loss: float | None = None
+    first_val_loss: float | None = None
+    final_val_loss: float | None = None
+    test_loss: float | None = None
+    seconds: float
+
+
+class DataFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str
+    lines: int
+
+
+class TrainInfo(Record):
+    """distill_train.json: everything needed to reproduce a training run."""
+
+    model: str
+    model_files: dict[str, str] = Field(default_factory=dict)
+    data_dir: str
+    data_files: dict[str, DataFile]
+    config: TrainConfig
+    config_sha256: str
+    versions: dict[str, str]
+    command: list[str] = Field(default_factory=list)
+    started_at: datetime
+    finished_at: datetime
+    result: TrainResult
+
+
+class FuseResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    save_path: str
+    fused_modules: int
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def train(
+    data: Path,
+    model: str | Path,
+    adapter_path: Path,
+    *,
+    config: TrainConfig | None = None,
+    console: Console | None = None,
+    in_process: bool | None = None,
+) -> TrainResult:
+    """Fine-tune `model` on DATA/{train,valid}.jsonl (from `distill convert`); write OUT files.
+
+    Loss covers every assistant turn (config.train_on). `in_process=None` re-runs the training
+    in a child process when an OpenBLAS preload is available but not active here (10-25x faster
+    on Linux CPU); True forces this process, False forces a child. Raises TrainerError for bad
+    data, config or model.
+    """
+    config = config or TrainConfig()
+    data = Path(data)
+    adapter_path = Path(adapter_path)
+    _check_data_dir(data)
+    model_source = check_model_source(model)
+    if in_process is None:
+        in_process = not openblas_available_but_inactive()
+    if not in_process:
+        return _train_in_child(data, model_source, adapter_path, config)
+    return _train_here(data, model_source, adapter_path, config, console or Console())
+
+
+def openblas_available_but_inactive() -> bool:
+    """True on Linux when Debian's OpenBLAS exists but this process did not start with it preloaded."""
+    if sys.platform != "linux" or not OPENBLAS_PATH.exists():
+        return False
+    return str(OPENBLAS_PATH) not in os.environ.get("LD_PRELOAD", "")
+
+
+def _check_data_dir(data: Path) -> None:
+    if not data.is_dir():
+        raise TrainerError(f"{data}: data directory not found")
+    train_file = data / "train.jsonl"
+    if not train_file.is_file() or not train_file.read_text(encoding="utf-8").strip():
+        raise TrainerError(f"{data}: no training examples in train.jsonl (run distill convert first)")
+
+
+def _train_here(data: Path, model_source: str, adapter_path: Path, config: TrainConfig, console: Console) -> TrainResult:
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    import numpy as np
+    from mlx_lm.tuner import trainer as mlx_trainer
+    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
+    from mlx_lm.utils import load
+
+    from trainer.batches import iterate_batches, load_split, masked_loss
+
+    started_at = utcnow()
+    clock = time.perf_counter()
+    np.random.seed(config.seed)
+    mx.random.seed(config.seed)
+    try:
+        model, tokenizer = load(model_source)
+    except Exception as error:  # noqa: BLE001 - any loader failure means a bad model argument
+        raise TrainerError(f"{model_source}: cannot load the model ({type(error).__name__}: {error})") from None
+
+    splits = {
+        name: load_split(data / f"{name}.jsonl", tokenizer, max_seq_length=config.max_seq_length, train_on=config.train_on, console=console)
+        for name in ("train", "valid", "test")
+    }
+    if not splits["valid"]:
+        console.print(f"[yellow]warning:[/yellow] {data}/valid.jsonl is missing or empty: training without validation")
+
+    layers = len(model.layers)
+    if config.num_layers > layers:
+        raise TrainerError(f"num_layers {config.num_layers} > the model's {layers} layers (use -1 for all)")
+    model.freeze()
+    if config.fine_tune_type == "full":
+        for layer in model.layers[-max(config.num_layers, 0) :]:
+            layer.unfreeze()
+    else:
+        linear_to_lora_layers(
+            model,
+            config.num_layers,
+            config.lora_parameters.model_dump(exclude_none=True),
+            use_dora=config.fine_tune_type == "dora",
+        )
+    if config.resume_adapter_file is not None:
+        if not config.resume_adapter_file.is_file():
+            raise TrainerError(f"{config.resume_adapter_file}: adapter file to resume from not found")
+        try:
+            model.load_weights(str(config.resume_adapter_file), strict=False)
+        except Exception as error:  # noqa: BLE001 - a mismatched file is the user's input
+            raise TrainerError(f"{config.resume_adapter_file}: cannot resume from it ({error})") from None
+
+    adapter_path.mkdir(parents=True, exist_ok=True)
+    adapter_file = adapter_path / ADAPTER_FILE
+    _write_adapter_config(adapter_path, model_source, config)
+    (adapter_path / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+    try:
+        learning_rate = build_schedule(config.lr_schedule) if config.lr_schedule else config.learning_rate
+        optimizer_class = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "adafactor": optim.Adafactor, "muon": optim.Muon}[config.optimizer]
+        optimizer = optimizer_class(learning_rate=learning_rate, **config.optimizer_config)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise TrainerError(f"optimizer {config.optimizer} / lr_schedule: {error}") from None
+
+    args = mlx_trainer.TrainingArgs(
+        batch_size=config.batch_size,
+        iters=config.iters,
+        val_batches=config.val_batches,
+        steps_per_report=config.steps_per_report,
+        steps_per_eval=config.steps_per_eval,
+        steps_per_save=config.save_every,
+        max_seq_length=config.max_seq_length,
+        adapter_file=str(adapter_file),
+        grad_checkpoint=config.grad_checkpoint,
+        grad_accumulation_steps=config.grad_accumulation_steps,
+    )
+    metrics_file = adapter_path / METRICS_FILE
+    reporter = TrainProgress(console, config.iters, metrics_file)
+    trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
+    total = sum(v.size for _, v in _flatten(model.parameters()))
+    console.print(
+        f"[bold]distill train[/bold] {config.fine_tune_type} on {model_source}: "
+        f"{len(splits['train'])} train / {len(splits['valid'])} valid examples, "
+        f"{splits['train'].trained_tokens:,} trained tokens per epoch, "
+        f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
+    )
+    # mlx-lm draws its own progress bar; ours also shows peak memory and validation loss, and
+    # two live displays on one terminal garble each other, so theirs is swapped for ours.
+    with reporter, _replaced(mlx_trainer, "TrainUI", lambda *a, **k: reporter):
+        mlx_trainer.train(
+            model=model,
+            optimizer=optimizer,
+            train_dataset=splits["train"],
+            val_dataset=splits["valid"] if len(splits["valid"]) else None,
+            args=args,
+            loss=masked_loss,
+            iterate_batches=iterate_batches,
+            training_callback=reporter,
+        )
+
+    test_loss = None
+    if config.test and len(splits["test"]):
+        test_loss = mlx_trainer.evaluate(
+            model=model,
+            dataset=splits["test"],
+            batch_size=config.batch_size,
+            num_batches=config.test_batches,
+            max_seq_length=config.max_seq_length,
+            loss=masked_loss,
+            iterate_batches=iterate_batches,
+        )
+        reporter.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
+        console.print(f"test loss {test_loss:.3f}, perplexity {math.exp(min(test_loss, 50)):.2f}")
+
+    plot_file = plot_losses(metrics_file, adapter_path / PLOT_FILE)
+    train_rows = [r for r in reporter.records if r.kind == "train"]
+    val_rows = [r for r in reporter.records if r.kind == "val"]
+    result = TrainResult(
+        adapter_path=str(adapter_path),
+        adapter_file=str(adapter_file),
+        metrics_file=str(metrics_file),
+        plot_file=str(plot_file) if plot_file else None,
+        info_file=str(adapter_path / INFO_FILE),
+        iterations=config.iters,
+        train_examples=len(splits["train"]),
+        valid_examples=len(splits["valid"]),
+        trained_tokens=(train_rows[-1].trained_tokens or 0) if train_rows else 0,
+        first_train_loss=train_rows[0].loss if train_rows else None,
+        final_train_loss=train_rows[-1].loss if train_rows else None,
+        first_val_loss=val_rows[0].loss if val_rows else None,
+        final_val_loss=val_rows[-1].loss if val_rows else None,
+        test_loss=test_loss,
+        seconds=round(time.perf_counter() - clock, 3),
+    )
+    info = TrainInfo(
+        model=model_source,
+        model_files=_model_fingerprint(model_source),
+        data_dir=str(data),
+        data_files={name: _data_file(data / name) for name in SPLIT_FILES if (data / name).exists()},
+        config=config,
+        config_sha256=hashlib.sha256(canonical_json(config.model_dump(mode="json")).encode()).hexdigest(),
+        versions=_versions(),
+        command=list(sys.argv),
+        started_at=started_at,
+        finished_at=utcnow(),
+        result=result,
+    )
+    (adapter_path / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    console.print(
+        f"adapter: {adapter_file}  loss {result.first_train_loss or float('nan'):.3f} -> "
+        f"{result.final_train_loss or float('nan'):.3f}"
+        + (f", val {result.final_val_loss:.3f}" if result.final_val_loss is not None else "")
+        + f"  ({result.seconds:.1f}s)"
+    )
+    return result
+
+
+def _flatten(tree: Any) -> list[tuple[str, Any]]:
+    from mlx.utils import tree_flatten
+
+    return tree_flatten(tree)
+
+
+@contextlib.contextmanager
+def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """Temporarily set owner.name (only if it exists: older mlx-lm has no TrainUI)."""
+    if not hasattr(owner, name):
+        yield
+        return
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _write_adapter_config(adapter_path: Path, model_source: str, config: TrainConfig) -> None:
+    # The keys mlx_lm.load(adapter_path=...) / mlx_lm.server --adapter-path / fuse read, plus the
+    # rest of the config for humans.
+    body = config.model_dump(mode="json")
+    body["lora_parameters"] = config.lora_parameters.model_dump(exclude_none=True)
+    body["model"] = model_source
+    (adapter_path / "adapter_config.json").write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+
+
+def _data_file(path: Path) -> DataFile:
+    digest = hashlib.sha256()
+    lines = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+    return DataFile(sha256=digest.hexdigest(), lines=lines)
+
+
+def _model_fingerprint(model_source: str) -> dict[str, str]:
+    """Hashes of a local model's small files (weights are too large to hash on every run)."""
+    root = Path(model_source)
+    if not root.is_dir():
+        return {}
+    prints = {}
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (root / name).is_file():
+            prints[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()
+    for weights in sorted(root.glob("*.safetensors")):
+        prints[weights.name] = f"{weights.stat().st_size} bytes"
+    return prints
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("mlx", "mlx-lm", "transformers", "distill"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+# --- progress and metrics --------------------------------------------------------------------
+
+
+class TrainProgress:
+    """Rich progress bar + metrics.jsonl writer.
+
+    It is an mlx-lm TrainingCallback (train and validation reports) and also stands in for
+    mlx-lm's TrainUI (per-iteration advance, validation sub-bar), so one bar shows it all.
+    """
+
+    def __init__(self, console: Console, total_iters: int, metrics_file: Path) -> None:
+        self.console = console
+        self.metrics_file = metrics_file
+        self.records: list[MetricRecord] = []
+        self.progress = Progress(
+            TextColumn("[bold blue]{task.description:<5}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s  peak {task.fields[mem]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("train", total=total_iters, loss="-", val="-", tps="-", mem="-")
+        self._handle: Any = None
+
+    # context: the live display and the metrics file
+    def __enter__(self) -> TrainProgress:
+        self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        # A new run starts a new metrics file; the previous run's is in its own distill_train.json.
+        self._handle = self.metrics_file.open("w", encoding="utf-8")
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def record(self, row: MetricRecord) -> None:
+        self.records.append(row)
+        if self._handle is not None:
+            self._handle.write(row.model_dump_json() + "\n")
+            self._handle.flush()  # a crashed run keeps every report so far
+        else:
+            with self.metrics_file.open("a", encoding="utf-8") as handle:
+                handle.write(row.model_dump_json() + "\n")
+
+    # mlx_lm TrainingCallback
+    def on_train_loss_report(self, info: dict[str, Any]) -> None:
+        peak = float(info.get("peak_memory", 0.0))
+        row = MetricRecord(
+            kind="train",
+            iteration=int(info["iteration"]),
+            loss=float(info["train_loss"]),
+            learning_rate=float(info["learning_rate"]) if "learning_rate" in info else None,
+            iterations_per_second=float(info.get("iterations_per_second", 0.0)),
+            tokens_per_second=float(info.get("tokens_per_second", 0.0)),
+            trained_tokens=int(info.get("trained_tokens", 0)),
+            peak_memory_gb=round(peak, 4),
+        )
+        self.record(row)
+        self.progress.update(
+            self.task,
+            completed=row.iteration,
+            loss=f"{row.loss:.3f}",
+            tps=f"{row.tokens_per_second or 0:,.0f}",
+            mem=f"{peak:.2f} GB",
+        )
+        self.progress.console.print(
+            f"  iter {row.iteration:>5}  loss {row.loss:.3f}  {row.tokens_per_second or 0:,.0f} tok/s  "
+            f"lr {row.learning_rate or 0:.2e}  peak {peak:.2f} GB"
+        )
+
+    def on_val_loss_report(self, info: dict[str, Any]) -> None:
+        row = MetricRecord(
+            kind="val",
+            iteration=int(info["iteration"]),
+            loss=float(info["val_loss"]),
+            seconds=float(info.get("val_time", 0.0)),
+        )
+        self.record(row)
+        self.progress.update(self.task, val=f"{row.loss:.3f}")
+        self.progress.console.print(f"  iter {row.iteration:>5}  val loss {row.loss:.3f}  ({row.seconds:.1f}s)")
+
+    # mlx_lm.cli_ui.TrainUI's interface
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def report_train(self, *args: Any, **kwargs: Any) -> None:
+        """Shown by on_train_loss_report instead (it has peak memory and the learning rate)."""
+
+    def report_val(self, *args: Any, **kwargs: Any) -> None:
+        """Shown by on_val_loss_report instead."""
+
+    def report_save(self, checkpoint: Path) -> None:
+        self.progress.console.print(f"  saved {checkpoint}")
+
+    @contextlib.contextmanager
+    def val_task(self, total: int) -> Iterator[Any]:
+        task = self.progress.add_task("val", total=max(total, 1), loss="", val="", tps="", mem="")
+        try:
+            yield lambda: self.progress.advance(task)
+        finally:
+            self.progress.remove_task(task)
+
+
+def read_metrics(metrics_file: Path) -> list[MetricRecord]:
+    """The records of a metrics.jsonl."""
+    return [
+        MetricRecord.model_validate_json(line)
+        for line in Path(metrics_file).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def plot_losses(metrics_file: Path, png: Path) -> Path | None:
+    """Train and validation loss against iteration as a PNG; None when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_file) if Path(metrics_file).exists() else []
+    if not rows:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for kind, style in (("train", "-o"), ("val", "-s")):
+        points = [(r.iteration, r.loss) for r in rows if r.kind == kind]
+        if points:
+            axes.plot(*zip(*points), style, markersize=3, label=f"{kind} loss")
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("loss (assistant tokens)")
+    axes.set_title("distill train")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    return png
+
+
+# --- running in a child process --------------------------------------------------------------
+
+
+class _ChildJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str
+    model: str
+    adapter_path: str
+    config: TrainConfig
+    error_file: str
+
+
+def _train_in_child(data: Path, model_source: str, adapter_path: Path, config: TrainConfig) -> TrainResult:
+    adapter_path.mkdir(parents=True, exist_ok=True)
+    job_file = adapter_path / ".train_job.json"
+    error_file = adapter_path / ".train_error"
+    error_file.unlink(missing_ok=True)
+    job = _ChildJob(data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, error_file=str(error_file))
+    job_file.write_text(job.model_dump_json(), encoding="utf-8")
+    env = mlx_child_env()
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    completed = subprocess.run([sys.executable, "-m", "trainer.train", str(job_file)], env=env, check=False)
+    job_file.unlink(missing_ok=True)
+    if completed.returncode != 0:
+        message = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""
+        error_file.unlink(missing_ok=True)
+        raise TrainerError(message or f"the training process exited with code {completed.returncode}")
+    info = TrainInfo.model_validate_json((adapter_path / INFO_FILE).read_text(encoding="utf-8"))
+    return info.result
+
+
+def fuse(
+    model: str | Path,
+    adapter_path: Path,
+    save_path: Path,
+    *,
+    dequantize: bool = False,
+) -> FuseResult:
+    """Merge a trained adapter into the base model and save a standalone model directory.
+
+    The same steps as `mlx_lm fuse` (load with the adapter, fuse each adapted layer, save).
+    """
+    from mlx.utils import tree_unflatten
+    from mlx_lm.utils import dequantize_model, load, save
+
+    model_source = check_model_source(model)
+    adapter_path = Path(adapter_path)
+    if not (adapter_path / ADAPTER_FILE).is_file() or not (adapter_path / "adapter_config.json").is_file():
+        raise TrainerError(f"{adapter_path}: no {ADAPTER_FILE} + adapter_config.json here (run distill train first)")
+    try:
+        loaded, tokenizer, config = load(model_source, adapter_path=str(adapter_path), return_config=True)
+    except Exception as error:  # noqa: BLE001 - a mismatched adapter or model is the user's input
+        raise TrainerError(f"{adapter_path}: cannot apply this adapter to {model_source} ({error})") from None
+    fused = [(name, module.fuse(dequantize=dequantize)) for name, module in loaded.named_modules() if hasattr(module, "fuse")]
+    if fused:
+        loaded.update_modules(tree_unflatten(fused))
+    if dequantize:
+        loaded = dequantize_model(loaded)
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
+    save_path = Path(save_path)
+    save(save_path, model_source, loaded, tokenizer, config, donate_model=False)
+    return FuseResult(save_path=str(save_path), fused_modules=len(fused))
+
+
+def _child_main(job_file: str) -> int:
+    job = _ChildJob.model_validate_json(Path(job_file).read_text(encoding="utf-8"))
+    try:
+        train(Path(job.data), job.model, Path(job.adapter_path), config=job.config, in_process=True)
+    except TrainerError as error:
+        Path(job.error_file).write_text(str(error), encoding="utf-8")
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1]))
