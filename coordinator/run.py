@@ -327,13 +327,18 @@ class WorkerPool:
             retry_backoff_s=settings.retry_backoff_s,
         ).model_dump_json()
         self.run = settings.run
+        # Keys travel to the workers' environment only (never in the spec, records or logs).
+        self.env_vars = {t.api_key_env: t.api_key() for t in settings.teachers if t.api_key_env}
         self.actors: list[Any] = []
         self.refs: list[Any] = []
         for index in range(settings.workers):
             self._launch(index)
 
     def _launch(self, index: int) -> None:
-        actor = self._actor_class.options(name=f"{self.run}-worker-{index}").remote(self.spec_json, f"worker-{index}")
+        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}"}
+        if self.env_vars:
+            options["runtime_env"] = {"env_vars": self.env_vars}
+        actor = self._actor_class.options(**options).remote(self.spec_json, f"worker-{index}")
         ref = actor.run.remote()
         if index < len(self.actors):
             self.actors[index], self.refs[index] = actor, ref

@@ -67,6 +67,8 @@ def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> Teache
                 continue
             warnings.append(f"local teacher {teacher.name!r} does not answer yet ({problem})")
         usable.append(teacher)
+    if not usable:
+        raise ConfigError("no teacher is usable: " + "; ".join(warnings))
     policy = settings.policy
     has_cloud = any(t.kind == "cloud" for t in usable)
     has_local = any(t.kind == "local" for t in usable)
@@ -77,6 +79,4 @@ def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> Teache
         raise ConfigError("policy local-only, but no local teacher is configured")
     if policy == "cloud-only" and not has_cloud:
         raise ConfigError("policy cloud-only, but no cloud teacher is usable")
-    if not usable:
-        raise ConfigError("no teacher is usable")
     return TeacherPlan(usable, policy, warnings, reachable)

@@ -1,0 +1,354 @@
+"""`distill eval`: run the student, with and without its adapter, as an agent on held-out prompts.
+
+The student is served by a real `mlx_lm.server` and driven by the same agent loop and the same
+real tools that captured the teacher's data, so what is measured is the behaviour that matters:
+does it call tools, call them validly, stop repeating itself, and end with an answer?
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
+from shared.records import Conversation, PromptTask, Record, utcnow
+from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from trainer.errors import TrainerError
+from trainer.render import canonical_json, check_model_source
+from trainer.schema_check import argument_errors, tool_schemas
+
+EVAL_FILE = "eval.json"
+PLOT_FILE = "tool_calls.png"
+
+
+class PromptEval(BaseModel):
+    """How one variant of the student did on one prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    prompt: str
+    status: Literal["final_answer", "tool_limit", "error", "unavailable"]
+    tool_calls: int = 0
+    distinct_calls: int = 0
+    repeated_calls: int = 0
+    invalid_calls: int = 0
+    final_answer: bool = False
+    hit_tool_limit: bool = False
+    calls: list[str] = Field(default_factory=list)
+    answer: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class EvalTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: int = 0
+    tool_calls: int = 0
+    distinct_calls: int = 0
+    repeated_calls: int = 0
+    invalid_calls: int = 0
+    final_answers: int = 0
+    tool_limit_hits: int = 0
+    errors: int = 0
+    mean_calls_per_prompt: float = 0.0
+
+
+class VariantEval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["base", "adapter"]
+    adapter_path: str | None = None
+    server_log: str
+    prompts: list[PromptEval]
+    totals: EvalTotals
+
+
+class EvalReport(Record):
+    """eval.json: base vs adapter on the same held-out prompts."""
+
+    model: str
+    adapter_path: str | None
+    prompts_file: str
+    workspace: str
+    max_tool_calls: int
+    max_tokens: int
+    variants: list[VariantEval]
+    plot_file: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+def evaluate(
+    model: str | Path,
+    prompts: Path,
+    workspace: Path,
+    *,
+    adapter_path: Path | None = None,
+    out: Path | None = None,
+    max_tool_calls: int = 5,
+    max_requests: int | None = None,
+    max_tokens: int = 512,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    custom_tools: Sequence[str] = (),
+    include_base: bool = True,
+    limit: int | None = None,
+    request_timeout_s: float = 300.0,
+    ready_timeout_s: float = 180.0,
+    console: Console | None = None,
+) -> EvalReport:
+    """Serve `model` (base, then with `adapter_path`) and run the agent on every held-out prompt.
+
+    Writes OUT/eval.json, OUT/tool_calls.png and the servers' logs (OUT defaults to
+    ADAPTER/eval, or ./eval without an adapter), prints a base-vs-adapter table and returns the
+    report. `max_tool_calls` is the loop guard (hitting it counts as a loop); `limit` evaluates
+    only the first N prompts. Raises TrainerError for bad inputs or a server that won't start.
+    """
+    console = console or Console()
+    model_source = check_model_source(model)
+    tasks = read_eval_prompts(Path(prompts), limit=limit)
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        raise TrainerError(f"{workspace}: workspace directory not found")
+    if adapter_path is not None:
+        adapter_path = Path(adapter_path)
+        if not (adapter_path / "adapters.safetensors").is_file():
+            raise TrainerError(f"{adapter_path}: no adapters.safetensors here (run distill train first)")
+    if adapter_path is None and not include_base:
+        raise TrainerError("nothing to evaluate: no adapter, and the base model is excluded")
+    out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
+    out.mkdir(parents=True, exist_ok=True)
+    limits = GenerationLimits(
+        max_tool_calls=max_tool_calls,
+        max_requests=max_requests or max_tool_calls + 3,
+        conversation_timeout_s=max(request_timeout_s * 2, 60.0),
+    )
+    plan: list[tuple[Literal["base", "adapter"], Path | None]] = []
+    if include_base:
+        plan.append(("base", None))
+    if adapter_path is not None:
+        plan.append(("adapter", adapter_path))
+
+    variants = []
+    for name, adapter in plan:
+        log_path = out / f"server-{name}.log"
+        log_path.unlink(missing_ok=True)
+        console.print(f"[bold]distill eval[/bold] {name}: starting mlx_lm.server for {model_source}" + (f" + {adapter}" if adapter else ""))
+        try:
+            server = start_mlx_server(model_source, adapter_path=adapter, log_path=log_path, ready_timeout_s=ready_timeout_s)
+        except MlxServerError as error:
+            raise TrainerError(str(error).splitlines()[0]) from None
+        with server:
+            teacher = TeacherConfig(
+                name=f"student-{name}",
+                base_url=server.base_url,
+                model=SERVED_MODEL_NAME,
+                max_concurrency=1,
+                max_tokens=max_tokens,
+                timeout_s=request_timeout_s,
+            )
+            results = asyncio.run(
+                _run_prompts(tasks, teacher, workspace, limits, system_prompt, custom_tools, name, console, server)
+            )
+        variants.append(
+            VariantEval(
+                name=name,
+                adapter_path=str(adapter) if adapter else None,
+                server_log=str(log_path),
+                prompts=results,
+                totals=totals_of(results),
+            )
+        )
+
+    report = EvalReport(
+        model=model_source,
+        adapter_path=str(adapter_path) if adapter_path else None,
+        prompts_file=str(prompts),
+        workspace=str(workspace),
+        max_tool_calls=max_tool_calls,
+        max_tokens=max_tokens,
+        variants=variants,
+    )
+    report.plot_file = str(plot_tool_calls(report, out / PLOT_FILE))
+    (out / EVAL_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    print_comparison(report, console)
+    console.print(f"report: {out / EVAL_FILE}  chart: {report.plot_file}")
+    return report
+
+
+def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTask]:
+    """Held-out prompts through the coordinator's reader (same format and errors as generate)."""
+    from coordinator.prompts import BadLine, PromptsFileError, read_prompts
+
+    tasks: list[PromptTask] = []
+    try:
+        for item in read_prompts(path, run="eval"):
+            if isinstance(item, BadLine):
+                raise TrainerError(str(item))
+            tasks.append(item)
+            if limit is not None and len(tasks) >= limit:
+                break
+    except PromptsFileError as error:
+        raise TrainerError(str(error)) from None
+    return tasks
+
+
+async def _run_prompts(
+    tasks: list[PromptTask],
+    teacher: TeacherConfig,
+    workspace: Path,
+    limits: GenerationLimits,
+    system_prompt: str,
+    custom_tools: Sequence[str],
+    name: str,
+    console: Console,
+    server: Any,
+) -> list[PromptEval]:
+    from worker.agent import ConversationFailed, TeacherUnavailable, run_conversation
+    from worker.tools import Workspace
+
+    tools_root = Workspace(workspace)
+    results = []
+    progress = Progress(
+        TextColumn(f"[bold blue]{name:<7}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[calls]} tool calls"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        bar = progress.add_task(name, total=len(tasks), calls=0)
+        for task in tasks:
+            started = time.monotonic()
+            try:
+                conversation = await run_conversation(
+                    task, teacher, tools_root, limits, system_prompt=system_prompt, custom_tools=custom_tools
+                )
+                result = prompt_eval(task, conversation)
+            except TeacherUnavailable as failure:
+                if not server.alive():
+                    raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
+                result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500])
+            except ConversationFailed as failure:
+                result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500])
+            result.seconds = round(time.monotonic() - started, 3)
+            results.append(result)
+            progress.update(bar, advance=1, calls=sum(r.tool_calls for r in results))
+    return results
+
+
+def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
+    """Tool-call statistics of one conversation."""
+    schemas = tool_schemas(conversation.tools)
+    seen: set[str] = set()
+    calls: list[str] = []
+    invalid = 0
+    for message in conversation.messages:
+        for call in message.tool_calls or []:
+            name, arguments = call.function.name, call.function.arguments
+            key = canonical_json([name, arguments])
+            seen.add(key)
+            calls.append(f"{name}({canonical_json(arguments)[:120]})")
+            if name not in schemas or argument_errors(schemas[name], arguments):
+                invalid += 1
+    last = conversation.messages[-1] if conversation.messages else None
+    answer = last.content if last is not None and last.role == "assistant" and not last.tool_calls else None
+    final = conversation.status == "final_answer" and bool((answer or "").strip())
+    return PromptEval(
+        id=task.task_id,
+        prompt=task.prompt,
+        status=conversation.status,
+        tool_calls=len(calls),
+        distinct_calls=len(seen),
+        repeated_calls=len(calls) - len(seen),
+        # The agent counts calls its tools refused; the schema check also catches calls a
+        # lenient tool accepted. Either is invalid; they overlap, so take the larger.
+        invalid_calls=max(invalid, conversation.usage.invalid_tool_calls),
+        final_answer=final,
+        hit_tool_limit=conversation.status == "tool_limit",
+        calls=calls,
+        answer=(answer or "")[:2000] if answer is not None else None,
+        error=conversation.error,
+    )
+
+
+def totals_of(results: list[PromptEval]) -> EvalTotals:
+    count = len(results)
+    calls = sum(r.tool_calls for r in results)
+    return EvalTotals(
+        prompts=count,
+        tool_calls=calls,
+        distinct_calls=sum(r.distinct_calls for r in results),
+        repeated_calls=sum(r.repeated_calls for r in results),
+        invalid_calls=sum(r.invalid_calls for r in results),
+        final_answers=sum(r.final_answer for r in results),
+        tool_limit_hits=sum(r.hit_tool_limit for r in results),
+        errors=sum(r.status in ("error", "unavailable") for r in results),
+        mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
+    )
+
+
+def print_comparison(report: EvalReport, console: Console) -> None:
+    """Totals side by side: one column per variant."""
+    table = Table(title=f"distill eval: {report.model} on {report.variants[0].totals.prompts} held-out prompts")
+    table.add_column("")
+    for variant in report.variants:
+        table.add_column(variant.name, justify="right")
+    rows = [
+        ("tool calls", "tool_calls"),
+        ("mean calls / prompt", "mean_calls_per_prompt"),
+        ("distinct calls", "distinct_calls"),
+        ("repeated identical calls", "repeated_calls"),
+        ("invalid calls", "invalid_calls"),
+        ("final answers", "final_answers"),
+        ("hit the tool limit (loop)", "tool_limit_hits"),
+        ("errors", "errors"),
+    ]
+    for label, field in rows:
+        table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
+    console.print(table)
+
+
+def plot_tool_calls(report: EvalReport, png: Path) -> Path:
+    """Bar charts: tool calls per prompt, and how many prompts made 0, 1, 2... calls; base vs adapter."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    figure, (per_prompt, distribution) = plt.subplots(1, 2, figsize=(11, 4))
+    count = len(report.variants)
+    width = 0.8 / max(count, 1)
+    prompts = len(report.variants[0].prompts) if report.variants else 0
+    most = max((p.tool_calls for v in report.variants for p in v.prompts), default=0)
+    for index, variant in enumerate(report.variants):
+        shift = (index - (count - 1) / 2) * width
+        per_prompt.bar([i + shift for i in range(prompts)], [p.tool_calls for p in variant.prompts], width, label=variant.name)
+        histogram = [sum(p.tool_calls == n for p in variant.prompts) for n in range(most + 1)]
+        distribution.bar([n + shift for n in range(most + 1)], histogram, width, label=variant.name)
+    per_prompt.set_xlabel("prompt")
+    per_prompt.set_ylabel("tool calls")
+    per_prompt.set_title("tool calls per prompt")
+    per_prompt.set_xticks(range(prompts))
+    distribution.set_xlabel("tool calls in the conversation")
+    distribution.set_ylabel("prompts")
+    distribution.set_title(f"distribution (loop guard at {report.max_tool_calls})")
+    distribution.set_xticks(range(most + 1))
+    for axes in (per_prompt, distribution):
+        axes.legend()
+        axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    return png
