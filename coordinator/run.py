@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from rich.markup import escape
@@ -79,6 +80,28 @@ def redis_for(settings: Settings, run_dir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def launched_teachers(teachers: list[TeacherConfig], log_dir: Path) -> Iterator[list[Any]]:
+    """Serve every `launch = true` teacher under a supervisor for the length of the run."""
+    from worker.supervisor import ServeOptions, TeacherSupervisor
+
+    supervisors = []
+    try:
+        for teacher in teachers:
+            if teacher.launch:
+                console.print(f"starting local teacher {teacher.name!r} ({teacher.model}) ...", highlight=False)
+                options = ServeOptions(model=teacher.model, port=urlsplit(teacher.base_url).port,
+                                       adapter_path=teacher.launch_adapter_path, extra_args=teacher.launch_args,
+                                       log_dir=log_dir)
+                supervisor = TeacherSupervisor(options)
+                supervisor.start()
+                supervisors.append(supervisor)
+        yield supervisors
+    finally:
+        for supervisor in supervisors:
+            supervisor.stop()
+
+
+@contextlib.contextmanager
 def run_lock(client: redis.Redis, keys: RunKeys, run_dir: Path) -> Iterator[str]:
     """One coordinator per run: a second one would race the first on the output files.
 
@@ -109,15 +132,15 @@ def run_lock(client: redis.Redis, keys: RunKeys, run_dir: Path) -> Iterator[str]
 
 
 def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = True) -> RunResult:
-    plan = plan_teachers(settings)  # a missing key or an unusable policy fails before anything is queued
-    for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = RunKeys(settings.run)
     started = time.monotonic()
-    with redis_for(settings, run_dir) as url:
+    with launched_teachers(settings.teachers, run_dir / "logs"), redis_for(settings, run_dir) as url:
+        plan = plan_teachers(settings)  # a missing key or an unusable policy fails before anything is queued
+        for warning in plan.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
         client = connect(url)
         with run_lock(client, keys, run_dir) as lock_key:
             return _coordinate(settings, prompts_file, run_dir, keys, client, url, lock_key, started, show_progress)

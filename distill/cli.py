@@ -109,6 +109,40 @@ def status(
         out.print(table)
 
 
+teacher_app = typer.Typer(no_args_is_help=True, help="Serve and prepare local teachers.")
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("serve")
+def teacher_serve(
+    model: Annotated[str, typer.Option(help="Local model folder (or a repo already in the local cache).")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    adapter_path: Annotated[Optional[str], typer.Option(help="LoRA adapter folder to serve with the model.")] = None,
+    prompt_cache_bytes: Annotated[Optional[int], typer.Option(help="Cap on the prompt cache's memory.")] = 2 * 1024**3,
+    prompt_cache_size: Annotated[Optional[int], typer.Option(help="Cap on cached prompts.")] = 4,
+    decode_concurrency: Annotated[Optional[int], typer.Option(help="Sequences decoded at once.")] = None,
+    prompt_concurrency: Annotated[Optional[int], typer.Option(help="Prompts prefilled at once.")] = None,
+    log_dir: Annotated[Path, typer.Option(help="Where the server's log goes.")] = Path("data/logs"),
+) -> None:
+    """Run mlx_lm.server on loopback, restarting it whenever it dies."""
+    import logging
+
+    from shared.mlx_server import MlxServerError
+    from worker.supervisor import ServeOptions, TeacherSupervisor, wait_forever
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    options = ServeOptions(model=model, port=port, adapter_path=adapter_path, prompt_cache_bytes=prompt_cache_bytes,
+                           prompt_cache_size=prompt_cache_size, decode_concurrency=decode_concurrency,
+                           prompt_concurrency=prompt_concurrency, log_dir=log_dir)
+    supervisor = TeacherSupervisor(options)
+    try:
+        url = supervisor.start()
+    except MlxServerError as error:
+        fail(str(error).splitlines()[0])
+    out.print(f"teacher {model} answers at {url} (send model {model!r}); Ctrl+C stops it")
+    wait_forever(supervisor)
+
+
 @app.command("sim-teacher")
 def sim_teacher(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,

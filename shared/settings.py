@@ -10,8 +10,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -53,6 +54,21 @@ class TeacherConfig(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     price_in_per_mtok: float | None = None
     price_out_per_mtok: float | None = None
+    # launch = true: `distill generate` serves `model` (a local path) with a supervised
+    # mlx_lm.server on base_url's port, restarted whenever it dies.
+    launch: bool = False
+    launch_adapter_path: str | None = None
+    launch_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _launchable(self) -> TeacherConfig:
+        if self.launch:
+            parts = urlsplit(self.base_url)
+            if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+                raise ValueError("a launched teacher needs a loopback base_url with a port, e.g. http://127.0.0.1:8080/v1")
+            if self.kind != "local":
+                raise ValueError("only a local teacher can be launched")
+        return self
 
     @field_validator("base_url")
     @classmethod
