@@ -358,7 +358,8 @@ class WorkerPool:
             self._launch(index)
 
     def _launch(self, index: int) -> None:
-        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}"}
+        # SPREAD puts the workers on different nodes of a cluster, next to their local teachers.
+        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}", "scheduling_strategy": "SPREAD"}
         if self.env_vars:
             options["runtime_env"] = {"env_vars": self.env_vars}
         actor = self._actor_class.options(**options).remote(self.spec_json, f"worker-{index}")

@@ -130,6 +130,8 @@ class WorkerInfo(BaseModel):
     node: str
     actor: str
     pid: int
+    # Ray's node id: tells apart several Ray nodes on one host (hostnames are then equal).
+    ray_node_id: str | None = None
 
 
 ConversationStatus = Literal["final_answer", "tool_limit", "error"]

@@ -69,10 +69,10 @@ class WorkerReport(BaseModel):
 class GenerationLoop:
     """The worker's logic, independent of Ray so it can also run in-process."""
 
-    def __init__(self, spec: WorkerSpec, actor_name: str) -> None:
+    def __init__(self, spec: WorkerSpec, actor_name: str, ray_node_id: str | None = None) -> None:
         self.spec = spec
         self.keys = RunKeys(spec.run)
-        self.info = WorkerInfo(node=socket.gethostname(), actor=actor_name, pid=os.getpid())
+        self.info = WorkerInfo(node=socket.gethostname(), actor=actor_name, pid=os.getpid(), ray_node_id=ray_node_id)
         self.consumer = f"{actor_name}-{self.info.node}-{self.info.pid}"
         self.workspace = Workspace(
             Path(spec.workspace),
@@ -289,7 +289,8 @@ class GenerationWorker:
         self.actor_name = actor_name
 
     async def run(self) -> dict[str, Any]:
-        report = await GenerationLoop(self.spec, self.actor_name).run()
+        node_id = ray.get_runtime_context().get_node_id()
+        report = await GenerationLoop(self.spec, self.actor_name, node_id).run()
         return report.model_dump()
 
     def where(self) -> dict[str, Any]:
