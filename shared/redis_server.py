@@ -90,7 +90,8 @@ class EmbeddedRedis:
                 f'dir "{self.data_dir.resolve()}"',
                 f'pidfile "{(self.data_dir / PIDFILE).resolve()}"',
                 "appendonly yes",
-                "appendfsync everysec",
+                # Every write on disk before it is acknowledged: a SIGKILL of the server loses nothing.
+                "appendfsync always",
                 'save ""',
                 "loglevel warning",
                 'logfile "valkey.log"',

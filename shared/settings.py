@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, gt=0)
     visibility_timeout_s: float = Field(default=120.0, gt=0)
     retry_backoff_s: float = Field(default=1.0, ge=0)
+    # How long the coordinator waits for a vanished Redis before it stops (resumably).
+    redis_outage_s: float = Field(default=120.0, gt=0)
     limit: int | None = Field(default=None, gt=0)
     skip_invalid: bool = False
 

@@ -114,8 +114,12 @@ def test_killed_worker_actor_task_is_redone_nothing_lost_nothing_doubled(
     try:
         kills = 0
         deadline = time.monotonic() + 60
+        written = settings.run_dir() / CONVERSATIONS_FILE
         while kills < 2 and time.monotonic() < deadline:
-            time.sleep(1.2)
+            # Kill only once work is flowing, so the victim holds conversations in flight.
+            if not (written.exists() and written.read_text().count("\n") >= 2 + 4 * kills):
+                time.sleep(0.05)
+                continue
             actor = ray.get_actor(f"{run_name}-worker-{kills % 2}", namespace="distill-tests")
             ray.kill(actor, no_restart=False)  # Ray restarts it, as after a crash
             kills += 1

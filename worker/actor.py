@@ -19,11 +19,14 @@ import asyncio
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
@@ -34,6 +37,9 @@ from shared.settings import GenerationLimits, Policy, TeacherConfig
 from worker.agent import ConversationFailed, run_conversation
 from worker.pool import EndpointPool, Lease
 from worker.tools import ToolLimits, Workspace
+
+
+PUBLISH_PATIENCE_S = 300.0
 
 
 class WorkerSpec(BaseModel):
@@ -106,19 +112,32 @@ class GenerationLoop:
         return self.report
 
     async def _loop(self) -> None:
-        assert self.redis is not None
+        delay = 0.2
         while True:
-            stopping = bool(await self.redis.exists(self.keys.stop))
-            if stopping and not self.in_flight:
-                return
-            free = self.spec.slots - len(self.in_flight)
-            if free <= 0 or stopping:
-                await asyncio.wait(self.in_flight.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            for entry_id, fields in await self._next_entries(free):
-                task = asyncio.create_task(self._handle(entry_id, fields))
-                self.in_flight[entry_id] = task
-                task.add_done_callback(lambda _t, e=entry_id: self.in_flight.pop(e, None))
+            try:
+                if await self._step():
+                    return
+                delay = 0.2
+            except (RedisConnectionError, RedisTimeoutError):
+                # Redis restarting: our tasks stay pending there and nothing is lost; wait for it.
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    async def _step(self) -> bool:
+        """One turn of the loop: start what there is room for. True when the run is over."""
+        assert self.redis is not None
+        stopping = bool(await self.redis.exists(self.keys.stop))
+        if stopping and not self.in_flight:
+            return True
+        free = self.spec.slots - len(self.in_flight)
+        if free <= 0 or stopping:
+            await asyncio.wait(self.in_flight.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            return False
+        for entry_id, fields in await self._next_entries(free):
+            task = asyncio.create_task(self._handle(entry_id, fields))
+            self.in_flight[entry_id] = task
+            task.add_done_callback(lambda _t, e=entry_id: self.in_flight.pop(e, None))
+        return False
 
     async def _next_entries(self, count: int) -> list[tuple[str, dict[str, str]]]:
         assert self.redis is not None
@@ -149,6 +168,12 @@ class GenerationLoop:
                     pass
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            await self._run_task(entry_id, fields)
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # Redis went away mid-task: the entry stays pending and is reclaimed, never lost
+
+    async def _run_task(self, entry_id: str, fields: dict[str, str]) -> None:
         assert self.redis is not None
         task = PromptTask.model_validate_json(fields[DATA_FIELD])
         if await self.redis.sismember(self.keys.done, task.task_id):
@@ -265,12 +290,23 @@ class GenerationLoop:
         self.report.dead += 1
 
     async def _publish(self, entry_id: str, record: Conversation | DeadLetter) -> None:
+        """Result and ack in one transaction; a finished conversation outlives a Redis restart."""
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.keys.results, result_fields(record))
-        pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
-        pipe.xdel(self.keys.tasks, entry_id)
-        await pipe.execute()
+        delay = 0.2
+        deadline = time.monotonic() + PUBLISH_PATIENCE_S
+        while True:
+            try:
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.xadd(self.keys.results, result_fields(record))
+                pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
+                pipe.xdel(self.keys.tasks, entry_id)
+                await pipe.execute()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                if time.monotonic() > deadline:
+                    raise  # the task stays pending and is redone: late, never lost
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     async def _ack(self, entry_id: str) -> None:
         assert self.redis is not None
@@ -284,7 +320,10 @@ class GenerationLoop:
 class GenerationWorker:
     """Ray's shell around GenerationLoop: restarted by Ray when it dies, its tasks reclaimed."""
 
-    def __init__(self, spec_json: str, actor_name: str) -> None:
+    def __init__(self, spec_json: str, actor_name: str, secrets: dict[str, str] | None = None) -> None:
+        # API keys arrive as an argument (kept out of the spec, runtime_env and logs) and are
+        # read back from the environment by TeacherConfig.api_key(), as on the coordinator.
+        os.environ.update(secrets or {})
         self.spec = WorkerSpec.model_validate_json(spec_json)
         self.actor_name = actor_name
 

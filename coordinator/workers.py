@@ -1,0 +1,101 @@
+"""The run's Ray worker actors: started, watched, replaced, stopped."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from shared.settings import Settings
+
+
+class WorkerPool:
+    """The run's Ray actors; an actor Ray could not bring back is replaced."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        from worker.actor import GenerationWorker, WorkerSpec
+
+        self._actor_class = GenerationWorker
+        per_worker = max(1, -(-settings.concurrency // settings.workers))
+        self.spec_json = WorkerSpec(
+            run=settings.run,
+            redis_url=redis_url,
+            workspace=str(settings.workspace.resolve()),
+            teachers=settings.teachers,
+            policy=settings.policy,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_s=settings.breaker_cooldown_s,
+            limits=settings.limits,
+            system_prompt=settings.system_prompt,
+            custom_tools=settings.custom_tools,
+            slots=per_worker,
+            max_attempts=settings.max_attempts,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            retry_backoff_s=settings.retry_backoff_s,
+        ).model_dump_json()
+        self.run = settings.run
+        # Keys travel to the workers as an actor argument only (never in the spec, records or logs).
+        self.secrets = {t.api_key_env: t.api_key() for t in settings.teachers if t.api_key_env}
+        self.actors: list[Any] = []
+        self.refs: list[Any] = []
+        for index in range(settings.workers):
+            self._launch(index)
+
+    def _launch(self, index: int) -> None:
+        # SPREAD puts the workers on different nodes of a cluster, next to their local teachers.
+        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}", "scheduling_strategy": "SPREAD"}
+        actor = self._actor_class.options(**options).remote(self.spec_json, f"worker-{index}", self.secrets)
+        ref = actor.run.remote()
+        if index < len(self.actors):
+            self.actors[index], self.refs[index] = actor, ref
+        else:
+            self.actors.append(actor)
+            self.refs.append(ref)
+
+    def check(self) -> None:
+        import ray
+
+        ready, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        for ref in ready:
+            index = self.refs.index(ref)
+            try:
+                ray.get(ref)
+            except Exception:  # noqa: BLE001 - the actor is gone for good: start another
+                self._launch(index)
+
+    def stop(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        import ray
+
+        reports = []
+        ready, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=timeout_s)
+        for ref in ready:
+            with contextlib.suppress(Exception):
+                reports.append(ray.get(ref))
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        return reports
+
+
+@contextlib.contextmanager
+def running_workers(settings: Settings, redis_url: str) -> Iterator[WorkerPool]:
+    import ray
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(
+            address=settings.ray_address,
+            namespace="distill",
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            configure_logging=True,
+        )
+        started_ray = True
+    pool = WorkerPool(settings, redis_url)
+    try:
+        yield pool
+    finally:
+        pool.stop()
+        if started_ray:
+            ray.shutdown()
