@@ -14,7 +14,7 @@ from shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_s
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil a teacher's real tool use into training data, and train a student on it.")
-out = Console()
+console_out = Console()
 err = Console(stderr=True)
 
 
@@ -90,8 +90,8 @@ def generate(
         err.print(f"skipped {result.check.bad_count} bad prompt line(s):")
         for bad in result.check.bad_lines:
             err.print(f"  {bad}", highlight=False, markup=False, soft_wrap=True)
-    out.print(summary_table(result))
-    out.print(endpoints_table(result.endpoints, result.policy))
+    console_out.print(summary_table(result))
+    console_out.print(endpoints_table(result.endpoints, result.policy))
     if not result.complete:
         raise typer.Exit(1)
 
@@ -108,7 +108,7 @@ def status(
     if not run_dir.is_dir():
         fail(f"no run {run!r} in {out_dir}")
     for table in status_tables(run_dir):
-        out.print(table)
+        console_out.print(table)
 
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Serve and prepare local teachers.")
@@ -141,8 +141,24 @@ def teacher_serve(
         url = supervisor.start()
     except MlxServerError as error:
         fail(str(error).splitlines()[0])
-    out.print(f"teacher {model} answers at {url} (send model {model!r}); Ctrl+C stops it")
+    console_out.print(f"teacher {model} answers at {url} (send model {model!r}); Ctrl+C stops it")
     wait_forever(supervisor)
+
+
+@teacher_app.command("bundle")
+def teacher_bundle(
+    out: Annotated[Path, typer.Option(help="Model folder to write.")] = Path("data/models/smollm2-135m-instruct"),
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date bundle is there.")] = False,
+    quantized: Annotated[bool, typer.Option("--quantized", help="Keep 4-bit weights (smaller, slower on CPU).")] = False,
+) -> None:
+    """Build an mlx-lm model folder for SmolLM2-135M-Instruct (with a tool-calling template)."""
+    from shared.bundle import BundleError, bundle_smollm2
+
+    try:
+        path = bundle_smollm2(out, dequantize=not quantized, force=force)
+    except BundleError as error:
+        fail(str(error))
+    console_out.print(f"bundled model: {path}")
 
 
 @app.command("sim-teacher")
@@ -157,7 +173,7 @@ def sim_teacher(
 
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate))
     url = teacher.start(port)
-    out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
+    console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:
         while True:
             time.sleep(3600)

