@@ -95,6 +95,8 @@ class Collector:
         """Make Redis' done set agree with the files; returns how many records are on disk."""
         on_disk = 0
         for path in (self.conversations_path, self.dead_path):
+            if path.exists() and not path.is_file():
+                raise OutputError(f"cannot write {path}: it is not a regular file")
             cut_partial_line(path)
             batch: list[str] = []
             for task_id in iter_task_ids(path):

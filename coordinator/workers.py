@@ -93,9 +93,12 @@ def running_workers(settings: Settings, redis_url: str) -> Iterator[WorkerPool]:
         )
         started_ray = True
     pool = WorkerPool(settings, redis_url)
+    stopped_cleanly = False
     try:
         yield pool
+        stopped_cleanly = True
     finally:
-        pool.stop()
+        # On an error the workers may never see the stop key (Redis gone): don't wait for them.
+        pool.stop(timeout_s=60.0 if stopped_cleanly else 0.0)
         if started_ray:
             ray.shutdown()

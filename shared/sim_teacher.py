@@ -9,6 +9,7 @@ citing what the tools returned. It records what it saw (requests, peak concurren
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import random
 import re
@@ -100,11 +101,23 @@ class SimTeacher:
     def stop(self) -> None:
         if self._loop is None or self._runner is None:
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
+
+    async def _shutdown(self) -> None:
+        # Requests told to hang would hold the cleanup forever: end them first.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        assert self._runner is not None
+        await self._runner.cleanup()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

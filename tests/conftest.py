@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - imported up front: its late import at session end trips CPython 3.11.7's AST check
 import pytest
 
 from shared.redis_server import EmbeddedRedis, connect

@@ -15,6 +15,7 @@ Usage: python tests/multinode_run.py WORKDIR WORKSPACE SUMMARY_JSON
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 LOCAL_CAP = 2
-PROMPTS = 18
+PROMPTS = 30
 WORKERS = 3
 KEY_ENV = "DISTILL_MULTINODE_CLOUD_KEY"
 
@@ -36,10 +37,13 @@ def lease_log(url: str, events: list[dict], ready: threading.Event) -> None:
     from shared.redis_server import connect
 
     client = connect(url)
-    with client.monitor() as monitor:
-        ready.set()
-        for event in monitor.listen():
-            events.append(event)
+    try:
+        with client.monitor() as monitor:
+            ready.set()
+            for event in monitor.listen():
+                events.append(event)
+    except Exception:  # noqa: BLE001 - the server stops at the end of the run
+        return
 
 
 def replay_leases(events: list[dict], local_key: str, cloud_key: str) -> dict:
@@ -156,6 +160,11 @@ def main() -> int:
         result = generate(settings, prompts, show_progress=False)
         timings["generate_s"] = time.monotonic() - mark
         time.sleep(0.3)  # let MONITOR deliver the last releases
+        actor_nodes = {}
+        with contextlib.suppress(Exception):  # diagnostics only: where Ray placed the worker actors
+            for info in ray._private.state.actors().values():
+                if str(info.get("Name", "")).startswith("multinode-worker-"):
+                    actor_nodes[info["Name"]] = (info.get("Address") or {}).get("NodeID", "")
 
         records = [Conversation.model_validate_json(line)
                    for line in (settings.run_dir() / "conversations.jsonl").read_text().splitlines() if line.strip()]
@@ -168,6 +177,7 @@ def main() -> int:
             "record_node_ids": sorted({record.worker.ray_node_id or "" for record in records}),
             "records_per_node": {node_id: sum(1 for r in records if r.worker.ray_node_id == node_id) for node_id in nodes},
             "records_per_endpoint": {name: sum(1 for r in records if r.teacher.endpoint == name) for name in ("local", "cloud")},
+            "actor_nodes": actor_nodes,
             "actors": sorted({(record.worker.actor, record.worker.ray_node_id or "") for record in records}),
             "conversations": result.conversations,
             "dead": result.dead,

@@ -1,79 +1,133 @@
 """`distill eval` end to end: real mlx_lm.server, the real agent loop and tools, base vs adapter.
 
-The adapter is trained (full fine-tune, on a one-layer random model) to make one tool call,
-rendered with the agent's real tool schemas; greedy decoding then reproduces it. The report
-must show the base model making no valid call and the adapter calling in a loop that the
-guard stops. That exercises render -> mask -> train -> adapter -> server tool parser -> agent
--> real tools -> report in one go.
+The whole pipeline in miniature: a scripted teacher endpoint drives the real agent (real tools)
+to capture one conversation; convert turns it into training data; a one-layer random model is
+fully fine-tuned on it; eval serves base and adapter through mlx_lm.server and runs the agent
+on held-out prompts. Greedy decoding makes the tuned model reproduce the teacher's tool call,
+so the report must show the base model making no valid call and the adapter making that one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 from trainer_fixtures import write_jsonl
 
-from shared.mlx_server import mlx_child_env, start_mlx_server
-from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits
+from shared.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
+from shared.records import PromptTask
+from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
 from shared.tiny_model import build_tiny_model
+from trainer.convert import convert
 from trainer.errors import TrainerError
 from trainer.evaluate import EvalReport, evaluate, totals_of
 from trainer.train import load_train_config, train
 
 QUESTION = "What does config.py do?"
+ANSWER = "config.py defines parse(), which returns 1."
 
 
 def quiet() -> Console:
     return Console(file=open("/dev/null", "w"), width=120)  # noqa: SIM115 - closed with the process
 
 
+class ScriptedTeacher(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that calls read_file(config.py), then answers; keeps each request."""
+
+    requests: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(body)
+        if any(m["role"] == "tool" for m in body["messages"]):
+            message: dict[str, Any] = {"role": "assistant", "content": ANSWER}
+            finish = "stop"
+        else:
+            call = {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": json.dumps({"path": "config.py"})}}
+            message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        payload = json.dumps({
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A one-layer random model, a workspace and a prompts file."""
+def teacher_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedTeacher)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, teacher_url: str) -> dict[str, Any]:
+    """A workspace, a captured teacher conversation, a one-layer random student, a prompts file."""
+    from worker.agent import run_conversation
+    from worker.tools import Workspace
+
     root = tmp_path_factory.mktemp("eval")
-    model = build_tiny_model(
-        root / "model", num_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1
-    )
     workspace = root / "workspace"
     workspace.mkdir()
     (workspace / "config.py").write_text("def parse(): return 1\n")
+    teacher = TeacherConfig(base_url=teacher_url, model="scripted")
+    task = PromptTask(task_id="teach-1", run="teacher-run", prompt=QUESTION)
+    conversation = asyncio.run(
+        run_conversation(task, teacher, Workspace(workspace), GenerationLimits(), system_prompt=DEFAULT_SYSTEM_PROMPT)
+    )
+    assert conversation.status == "final_answer" and conversation.usage.tool_calls == 1
+    record = conversation.model_dump(mode="json")
+    # Render with the tool definitions exactly as the agent sent them: the recorded schemas may
+    # differ in key order and "strict" (pydantic-ai transforms them before sending), and a
+    # memorising one-layer model is sensitive to every token of its prompt.
+    sent_tools = ScriptedTeacher.requests[0]["tools"]
+    record["tools"] = sent_tools
+    model = build_tiny_model(
+        root / "model", num_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+        num_key_value_heads=1, vocab_size=800,
+        # The agent's tool schemas are long; teaching them to the BPE keeps sequences short (fast).
+        extra_corpus=[json.dumps(sent_tools), DEFAULT_SYSTEM_PROMPT],
+    )
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": QUESTION, "id": "same"}, {"prompt": "List the files.", "id": "other"}])
-    return {"root": root, "model": model, "workspace": workspace, "prompts": prompts}
+    return {"root": root, "model": model, "workspace": workspace, "prompts": prompts, "record": record}
 
 
 @pytest.fixture(scope="module")
-def adapter(setup: dict[str, Path]) -> Path:
-    """A full fine-tune that makes the model call read_file(config.py)."""
-    from worker.agent import build_tools, openai_tool_schemas
-    from worker.tools import Workspace
-
+def adapter(setup: dict[str, Any]) -> Path:
+    """convert + a full fine-tune on the captured conversation."""
     root, model = setup["root"], setup["model"]
-    tools = openai_tool_schemas(build_tools(Workspace(setup["workspace"]), (), GenerationLimits()))
-    # Only the tool-calling turn is taught, so the adapter calls read_file whatever the context:
-    # after the tool's answer it calls again, which is exactly the loop eval must report.
-    example = {
-        "messages": [
-            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": {"path": "config.py"}}}]},
-        ],
-        "tools": tools,
-    }
-    data = root / "data"
-    write_jsonl(data / "train.jsonl", [example])
-    write_jsonl(data / "valid.jsonl", [example])
+    write_jsonl(root / "run" / "conversations.jsonl", [setup["record"]])
+    report = convert(root / "run", model, root / "data", console=quiet(), max_seq_length=4096)
+    assert report.kept == 1
+    # One example: train on it and validate on it (this measures imitation, not generalisation).
+    (root / "data" / "valid.jsonl").write_text((root / "data" / "train.jsonl").read_text())
     config = load_train_config(
-        None, fine_tune_type="full", iters=40, batch_size=1, learning_rate=1e-2, num_layers=-1,
+        None, fine_tune_type="full", iters=60, batch_size=1, learning_rate=5e-3, num_layers=-1,
         steps_per_report=10, steps_per_eval=100, val_batches=1, max_seq_length=4096,
     )
-    result = train(data, model, root / "adapter", config=config, console=quiet(), in_process=True)
-    assert result.final_val_loss < result.first_val_loss - 3, result
+    result = train(root / "data", model, root / "adapter", config=config, console=quiet(), in_process=True)
+    assert result.final_val_loss < 1.0 < result.first_val_loss, result
     return root / "adapter"
 
 
-def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, Path], adapter: Path) -> None:
+def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, Any], adapter: Path) -> None:
     out = setup["root"] / "eval-out"
     report = evaluate(
         setup["model"], setup["prompts"], setup["workspace"], adapter_path=adapter, out=out,
@@ -92,19 +146,16 @@ def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, P
         assert Path(variant.server_log).is_file()
     # Random weights never produce a well-formed call.
     assert base.totals.tool_calls - base.totals.invalid_calls == 0, base
-    # The adapter calls read_file(config.py), gets the real file, calls it again: a loop that
-    # the guard (max_tool_calls=2) stops and the report counts.
-    for result in tuned.prompts:
-        assert result.calls == ['read_file({"path":"config.py"})'] * 2, result
-        assert (result.distinct_calls, result.repeated_calls, result.invalid_calls) == (1, 1, 0)
-        assert result.hit_tool_limit and not result.final_answer
-    assert tuned.totals.tool_limit_hits == 2 and tuned.totals.mean_calls_per_prompt == 2.0
+    # The tuned model makes the teacher's call, validly, and the real tool answers it.
+    same = tuned.prompts[0]
+    assert same.calls[:1] == ['read_file({"path":"config.py"})'], same
+    assert tuned.totals.tool_calls - tuned.totals.invalid_calls >= 1
     saved = EvalReport.model_validate_json((out / "eval.json").read_text())
     assert saved == report
     assert (out / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_input_errors(setup: dict[str, Path], tmp_path: Path) -> None:
+def test_eval_input_errors(setup: dict[str, Any], tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "ok"}, {"promt": "typo"}])
     with pytest.raises(TrainerError, match=r"prompts.jsonl:2: field "):
         evaluate(setup["model"], bad, setup["workspace"], console=quiet())
@@ -114,14 +165,31 @@ def test_eval_input_errors(setup: dict[str, Path], tmp_path: Path) -> None:
         evaluate(setup["model"], setup["prompts"], setup["workspace"], adapter_path=tmp_path, console=quiet())
 
 
-def test_mlx_server_start_stop_and_failure(setup: dict[str, Path], tmp_path: Path) -> None:
+def test_mlx_server_start_stop_and_failure(setup: dict[str, Any], tmp_path: Path) -> None:
     env = mlx_child_env({"PATH": "/usr/bin"})
     assert env["HF_HUB_OFFLINE"] == "1" and Path(env["HF_HUB_CACHE"]).is_dir()
     with start_mlx_server(setup["model"], log_path=tmp_path / "server.log") as server:
         assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
         assert server.alive() and server.pid > 0
     assert not server.alive()
-    from shared.mlx_server import MlxServerError
-
     with pytest.raises(MlxServerError, match="cannot serve .*HTTP 404"):
         start_mlx_server(tmp_path / "not-a-model", log_path=tmp_path / "bad.log", ready_timeout_s=60)
+
+
+def test_child_env_preloads_openblas_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.mlx_server as mlx_server
+    from trainer.train import openblas_available_but_inactive
+
+    fake = tmp_path / "libopenblas.so.0"
+    monkeypatch.setattr(mlx_server, "OPENBLAS_PATH", fake)
+    assert "LD_PRELOAD" not in mlx_child_env({"PATH": "/usr/bin"})  # not installed: nothing to preload
+    fake.write_bytes(b"")
+    monkeypatch.setattr("trainer.train.OPENBLAS_PATH", fake)
+    env = mlx_child_env({"LD_PRELOAD": "/lib/other.so", "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert env["LD_PRELOAD"] == f"{fake}:/lib/other.so"
+    assert mlx_child_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
+    assert Path(env["HF_HUB_CACHE"]).is_dir() and env["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert openblas_available_but_inactive() == (sys.platform == "linux")
+    monkeypatch.setenv("LD_PRELOAD", str(fake))
+    assert not openblas_available_but_inactive()

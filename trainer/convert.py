@@ -13,6 +13,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -143,7 +144,8 @@ _RawConversation = create_model(  # type: ignore[call-overload]
 )
 
 
-class _Line(BaseModel):
+@dataclass(frozen=True)
+class _Line:
     number: int
     conversation: Any = None  # a _RawConversation
     error: str | None = None
@@ -189,7 +191,11 @@ def _parse_line(path: Path, number: int, raw: bytes) -> _Line:
         return _Line(number=number, error=f"{where}: expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        reason = "is required" if version is None else f"unsupported version {version!r} (this distill reads {SCHEMA_VERSION})"
+        reason = (
+            "is required"
+            if version is None
+            else f"unsupported version {version!r} (this distill reads {SCHEMA_VERSION})"
+        )
         return _Line(number=number, error=f"{where}: field schema_version: {reason}")
     try:
         conversation = _RawConversation.model_validate(data)
@@ -232,7 +238,8 @@ def training_messages(conversation: Any, *, max_tool_calls: int) -> list[dict[st
                 raise _Rejected(DropReason.INVALID_ARGUMENTS, f"{function['name']}: {problems[0]}"[:300])
             key = canonical_json([function["name"], function["arguments"]])
             if key in seen:
-                raise _Rejected(DropReason.REPEATED_CALL, f"{function['name']} called twice with {canonical_json(function['arguments'])[:200]}")
+                shown = canonical_json(function["arguments"])[:200]
+                raise _Rejected(DropReason.REPEATED_CALL, f"{function['name']} called twice with {shown}")
             seen.add(key)
             calls += 1
     if calls > max_tool_calls:
@@ -265,7 +272,8 @@ def _check_tool_results(messages: list[dict[str, Any]]) -> None:
             if not content.strip():
                 raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call {call_id!r} has an empty result")
             if is_placeholder(content):
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call {call_id!r} has a placeholder result {content.strip()!r}")
+                detail = f"tool call {call_id!r} has a placeholder result {content.strip()!r}"
+                raise _Rejected(DropReason.BAD_TOOL_RESULT, detail)
             answered.add(call_id)
     missing = sorted(calls - answered)
     if missing:
@@ -283,7 +291,8 @@ def _arguments_object(name: str, arguments: Any) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, f"{name}: arguments are not JSON ({error.msg})") from None
     if not isinstance(decoded, dict):
-        raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, f"{name}: arguments are JSON {type(decoded).__name__}, not an object")
+        detail = f"{name}: arguments are JSON {type(decoded).__name__}, not an object"
+        raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, detail)
     return decoded
 
 
@@ -467,7 +476,9 @@ def _convert_one(
             raise _Rejected(DropReason.DUPLICATE, "same rendered conversation as an earlier line")
         seen_texts.add(digest)
     except _Rejected as rejected:
-        return DroppedRecord(line=line.number, task_id=conversation.task_id, reason=rejected.reason, detail=rejected.detail)
+        return DroppedRecord(
+            line=line.number, task_id=conversation.task_id, reason=rejected.reason, detail=rejected.detail
+        )
     except TrainerError as error:
         raise TrainerError(f"{report.source}:{line.number}: {error}") from None
     payload: dict[str, Any] = {"text": text} if report.format == "text" else {"messages": messages}
@@ -489,4 +500,7 @@ def print_report(report: ConvertReport, console: Console) -> None:
         table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
     console.print(table)
     if report.kept:
-        console.print(f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; report: {Path(report.out_dir) / REPORT_FILE}")
+        console.print(
+            f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
+            f"report: {Path(report.out_dir) / REPORT_FILE}"
+        )

@@ -142,9 +142,12 @@ def evaluate(
     for name, adapter in plan:
         log_path = out / f"server-{name}.log"
         log_path.unlink(missing_ok=True)
-        console.print(f"[bold]distill eval[/bold] {name}: starting mlx_lm.server for {model_source}" + (f" + {adapter}" if adapter else ""))
+        served = f"{model_source} + {adapter}" if adapter else model_source
+        console.print(f"[bold]distill eval[/bold] {name}: starting mlx_lm.server for {served}")
         try:
-            server = start_mlx_server(model_source, adapter_path=adapter, log_path=log_path, ready_timeout_s=ready_timeout_s)
+            server = start_mlx_server(
+                model_source, adapter_path=adapter, log_path=log_path, ready_timeout_s=ready_timeout_s
+            )
         except MlxServerError as error:
             raise TrainerError(str(error).splitlines()[0]) from None
         with server:
@@ -238,8 +241,12 @@ async def _run_prompts(
                 result = prompt_eval(task, conversation)
             except TeacherUnavailable as failure:
                 if not server.alive():
-                    raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
-                result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500])
+                    raise TrainerError(
+                        f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}"
+                    ) from None
+                result = PromptEval(
+                    id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500]
+                )
             except ConversationFailed as failure:
                 result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500])
             result.seconds = round(time.monotonic() - started, 3)
@@ -334,7 +341,8 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
     most = max((p.tool_calls for v in report.variants for p in v.prompts), default=0)
     for index, variant in enumerate(report.variants):
         shift = (index - (count - 1) / 2) * width
-        per_prompt.bar([i + shift for i in range(prompts)], [p.tool_calls for p in variant.prompts], width, label=variant.name)
+        calls = [p.tool_calls for p in variant.prompts]
+        per_prompt.bar([i + shift for i in range(prompts)], calls, width, label=variant.name)
         histogram = [sum(p.tool_calls == n for p in variant.prompts) for n in range(most + 1)]
         distribution.bar([n + shift for n in range(most + 1)], histogram, width, label=variant.name)
     per_prompt.set_xlabel("prompt")

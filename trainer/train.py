@@ -246,10 +246,8 @@ def _check_data_dir(data: Path) -> None:
 
 def _train_here(data: Path, model_source: str, adapter_path: Path, config: TrainConfig, console: Console) -> TrainResult:
     import mlx.core as mx
-    import mlx.optimizers as optim
     import numpy as np
     from mlx_lm.tuner import trainer as mlx_trainer
-    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
     from mlx_lm.utils import load
 
     from trainer.batches import iterate_batches, load_split, masked_loss
@@ -262,48 +260,22 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         model, tokenizer = load(model_source)
     except Exception as error:  # noqa: BLE001 - any loader failure means a bad model argument
         raise TrainerError(f"{model_source}: cannot load the model ({type(error).__name__}: {error})") from None
-
     splits = {
-        name: load_split(data / f"{name}.jsonl", tokenizer, max_seq_length=config.max_seq_length, train_on=config.train_on, console=console)
+        name: load_split(
+            data / f"{name}.jsonl", tokenizer,
+            max_seq_length=config.max_seq_length, train_on=config.train_on, console=console,
+        )
         for name in ("train", "valid", "test")
     }
     if not splits["valid"]:
         console.print(f"[yellow]warning:[/yellow] {data}/valid.jsonl is missing or empty: training without validation")
-
-    layers = len(model.layers)
-    if config.num_layers > layers:
-        raise TrainerError(f"num_layers {config.num_layers} > the model's {layers} layers (use -1 for all)")
-    model.freeze()
-    if config.fine_tune_type == "full":
-        for layer in model.layers[-max(config.num_layers, 0) :]:
-            layer.unfreeze()
-    else:
-        linear_to_lora_layers(
-            model,
-            config.num_layers,
-            config.lora_parameters.model_dump(exclude_none=True),
-            use_dora=config.fine_tune_type == "dora",
-        )
-    if config.resume_adapter_file is not None:
-        if not config.resume_adapter_file.is_file():
-            raise TrainerError(f"{config.resume_adapter_file}: adapter file to resume from not found")
-        try:
-            model.load_weights(str(config.resume_adapter_file), strict=False)
-        except Exception as error:  # noqa: BLE001 - a mismatched file is the user's input
-            raise TrainerError(f"{config.resume_adapter_file}: cannot resume from it ({error})") from None
+    _make_trainable(model, config)
+    optimizer = _optimizer(config)
 
     adapter_path.mkdir(parents=True, exist_ok=True)
-    adapter_file = adapter_path / ADAPTER_FILE
     _write_adapter_config(adapter_path, model_source, config)
-    (adapter_path / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-
-    try:
-        learning_rate = build_schedule(config.lr_schedule) if config.lr_schedule else config.learning_rate
-        optimizer_class = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "adafactor": optim.Adafactor, "muon": optim.Muon}[config.optimizer]
-        optimizer = optimizer_class(learning_rate=learning_rate, **config.optimizer_config)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise TrainerError(f"optimizer {config.optimizer} / lr_schedule: {error}") from None
-
+    config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    (adapter_path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
     args = mlx_trainer.TrainingArgs(
         batch_size=config.batch_size,
         iters=config.iters,
@@ -312,12 +284,10 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         steps_per_eval=config.steps_per_eval,
         steps_per_save=config.save_every,
         max_seq_length=config.max_seq_length,
-        adapter_file=str(adapter_file),
+        adapter_file=str(adapter_path / ADAPTER_FILE),
         grad_checkpoint=config.grad_checkpoint,
         grad_accumulation_steps=config.grad_accumulation_steps,
     )
-    metrics_file = adapter_path / METRICS_FILE
-    reporter = TrainProgress(console, config.iters, metrics_file)
     trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
     total = sum(v.size for _, v in _flatten(model.parameters()))
     console.print(
@@ -326,6 +296,7 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         f"{splits['train'].trained_tokens:,} trained tokens per epoch, "
         f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
     )
+    reporter = TrainProgress(console, config.iters, adapter_path / METRICS_FILE)
     # mlx-lm draws its own progress bar; ours also shows peak memory and validation loss, and
     # two live displays on one terminal garble each other, so theirs is swapped for ours.
     with reporter, _replaced(mlx_trainer, "TrainUI", lambda *a, **k: reporter):
@@ -354,13 +325,13 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         reporter.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
         console.print(f"test loss {test_loss:.3f}, perplexity {math.exp(min(test_loss, 50)):.2f}")
 
-    plot_file = plot_losses(metrics_file, adapter_path / PLOT_FILE)
+    plot_file = plot_losses(reporter.metrics_file, adapter_path / PLOT_FILE)
     train_rows = [r for r in reporter.records if r.kind == "train"]
     val_rows = [r for r in reporter.records if r.kind == "val"]
     result = TrainResult(
         adapter_path=str(adapter_path),
-        adapter_file=str(adapter_file),
-        metrics_file=str(metrics_file),
+        adapter_file=str(adapter_path / ADAPTER_FILE),
+        metrics_file=str(reporter.metrics_file),
         plot_file=str(plot_file) if plot_file else None,
         info_file=str(adapter_path / INFO_FILE),
         iterations=config.iters,
@@ -374,6 +345,62 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         test_loss=test_loss,
         seconds=round(time.perf_counter() - clock, 3),
     )
+    _write_info(data, model_source, config, result, started_at)
+    console.print(
+        f"adapter: {result.adapter_file}  loss {result.first_train_loss or float('nan'):.3f} -> "
+        f"{result.final_train_loss or float('nan'):.3f}"
+        + (f", val {result.final_val_loss:.3f}" if result.final_val_loss is not None else "")
+        + f"  ({result.seconds:.1f}s)"
+    )
+    return result
+
+
+def _make_trainable(model: Any, config: TrainConfig) -> None:
+    """Freeze the base, then add LoRA/DoRA layers or unfreeze the top blocks; resume if asked."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    layers = len(model.layers)
+    if config.num_layers > layers:
+        raise TrainerError(f"num_layers {config.num_layers} > the model's {layers} layers (use -1 for all)")
+    model.freeze()
+    if config.fine_tune_type == "full":
+        for layer in model.layers[-max(config.num_layers, 0) :]:
+            layer.unfreeze()
+    else:
+        linear_to_lora_layers(
+            model,
+            config.num_layers,
+            config.lora_parameters.model_dump(exclude_none=True),
+            use_dora=config.fine_tune_type == "dora",
+        )
+    if config.resume_adapter_file is not None:
+        if not config.resume_adapter_file.is_file():
+            raise TrainerError(f"{config.resume_adapter_file}: adapter file to resume from not found")
+        try:
+            model.load_weights(str(config.resume_adapter_file), strict=False)
+        except Exception as error:  # noqa: BLE001 - a mismatched file is the user's input
+            raise TrainerError(f"{config.resume_adapter_file}: cannot resume from it ({error})") from None
+
+
+def _optimizer(config: TrainConfig) -> Any:
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.utils import build_schedule
+
+    classes = {
+        "adam": optim.Adam,
+        "adamw": optim.AdamW,
+        "sgd": optim.SGD,
+        "adafactor": optim.Adafactor,
+        "muon": optim.Muon,
+    }
+    try:
+        learning_rate = build_schedule(config.lr_schedule) if config.lr_schedule else config.learning_rate
+        return classes[config.optimizer](learning_rate=learning_rate, **config.optimizer_config)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise TrainerError(f"optimizer {config.optimizer} / lr_schedule: {error}") from None
+
+
+def _write_info(data: Path, model_source: str, config: TrainConfig, result: TrainResult, started_at: datetime) -> None:
     info = TrainInfo(
         model=model_source,
         model_files=_model_fingerprint(model_source),
@@ -387,14 +414,7 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         finished_at=utcnow(),
         result=result,
     )
-    (adapter_path / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    console.print(
-        f"adapter: {adapter_file}  loss {result.first_train_loss or float('nan'):.3f} -> "
-        f"{result.final_train_loss or float('nan'):.3f}"
-        + (f", val {result.final_val_loss:.3f}" if result.final_val_loss is not None else "")
-        + f"  ({result.seconds:.1f}s)"
-    )
-    return result
+    Path(result.info_file).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
@@ -480,7 +500,9 @@ class TrainProgress:
             TextColumn("[bold blue]{task.description:<5}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s  peak {task.fields[mem]}"),
+            TextColumn(
+                "loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s  peak {task.fields[mem]}"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -623,7 +645,9 @@ def _train_in_child(data: Path, model_source: str, adapter_path: Path, config: T
     job_file = adapter_path / ".train_job.json"
     error_file = adapter_path / ".train_error"
     error_file.unlink(missing_ok=True)
-    job = _ChildJob(data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, error_file=str(error_file))
+    job = _ChildJob(
+        data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, error_file=str(error_file)
+    )
     job_file.write_text(job.model_dump_json(), encoding="utf-8")
     env = mlx_child_env()
     root = str(Path(__file__).resolve().parents[1])
@@ -660,7 +684,9 @@ def fuse(
         loaded, tokenizer, config = load(model_source, adapter_path=str(adapter_path), return_config=True)
     except Exception as error:  # noqa: BLE001 - a mismatched adapter or model is the user's input
         raise TrainerError(f"{adapter_path}: cannot apply this adapter to {model_source} ({error})") from None
-    fused = [(name, module.fuse(dequantize=dequantize)) for name, module in loaded.named_modules() if hasattr(module, "fuse")]
+    fused = [
+        (name, module.fuse(dequantize=dequantize)) for name, module in loaded.named_modules() if hasattr(module, "fuse")
+    ]
     if fused:
         loaded.update_modules(tree_unflatten(fused))
     if dequantize:

@@ -37,6 +37,9 @@ def to_chat_messages(history: list[ModelMessage]) -> Captured:
                 elif kind == "user-prompt":
                     messages.append(ChatMessage(role="user", content=_text(part.content)))
                 elif kind == "tool-return":
+                    # pydantic-ai v2 answers an unknown tool or bad arguments with a non-success return.
+                    if getattr(part, "outcome", "success") != "success":
+                        invalid += 1
                     messages.append(
                         ChatMessage(
                             role="tool",

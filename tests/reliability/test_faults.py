@@ -1,0 +1,252 @@
+"""Faults a long run meets, each ending with N prompts in and N records + dead letters out."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_prompts
+from coordinator.collector import CONVERSATIONS_FILE, OutputError
+from coordinator.run import RedisLost, generate
+from reliability.scenario import account
+from shared.keys import RunKeys
+from shared.records import Conversation, DeadLetter
+from shared.redis_server import EmbeddedRedis, connect
+from shared.settings import Settings, TeacherConfig
+from shared.sim_teacher import SimTeacher, SimTeacherConfig
+
+
+def ids(count: int) -> set[str]:
+    return {f"q{i:05d}" for i in range(count)}
+
+
+def sim(**config) -> SimTeacher:  # type: ignore[no-untyped-def]
+    teacher = SimTeacher(SimTeacherConfig(**config))
+    teacher.start()
+    return teacher
+
+
+def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra) -> Settings:
+    timeout = extra.pop("timeout_s", 10.0)
+    return Settings(run=run, out_dir=tmp_path / "runs", workspace=workspace, redis_url=redis_url,
+                    teachers=[TeacherConfig(name="sim", base_url=teacher.base_url, model="sim", timeout_s=timeout)],
+                    **extra)
+
+
+def wait_for_lines(path: Path, count: int, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {count} lines")
+
+
+def in_background(settings: Settings, prompts: Path) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = generate(settings, prompts, show_progress=False)
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def test_worker_actors_killed_mid_conversation(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    import ray
+
+    teacher = sim(latency_s=0.4)
+    prompts = write_prompts(tmp_path / "p.jsonl", 16)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=4, workers=2,
+                            visibility_timeout_s=2.0)
+    runner, outcome = in_background(settings, prompts)
+    try:
+        for kill in range(3):
+            # Kill only once work is flowing, so the victim holds conversations in flight.
+            wait_for_lines(settings.run_dir() / CONVERSATIONS_FILE, 2 + 3 * kill)
+            ray.kill(ray.get_actor(f"{run_name}-worker-{kill % 2}", namespace="distill-tests"), no_restart=False)
+        runner.join(120)
+    finally:
+        teacher.stop()
+    assert "result" in outcome, outcome
+    account("worker actor killed (3 times)", "ray.kill mid-conversation; Ray restarts the actor", settings.run_dir(), ids(16))
+    conversations = [Conversation.model_validate_json(line) for line in (settings.run_dir() / CONVERSATIONS_FILE).read_text().splitlines()]
+    assert max(c.attempt for c in conversations) >= 2, "no task was redone after the kills"
+
+
+def test_coordinator_sigkill_then_rerun(tmp_path, code_workspace):
+    teacher = sim(latency_s=0.15)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 40)
+    command = [
+        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "killed",
+        "--workspace", str(code_workspace), "--teacher", teacher.base_url, "--teacher-model", "sim",
+        "--out-dir", str(tmp_path / "runs"), "--concurrency", "4", "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "runs" / "killed"
+    try:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_lines(run_dir / CONVERSATIONS_FILE, 8)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        written_before = (run_dir / CONVERSATIONS_FILE).read_bytes().count(b"\n")
+        assert written_before < 40, "the kill came too late to prove anything"
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    finally:
+        teacher.stop()
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    account("coordinator SIGKILL, same command rerun", f"SIGKILL after {written_before} records", run_dir, ids(40))
+
+
+def test_redis_killed_and_restarted_mid_run(tmp_path, ray_session, code_workspace, run_name):
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    teacher = sim(latency_s=0.1)
+    prompts = write_prompts(tmp_path / "p.jsonl", 30)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, url, concurrency=4, visibility_timeout_s=3.0)
+    runner, outcome = in_background(settings, prompts)
+    try:
+        wait_for_lines(settings.run_dir() / CONVERSATIONS_FILE, 5)
+        server.kill()
+        time.sleep(1.5)
+        server.start()  # same port, password and append-only file
+        runner.join(180)
+    finally:
+        teacher.stop()
+        server.stop()
+    assert "result" in outcome, outcome
+    account("Redis SIGKILL, restarted 1.5 s later", "kill -9 of the server; AOF fsync always", settings.run_dir(), ids(30))
+
+
+def test_redis_gone_for_good_is_a_clear_error_and_resumable(tmp_path, ray_session, code_workspace, run_name):
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    teacher = sim(latency_s=0.1)
+    prompts = write_prompts(tmp_path / "p.jsonl", 20)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, url, concurrency=2, redis_outage_s=3.0,
+                            visibility_timeout_s=3.0)
+    runner, outcome = in_background(settings, prompts)
+    try:
+        wait_for_lines(settings.run_dir() / CONVERSATIONS_FILE, 3)
+        server.kill()
+        runner.join(60)
+        assert not runner.is_alive(), "the coordinator hangs without Redis"
+        assert isinstance(outcome.get("error"), RedisLost), outcome
+        assert "run the same command again" in str(outcome["error"]) and server.password not in str(outcome["error"])
+        server.start()
+        generate(settings, prompts, show_progress=False)
+    finally:
+        teacher.stop()
+        server.stop()
+    account("Redis gone for good, then back", "kill -9, no restart within redis_outage_s; rerun", settings.run_dir(), ids(20))
+
+
+def test_chaotic_teacher_ends_as_records_and_real_dead_letters(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    teacher = sim(latency_s=0.02, fail_rate=0.3, hang_rate=0.05, drop_rate=0.05, malformed_rate=0.1, hang_s=30, seed=7)
+    prompts = write_prompts(tmp_path / "p.jsonl", 40)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=8, timeout_s=1.5,
+                            max_attempts=3, retry_backoff_s=0.05, breaker_failures=50)
+    try:
+        result = generate(settings, prompts, show_progress=False)
+    finally:
+        teacher.stop()
+    row = account("chaotic teacher", "HTTP 500 30%, hang 5%, dropped connection 5%, malformed tool calls 10%",
+                  settings.run_dir(), ids(40))
+    assert result.complete and row["records"] > 0
+    dead_file = settings.run_dir() / "dead.jsonl"
+    for line in dead_file.read_text().splitlines() if dead_file.exists() else []:
+        dead = DeadLetter.model_validate_json(line)
+        assert dead.attempts == 3 and any(word in dead.reason for word in ("500", "Timeout", "Connection", "timed out")), dead.reason
+    conversations = [Conversation.model_validate_json(line) for line in (settings.run_dir() / CONVERSATIONS_FILE).read_text().splitlines()]
+    # Malformed calls were refused before running and shown to the teacher as the tool's answer.
+    assert sum(c.usage.invalid_tool_calls for c in conversations) > 0
+
+
+def test_rate_limited_endpoint_is_not_stormed(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    teacher = sim(latency_s=0.02, rate_limit_rate=1.0, retry_after_s=2.0)
+    prompts = write_prompts(tmp_path / "p.jsonl", 12)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=4,
+                            max_attempts=10, retry_backoff_s=0.01)
+    limited_window_s = 4.0
+
+    def lift() -> None:
+        time.sleep(limited_window_s)
+        teacher.config.rate_limit_rate = 0.0
+
+    lifter = threading.Thread(target=lift)
+    lifter.start()
+    started = time.monotonic()
+    try:
+        result = generate(settings, prompts, show_progress=False)
+        lifter.join()
+        snapshot = teacher.snapshot()
+    finally:
+        teacher.stop()
+    account("429 with Retry-After", f"every request answered 429, Retry-After 2 s, for {limited_window_s:g} s",
+            settings.run_dir(), ids(12))
+    assert result.dead == 0 and time.monotonic() - started > limited_window_s
+    # 4 in flight at first, then one trial per Retry-After window: a handful, not a storm.
+    assert snapshot["failures"]["http_429"] <= 12, snapshot
+
+
+def test_disk_full_stops_cleanly_and_acknowledges_nothing_unwritten(
+    tmp_path, ray_session, redis_url, code_workspace, run_name, monkeypatch
+):
+    import coordinator.collector as collector_module
+
+    teacher = sim(latency_s=0.05)
+    prompts = write_prompts(tmp_path / "p.jsonl", 20)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=4)
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def full_after_three(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(collector_module.os, "fsync", full_after_three)
+    try:
+        with pytest.raises(OutputError, match="No space left on device"):
+            generate(settings, prompts, show_progress=False)
+        written = (settings.run_dir() / CONVERSATIONS_FILE).read_text()
+        assert written.endswith("\n") and all(Conversation.model_validate_json(l) for l in written.splitlines())
+        # Whatever reached the coordinator but not the disk is still un-acknowledged in Redis.
+        client = connect(redis_url)
+        results_left = client.xlen(RunKeys(run_name).results)
+        assert results_left + written.count("\n") >= 4 and results_left > 0
+        monkeypatch.setattr(collector_module.os, "fsync", real_fsync)
+        generate(settings, prompts, show_progress=False)
+    finally:
+        teacher.stop()
+    account("output disk full", "fsync fails with ENOSPC after 3 batches; rerun", settings.run_dir(), ids(20))
+
+
+def test_output_path_not_writable_refuses_before_any_work(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    teacher = sim()
+    prompts = write_prompts(tmp_path / "p.jsonl", 5)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url)
+    blocker = settings.run_dir() / CONVERSATIONS_FILE
+    blocker.mkdir(parents=True)
+    try:
+        with pytest.raises(OutputError, match="not a regular file"):
+            generate(settings, prompts, show_progress=False)
+        assert teacher.snapshot()["requests"] == 0
+        blocker.rmdir()
+        generate(settings, prompts, show_progress=False)
+    finally:
+        teacher.stop()
+    account("output file not writable", "conversations.jsonl is a directory; fixed; rerun", settings.run_dir(), ids(5))
