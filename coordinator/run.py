@@ -152,7 +152,7 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
         for warning in plan.warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
-        client = connect(run_redis.url)
+        client = _connect_checked(run_redis.url)
         try:
             with run_lock(client, keys, run_dir) as lock_key:
                 run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, show_progress)
@@ -164,6 +164,20 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
 
 class RedisLost(RuntimeError):
     """Redis went away for longer than the coordinator waits; the run is resumable."""
+
+
+def _connect_checked(url: str) -> redis.Redis:
+    client = connect(url)
+    where = redact_url(url)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise RunRefused(f"Redis at {where} refused the password in the URL") from None
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise RunRefused(f"cannot reach Redis at {where}: {str(error).splitlines()[0]}") from None
+    except redis.ResponseError as error:
+        raise RunRefused(f"Redis at {where} answered: {error}") from None
+    return client
 
 
 def _coordinate(run: Run) -> RunResult:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from trainer_fixtures import SYSTEM, TOOLS, call, tiny_model  # noqa: F401 - fixture
 
 from trainer.errors import TrainerError
@@ -98,3 +100,32 @@ def test_prefix_unstable_template_is_refused(tmp_path: Path) -> None:
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     with pytest.raises(TrainerError, match="prefix-stable"):
         render_masked(tokenizer, messages)
+
+
+# Message texts: any printable text incl. non-ASCII, newlines inside, never starting with
+# whitespace (a leading newline would merge with the template's own newline into one token that
+# straddles the turn boundary; such a token stays unmasked, see render_masked).
+TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<>") | st.sampled_from("\n\t"),
+    min_size=1,
+    max_size=40,
+).filter(lambda text: not text[0].isspace())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns=st.lists(st.tuples(TEXT, st.booleans(), TEXT, TEXT), min_size=1, max_size=3), answer=TEXT)
+def test_mask_is_exactly_the_assistant_turns_for_any_text(tiny_model: Path, turns: list, answer: str) -> None:
+    tokenizer = load_tokenizer(tiny_model)
+    messages: list[dict] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "question"}]
+    expected = []
+    for index, (thought, with_text, argument, result) in enumerate(turns):
+        content = thought if with_text else ""
+        arguments = {"pattern": argument}
+        messages.append({"role": "assistant", "content": content, "tool_calls": [call(f"c{index}", "grep", arguments)]})
+        messages.append({"role": "tool", "tool_call_id": f"c{index}", "content": result})
+        rendered_call = f'<tool_call>\n{{"name": "grep", "arguments": {json.dumps(arguments, ensure_ascii=False)}}}\n</tool_call>'
+        expected.append((content + "\n" if content else "") + rendered_call + "<|im_end|>")
+    messages.append({"role": "assistant", "content": answer})
+    expected.append(answer + "<|im_end|>")
+    masked = render_masked(tokenizer, chat_messages(messages), TOOLS)
+    assert "".join(masked.trained_text(tokenizer)) == "".join(expected)

@@ -310,20 +310,19 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
             iterate_batches=iterate_batches,
             training_callback=reporter,
         )
-
-    test_loss = None
-    if config.test and len(splits["test"]):
-        test_loss = mlx_trainer.evaluate(
-            model=model,
-            dataset=splits["test"],
-            batch_size=config.batch_size,
-            num_batches=config.test_batches,
-            max_seq_length=config.max_seq_length,
-            loss=masked_loss,
-            iterate_batches=iterate_batches,
-        )
-        reporter.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
-        console.print(f"test loss {test_loss:.3f}, perplexity {math.exp(min(test_loss, 50)):.2f}")
+        test_loss = None
+        if config.test and len(splits["test"]):
+            test_loss = mlx_trainer.evaluate(
+                model=model,
+                dataset=splits["test"],
+                batch_size=config.batch_size,
+                num_batches=config.test_batches,
+                max_seq_length=config.max_seq_length,
+                loss=masked_loss,
+                iterate_batches=iterate_batches,
+            )
+            reporter.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
+            console.print(f"test loss {test_loss:.3f}, perplexity {math.exp(min(test_loss, 50)):.2f}")
 
     plot_file = plot_losses(reporter.metrics_file, adapter_path / PLOT_FILE)
     train_rows = [r for r in reporter.records if r.kind == "train"]
@@ -509,29 +508,30 @@ class TrainProgress:
         )
         self.task = self.progress.add_task("train", total=total_iters, loss="-", val="-", tps="-", mem="-")
         self._handle: Any = None
+        # Entered twice: by distill around the whole run, and by mlx-lm's loop as its TrainUI.
+        self._depth = 0
 
     # context: the live display and the metrics file
     def __enter__(self) -> TrainProgress:
-        self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        # A new run starts a new metrics file; the previous run's is in its own distill_train.json.
-        self._handle = self.metrics_file.open("w", encoding="utf-8")
-        self.progress.start()
+        self._depth += 1
+        if self._depth == 1:
+            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            # A new run starts a new metrics file (a resumed run's history is in its parent's dir).
+            self._handle = self.metrics_file.open("w", encoding="utf-8")
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-        if self._handle is not None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.progress.stop()
             self._handle.close()
             self._handle = None
 
     def record(self, row: MetricRecord) -> None:
         self.records.append(row)
-        if self._handle is not None:
-            self._handle.write(row.model_dump_json() + "\n")
-            self._handle.flush()  # a crashed run keeps every report so far
-        else:
-            with self.metrics_file.open("a", encoding="utf-8") as handle:
-                handle.write(row.model_dump_json() + "\n")
+        self._handle.write(row.model_dump_json() + "\n")
+        self._handle.flush()  # a crashed run keeps every report so far
 
     # mlx_lm TrainingCallback
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
