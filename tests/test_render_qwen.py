@@ -128,4 +128,4 @@ def test_mask_is_exactly_the_assistant_turns_for_any_text(tiny_model: Path, turn
     messages.append({"role": "assistant", "content": answer})
     expected.append(answer + "<|im_end|>")
     masked = render_masked(tokenizer, chat_messages(messages), TOOLS)
-    assert "".join(masked.trained_text(tokenizer)) == "".join(expected)
+    assert masked.trained_text(tokenizer) == expected

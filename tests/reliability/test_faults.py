@@ -250,3 +250,18 @@ def test_output_path_not_writable_refuses_before_any_work(tmp_path, ray_session,
     finally:
         teacher.stop()
     account("output file not writable", "conversations.jsonl is a directory; fixed; rerun", settings.run_dir(), ids(5))
+
+
+def test_a_whole_ray_node_removed_mid_run(tmp_path, code_workspace):
+    script = Path(__file__).with_name("node_loss_run.py")
+    result_file = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(code_workspace), str(result_file)],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    outcome = json.loads(result_file.read_text())
+    assert outcome["finished"] and outcome.get("complete"), outcome
+    assert 4 <= outcome["records_before_loss"] < 24, outcome
+    account("a Ray worker node removed", "cluster.remove_node mid-run (3 nodes, 3 worker actors)",
+            Path(outcome["run_dir"]), ids(24))
