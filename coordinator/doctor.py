@@ -118,8 +118,8 @@ def _check_embedded_redis() -> Check:
         finally:
             server.stop()
     return Check(name="redis", ok=True,
-                 detail=f"embedded ({describe_redis(info)}; started and stopped a test server; "
-                        "each run starts its own, data under the run folder)")
+                 detail=f"embedded {describe_redis(info)}: a test server started and stopped "
+                        "(each run starts its own)")
 
 
 def check_redis_url(url: str) -> Check:
@@ -189,8 +189,18 @@ def check_ray(settings: Settings) -> list[Check]:
                       hint="pip install -e . (distill depends on ray)")]
     address = settings.ray_address
     if not address:
-        return [Check(name="ray", ok=True, detail=f"ray {ray.__version__}; local Ray will be started for the run "
-                                                  "(no --ray-address)")]
+        implicit = _implicit_ray_address()
+        if implicit is None:
+            return [Check(name="ray", ok=True, detail=f"ray {ray.__version__} importable; local Ray will be started "
+                                                      "by the run (no ray_address)")]
+        # ray.init() without an address joins RAY_ADDRESS, or the cluster `ray start` left on this machine.
+        problem = _tcp_problem(implicit)
+        if problem:
+            return [Check(name="ray", ok=False,
+                          detail=f"no ray_address, but ray.init() would join {implicit}, which is gone ({problem})",
+                          hint="a stale address from RAY_ADDRESS or an earlier `ray start` on this machine: "
+                               "`ray stop`, or unset RAY_ADDRESS")]
+        address = implicit
     same_as_redis = _same_endpoint(address, settings.redis_url)
     if same_as_redis:
         return [Check(name="ray", ok=False, detail=f"ray_address {address} is the Redis server's address",
@@ -227,6 +237,19 @@ def check_ray(settings: Settings) -> list[Check]:
                 ray.shutdown()
 
 
+def _implicit_ray_address() -> str | None:
+    """The cluster a bare ray.init() joins: RAY_ADDRESS, else the address `ray start` wrote here."""
+    value = os.environ.get("RAY_ADDRESS")
+    if not value:
+        try:
+            from ray._private.utils import read_ray_address
+
+            value = read_ray_address()
+        except Exception:  # noqa: BLE001 - a private API; without it, assume none
+            value = None
+    return value if value and value not in ("local",) else None
+
+
 def _node_report(workspace: str, endpoints: list[tuple[str, str, int]]) -> dict[str, Any]:
     """Runs on one Ray node: is distill's code here, the same, and can it see the workspace and teachers?"""
     import ray
@@ -250,8 +273,19 @@ def _check_ray_nodes(nodes: list[dict[str, Any]], settings: Settings) -> Check:
     endpoints = []
     for teacher in settings.teachers:
         parts = urlsplit(teacher.base_url)
-        if not teacher.launch and parts.hostname:
-            endpoints.append((teacher.name, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+        if not teacher.launch and parts.hostname and _used_by_policy(teacher, settings):
+            endpoints.append((f"teacher {teacher.name!r}", parts.hostname,
+                              parts.port or (443 if parts.scheme == "https" else 80)))
+    if settings.redis_url:
+        redis_end = _host_port(settings.redis_url)
+        if redis_end is not None:
+            hosts = {node.get("NodeManagerAddress") for node in nodes}
+            if len(hosts) > 1 and _resolve(redis_end[0]) == "loopback":
+                return Check(name="ray nodes", ok=False,
+                             detail=f"the Redis URL names {redis_end[0]}, but the cluster spans {len(hosts)} machines",
+                             hint="workers connect to the URL the coordinator uses: give Redis's LAN address "
+                                  "(redis://:PASSWORD@192.168.1.10:6380/0) and bind it in redis.conf")
+            endpoints.append(("Redis", redis_end[0], redis_end[1]))
     remote = ray.remote(num_cpus=0, max_retries=0)(_node_report)
     pending = {}
     for node in nodes:
@@ -275,14 +309,15 @@ def _check_ray_nodes(nodes: list[dict[str, Any]], settings: Settings) -> Check:
             problems.append(f"{where}: different distill code than this machine")
         if not report["workspace_ok"]:
             problems.append(f"{where}: workspace {workspace} missing or unreadable")
-        for name in report["unreachable"]:
-            problems.append(f"{where}: teacher {name!r} unreachable")
+        for label in report["unreachable"]:
+            problems.append(f"{where}: {label} unreachable")
     if problems:
         return Check(name="ray nodes", ok=False, detail="; ".join(problems),
                      hint="on every node: the same commit of distill (`pip install -e .`), the workspace at the "
-                          "same path, and the teachers' host:port reachable (firewall, bind address)")
+                          "same path, and Redis and the teachers reachable (firewall, bind address)")
+    reached = "Redis and teachers reachable" if settings.redis_url else "teachers reachable"
     return Check(name="ray nodes", ok=True,
-                 detail=f"{len(nodes)}/{len(nodes)} node(s): same distill code, workspace readable, teachers reachable")
+                 detail=f"{len(nodes)}/{len(nodes)} node(s): same distill code, workspace readable, {reached}")
 
 
 def code_fingerprint() -> str:
@@ -323,7 +358,7 @@ def check_teachers(settings: Settings) -> list[Check]:
         if teacher.api_key_env:
             key = os.environ.get(teacher.api_key_env) or None
             if key is None:
-                hint = f"export {teacher.api_key_env}=... on the coordinator (workers get it through Ray's runtime_env)"
+                hint = f"export {teacher.api_key_env}=... on the coordinator (it hands the key to the Ray workers)"
                 if teacher.kind == "cloud":
                     hint += "; without it the run leaves this teacher out and falls back to local-only"
                 checks.append(Check(name=f"key {teacher.api_key_env}", ok=False,
@@ -362,7 +397,8 @@ def _check_launchable(teacher: TeacherConfig) -> Check:
         problems.append(f"port {port} is already in use")
     if problems:
         return Check(name=label, ok=False, detail="launch = true: " + "; ".join(problems),
-                     hint="point model at a local mlx-lm model folder, pip install mlx-lm, and pick a free port")
+                     hint="point model at a local mlx-lm model folder (`distill teacher bundle` writes a small "
+                          "one to data/models/smollm2-135m-instruct), pip install mlx-lm, pick a free port")
     return Check(name=label, ok=True,
                  detail=f"launch = true: model folder found, mlx_lm importable, port {port} free "
                         "(the run starts and supervises the server)")
@@ -527,7 +563,7 @@ def check_mlx(settings: Settings) -> list[Check]:
 
         if OPENBLAS_PATH.exists():
             checks.append(Check(name="openblas", ok=True, required=False,
-                                detail=f"{OPENBLAS_PATH} found: MLX children run with it preloaded"))
+                                detail=f"{OPENBLAS_PATH} found: preloaded for MLX servers and training"))
         else:
             checks.append(Check(name="openblas", ok=False, required=False,
                                 detail=f"{OPENBLAS_PATH} not found: MLX's CPU backend uses its slow reference BLAS",
@@ -544,7 +580,7 @@ def check_disk(settings: Settings, run_dir: Path) -> Check:
         return Check(name="disk", ok=False, detail=f"{existing} is not writable (runs go to {target})",
                      hint="pass --out-dir to a folder you can write")
     free = shutil.disk_usage(existing).free
-    detail = f"{_gib(free)} free under {existing} (run folder {target})"
+    detail = f"{_gib(free)} free under {existing} (for {target})"
     if free < LOW_DISK_BYTES:
         return Check(name="disk", ok=False, required=False, detail=detail,
                      hint="under 1 GiB: a long run's records (and the AOF) may not fit; free space or use --out-dir")

@@ -60,6 +60,7 @@ class RunResult:
     check: CheckReport
     endpoints: dict[str, dict[str, Any]]
     policy: str
+    worker_reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -139,6 +140,7 @@ class Run:
     show_progress: bool
     total: int = 0
     totals: Drained = field(default_factory=Drained)
+    worker_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = True) -> RunResult:
@@ -199,6 +201,7 @@ def _coordinate(run: Run) -> RunResult:
         if int(client.scard(keys.done)) < run.total:
             with running_workers(settings, run.redis.url) as workers:
                 _collect_until_done(run, collector, workers, progress)
+            run.worker_reports = workers.reports
     finally:
         progress.stop()
         collector.close()
@@ -224,6 +227,7 @@ def _coordinate(run: Run) -> RunResult:
         check=check,
         endpoints=final["endpoints"],
         policy=settings.policy,
+        worker_reports=run.worker_reports,
     )
 
 

@@ -37,6 +37,7 @@ class WorkerPool:
         # Keys travel to the workers as an actor argument only (never in the spec, records or logs).
         self.secrets = {t.api_key_env: t.api_key() for t in settings.teachers if t.api_key_env}
         self.actors: list[Any] = []
+        self.reports: list[dict[str, Any]] = []
         self.refs: list[Any] = []
         for index in range(settings.workers):
             self._launch(index)
@@ -74,6 +75,7 @@ class WorkerPool:
         for actor in self.actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
+        self.reports = reports
         return reports
 
 

@@ -111,6 +111,139 @@ def status(
         console_out.print(table)
 
 
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="A run folder or a conversations.jsonl file.")],
+    tokenizer: Annotated[str, typer.Option(help="The student model (folder) whose chat template renders the data.")],
+    out: Annotated[Path, typer.Option(help="Where train/valid/test.jsonl and report.json go.")],
+    max_tool_calls: Annotated[int, typer.Option(help="Drop trajectories with more tool calls.")] = 5,
+    max_seq_length: Annotated[int, typer.Option(help="Drop trajectories longer than this many tokens.")] = 2048,
+    split: Annotated[str, typer.Option(help="train,valid,test ratios.")] = "0.8,0.1,0.1",
+    format: Annotated[str, typer.Option("--format", help="chat ({messages, tools}) or text (rendered).")] = "chat",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
+) -> None:
+    """Turn conversations into mlx-lm training data in the student's own chat format."""
+    from trainer.convert import convert as run_convert
+    from trainer.convert import print_report
+    from trainer.errors import TrainerError
+
+    try:
+        ratios = tuple(float(part) for part in split.split(","))
+        if len(ratios) != 3 or format not in ("chat", "text"):
+            raise ValueError
+    except ValueError:
+        fail("--split takes three ratios like 0.8,0.1,0.1 and --format is chat or text")
+    try:
+        report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
+                             split=ratios, format=format, skip_invalid=skip_invalid, console=console_out)  # type: ignore[arg-type]
+    except TrainerError as error:
+        fail(str(error))
+    print_report(report, console_out)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Folder with train.jsonl and valid.jsonl (from distill convert).")],
+    model: Annotated[str, typer.Option(help="Student model folder.")],
+    adapter_path: Annotated[Path, typer.Option(help="Where the adapter, metrics.jsonl and loss.png go.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML training config (mlx-lm's keys).")] = None,
+    fine_tune_type: Annotated[Optional[str], typer.Option(help="lora | dora | full.")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Training iterations.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per batch.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="LoRA scale.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout.")] = None,
+    num_layers: Annotated[Optional[int], typer.Option(help="Blocks to adapt from the top (-1: all).")] = None,
+    max_seq_length: Annotated[Optional[int], typer.Option(help="Longest sequence in tokens.")] = None,
+    grad_checkpoint: Annotated[Optional[bool], typer.Option("--grad-checkpoint/--no-grad-checkpoint")] = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N iterations.")] = None,
+    resume_adapter_file: Annotated[Optional[Path], typer.Option(help="Continue from this adapter file.")] = None,
+) -> None:
+    """Fine-tune the student with mlx-lm, with the loss on every assistant turn."""
+    from trainer.errors import TrainerError
+    from trainer.train import load_train_config
+    from trainer.train import train as run_train
+
+    try:
+        settings = load_train_config(
+            config, fine_tune_type=fine_tune_type, iters=iters, batch_size=batch_size, learning_rate=learning_rate,
+            rank=rank, scale=scale, dropout=dropout, num_layers=num_layers, max_seq_length=max_seq_length,
+            grad_checkpoint=grad_checkpoint, save_every=save_every, resume_adapter_file=resume_adapter_file,
+        )
+        result = run_train(data, model, adapter_path, config=settings, console=console_out)
+    except TrainerError as error:
+        fail(str(error))
+    console_out.print(
+        f"adapter: {result.adapter_file}\nmetrics: {result.metrics_file}\nloss plot: {result.plot_file}\n"
+        f"train loss {result.first_train_loss} -> {result.final_train_loss}, "
+        f"validation loss {result.first_val_loss} -> {result.final_val_loss} ({result.seconds:.0f} s)",
+        highlight=False,
+    )
+
+
+@app.command()
+def fuse(
+    model: Annotated[str, typer.Option(help="Student model folder.")],
+    adapter_path: Annotated[Path, typer.Option(help="Adapter folder from distill train.")],
+    save_path: Annotated[Path, typer.Option(help="Where the fused model goes.")],
+    dequantize: Annotated[bool, typer.Option("--dequantize", help="Write full-precision weights.")] = False,
+) -> None:
+    """Fold an adapter into the model (mlx_lm fuse)."""
+    from trainer.errors import TrainerError
+    from trainer.train import fuse as run_fuse
+
+    try:
+        result = run_fuse(model, adapter_path, save_path, dequantize=dequantize)
+    except TrainerError as error:
+        fail(str(error))
+    console_out.print(f"fused model: {result.save_path} ({result.fused_modules} modules)", highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Option(help="Student model folder.")],
+    prompts: Annotated[Path, typer.Option(help="Held-out prompts (JSONL).")],
+    workspace: Annotated[Path, typer.Option(help="Folder the tools work in.")] = Path("."),
+    adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json and the PNG.")] = None,
+    max_tool_calls: Annotated[int, typer.Option(help="Tool calls before a run counts as a loop.")] = 5,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 512,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
+    no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
+) -> None:
+    """Serve the student (base and adapter) and measure: 1-3 tool calls and an answer, or a loop?"""
+    from trainer.errors import TrainerError
+    from trainer.evaluate import evaluate, print_comparison
+
+    try:
+        report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
+                          max_tokens=max_tokens, include_base=not no_base, limit=limit, console=console_out)
+    except TrainerError as error:
+        fail(str(error))
+    print_comparison(report, console_out)
+
+
+@app.command()
+def demo(
+    limit: Annotated[int, typer.Option(help="Example prompts to run.")] = 4,
+    run: Annotated[str, typer.Option(help="Run name.")] = "demo",
+    train_iters: Annotated[int, typer.Option(help="LoRA iterations of the short training run.")] = 20,
+) -> None:
+    """The whole loop on embedded defaults: bundled model -> conversations -> training data -> LoRA."""
+    from coordinator.run import RunRefused
+    from distill.demo import run_demo, where_table
+    from shared.bundle import BundleError
+    from shared.mlx_server import MlxServerError
+    from trainer.errors import TrainerError
+
+    try:
+        result = run_demo(limit=limit, run=run, train_iters=train_iters, console=console_out)
+    except (BundleError, MlxServerError, RunRefused, TrainerError, ConfigError) as error:
+        fail(str(error).splitlines()[0])
+    console_out.print(where_table(result))
+
+
 teacher_app = typer.Typer(no_args_is_help=True, help="Serve and prepare local teachers.")
 app.add_typer(teacher_app, name="teacher")
 
@@ -167,11 +300,13 @@ def sim_teacher(
     latency: Annotated[float, typer.Option(help="Seconds per request.")] = 0.0,
     tool_rounds: Annotated[int, typer.Option(help="Tool calls before the answer.")] = 2,
     fail_rate: Annotated[float, typer.Option(help="Share of requests answered HTTP 500.")] = 0.0,
+    seconds_per_token: Annotated[float, typer.Option(help="Extra latency per generated token.")] = 0.0,
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from shared.sim_teacher import SimTeacher, SimTeacherConfig
 
-    teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate))
+    teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
+                                          seconds_per_token=seconds_per_token))
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

@@ -46,6 +46,9 @@ class SimTeacherStats:
     peak_in_flight: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     tool_calls: int = 0
+    # Wall-clock span of the traffic, so a benchmark can leave out start-up time.
+    first_request_at: float | None = None
+    last_response_at: float | None = None
 
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
@@ -144,6 +147,8 @@ class SimTeacher:
         with self._lock:
             self.stats.requests += 1
             self.stats.in_flight += 1
+            if self.stats.first_request_at is None:
+                self.stats.first_request_at = time.time()
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
             roll = self._random.random()
         try:
@@ -187,6 +192,7 @@ class SimTeacher:
         with self._lock:
             self.stats.completed += 1
             self.stats.tool_calls += len(message.get("tool_calls") or [])
+            self.stats.last_response_at = time.time()
         return web.json_response(
             {
                 "id": f"chatcmpl-{self.stats.requests}",

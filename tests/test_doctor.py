@@ -29,6 +29,17 @@ from shared.sim_teacher import SimTeacher, SimTeacherConfig
 CLOUD_KEY = "sk-doctor-secret-value-1234"
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bare ray.init() joins RAY_ADDRESS or the cluster `ray start` recorded under Ray's temp
+    folder; keep other processes' clusters on this machine out of these tests."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_tmp = tmp_path / "ray-tmp"
+    (ray_tmp / "ray").mkdir(parents=True)
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    return ray_tmp / "ray"
+
+
 @pytest.fixture()
 def teachers() -> Iterator[tuple[SimTeacher, SimTeacher]]:
     local, cloud = SimTeacher(SimTeacherConfig()), SimTeacher(SimTeacherConfig(model="cloud-model"))
@@ -89,7 +100,7 @@ def test_embedded_redis_is_started_and_stopped(tmp_path, code_workspace, teacher
     checks = run_doctor(settings_for(tmp_path, code_workspace,
                                      [TeacherConfig(name="local", base_url=local.base_url, model="sim-teacher")]))
     redis_check = by_name(checks)["redis"]
-    assert redis_check.ok and redis_check.detail.startswith("embedded (Valkey")
+    assert redis_check.ok and redis_check.detail.startswith("embedded Valkey")
 
 
 def test_a_teacher_that_does_not_answer_fails_with_a_hint(tmp_path, redis_url, code_workspace, monkeypatch):
@@ -164,6 +175,13 @@ def test_ray_address_that_does_not_answer_fails_fast(tmp_path, redis_url, code_w
     assert "ray start --head" in found["ray"].hint
     # No teacher configured is a failure of its own.
     assert not found["teachers"].ok
+
+
+def test_a_stale_cluster_address_on_this_machine_is_caught(tmp_path, code_workspace, no_ambient_ray):
+    # `ray start` leaves its address behind; a bare ray.init() would try to join it.
+    (no_ambient_ray / "ray_current_cluster").write_text(f"127.0.0.1:{closed_port()}")
+    ray_check = by_name(run_doctor(settings_for(tmp_path, code_workspace, [])))["ray"]
+    assert not ray_check.ok and "would join" in ray_check.detail and "ray stop" in ray_check.hint
 
 
 def test_ray_address_pointing_at_redis_is_caught(tmp_path, redis_server: EmbeddedRedis, code_workspace):

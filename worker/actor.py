@@ -16,6 +16,7 @@ The contract, in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -34,7 +35,7 @@ from shared.queue import result_fields
 from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from shared.redis_server import redact_url
 from shared.settings import GenerationLimits, Policy, TeacherConfig
-from worker.agent import ConversationFailed, run_conversation
+from worker.agent import ConversationFailed, run_conversation, teacher_client
 from worker.pool import EndpointPool, Lease
 from worker.tools import ToolLimits, Workspace
 
@@ -70,6 +71,8 @@ class WorkerReport(BaseModel):
     finished: int = 0
     retried: int = 0
     dead: int = 0
+    # CPU seconds this worker process spent on the run (the benchmark's overhead figure).
+    cpu_s: float = 0.0
 
 
 class GenerationLoop:
@@ -88,8 +91,12 @@ class GenerationLoop:
         self.redis: aioredis.Redis | None = None
         self.pool: EndpointPool | None = None
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.slot_freed = asyncio.Event()
+        # One client per teacher for the worker's life: its connection pool is reused.
+        self.clients = {t.name: teacher_client(t) for t in spec.teachers}
 
     async def run(self) -> WorkerReport:
+        cpu_started = time.process_time()
         self.redis = aioredis.Redis.from_url(
             self.spec.redis_url,
             decode_responses=True,
@@ -109,6 +116,7 @@ class GenerationLoop:
         finally:
             heartbeat.cancel()
             await self.redis.aclose()
+        self.report.cpu_s = time.process_time() - cpu_started
         return self.report
 
     async def _loop(self) -> None:
@@ -131,13 +139,23 @@ class GenerationLoop:
             return True
         free = self.spec.slots - len(self.in_flight)
         if free <= 0 or stopping:
-            await asyncio.wait(self.in_flight.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(list(self.in_flight.values()), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             return False
-        for entry_id, fields in await self._next_entries(free):
+        entries = await self._next_entries(free)
+        for entry_id, fields in entries:
             task = asyncio.create_task(self._handle(entry_id, fields))
             self.in_flight[entry_id] = task
-            task.add_done_callback(lambda _t, e=entry_id: self.in_flight.pop(e, None))
+            task.add_done_callback(lambda _t, e=entry_id: self._slot_done(e))
+        if not entries and self.in_flight:
+            # Queue empty for now: wake when a slot frees up or new work may have arrived.
+            self.slot_freed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.slot_freed.wait(), timeout=0.2)
         return False
+
+    def _slot_done(self, entry_id: str) -> None:
+        self.in_flight.pop(entry_id, None)
+        self.slot_freed.set()
 
     async def _next_entries(self, count: int) -> list[tuple[str, dict[str, str]]]:
         assert self.redis is not None
@@ -147,7 +165,8 @@ class GenerationLoop:
         )
         if claimed:
             return [(entry_id, fields) for entry_id, fields in claimed if fields] or []
-        block = self.spec.read_block_ms if not self.in_flight else 50
+        # Idle: block on the stream. Busy: don't block, a finishing conversation must refill at once.
+        block = self.spec.read_block_ms if not self.in_flight else None
         response = await self.redis.xreadgroup(
             TASKS_GROUP, self.consumer, {self.keys.tasks: ">"}, count=count, block=block
         )
@@ -203,6 +222,7 @@ class GenerationLoop:
                     custom_tools=self.spec.custom_tools,
                     attempt=attempt,
                     worker=self.info,
+                    client=self.clients[teacher.name],
                 )
             except ConversationFailed as failure:
                 error = failure

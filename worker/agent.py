@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from pydantic_ai import Agent, Tool, UsageLimits, capture_run_messages
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -129,15 +132,38 @@ class TimedModel(WrapperModel):
             self.seconds += time.monotonic() - started
 
 
-def teacher_model(teacher: TeacherConfig, *, client_retries: int = 0) -> OpenAIChatModel:
+@dataclass
+class TeacherClient:
+    """One teacher's model and connection pool, plus the tool block exactly as it was sent.
+
+    pydantic-ai reshapes tool schemas on the way out (key order, `strict`); the record must hold
+    what the teacher saw, so the student trains on the same prompt it is served with.
+    """
+
+    model: OpenAIChatModel
+    sent_tools: list[dict[str, Any]] | None = None
+
+    async def _capture_tools(self, request: Any) -> None:
+        if self.sent_tools is None and request.method == "POST" and request.url.path.endswith("/chat/completions"):
+            with contextlib.suppress(ValueError, TypeError):
+                tools = json.loads(request.content).get("tools")
+                if tools:
+                    self.sent_tools = tools
+
+
+def teacher_client(teacher: TeacherConfig) -> TeacherClient:
+    holder = TeacherClient(model=None)  # type: ignore[arg-type]
+    http_client = DefaultAsyncHttpxClient(event_hooks={"request": [holder._capture_tools]})
     # Retries are distill's (attempts, backoff, failover), so the client itself doesn't retry.
     client = AsyncOpenAI(
         base_url=teacher.base_url,
         api_key=teacher.api_key(),
         timeout=teacher.timeout_s,
-        max_retries=client_retries,
+        max_retries=0,
+        http_client=http_client,
     )
-    return OpenAIChatModel(teacher.model, provider=OpenAIProvider(openai_client=client))
+    holder.model = OpenAIChatModel(teacher.model, provider=OpenAIProvider(openai_client=client))
+    return holder
 
 
 async def run_conversation(
@@ -150,16 +176,19 @@ async def run_conversation(
     custom_tools: Sequence[str] = (),
     attempt: int = 1,
     worker: WorkerInfo | None = None,
+    client: TeacherClient | None = None,
 ) -> Conversation:
     """Run the agent on one prompt and return the captured conversation.
 
     Raises TeacherUnavailable when the endpoint fails and ConversationFailed when the teacher
     refuses the request; a loop guard trip or a misbehaving model still gives a record.
+    `client` lets a long-lived caller reuse one client (and its connection pool) per teacher.
     """
     tools = build_tools(workspace, custom_tools, limits)
-    model = TimedModel(teacher_model(teacher))
+    client = client or teacher_client(teacher)
+    timed = TimedModel(client.model)
     agent: Agent[None, str] = Agent(
-        model,
+        timed,
         system_prompt=task.system or system_prompt,
         tools=tools,
         retries=2,
@@ -182,14 +211,14 @@ async def run_conversation(
         except UnexpectedModelBehavior as misbehaviour:
             history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
         except ModelAPIError as failure:
-            raise _classify(failure, captured, model.requests) from None
+            raise _classify(failure, captured, timed.requests) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise TeacherUnavailable(
                 f"conversation took longer than {limits.conversation_timeout_s:g}s",
                 retryable=True,
                 error_type="ConversationTimeout",
                 partial=raw_history(list(captured)),
-                requests=model.requests,
+                requests=timed.requests,
             ) from None
     chat = to_chat_messages(history)
     if status == "final_answer" and chat.final_text is None:
@@ -202,14 +231,14 @@ async def run_conversation(
         status=status,  # type: ignore[arg-type]
         error=error,
         messages=chat.messages,
-        tools=openai_tool_schemas(tools),
+        tools=client.sent_tools or openai_tool_schemas(tools),
         teacher=TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model),
         usage=_usage(history, chat.tool_calls, chat.invalid_tool_calls),
         timings=Timings(
             started_at=started_at,
             finished_at=finished_at,
             duration_s=time.monotonic() - started,
-            teacher_s=model.seconds,
+            teacher_s=timed.seconds,
         ),
         attempt=attempt,
         worker=worker or local_worker_info(),

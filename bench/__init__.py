@@ -1,0 +1,1 @@
+"""distill's benchmark: `python -m bench` (or `distill bench`)."""

@@ -1,0 +1,101 @@
+"""Run distill's benchmark and write bench/results/<date>.json, one PNG per figure and bench/README.md.
+
+    python -m bench            # the full benchmark (tens of minutes on a 2-core box)
+    python -m bench --quick    # every figure on a tiny size (the test suite's smoke test)
+
+Each measurement runs in a fresh process (Ray joins one cluster per process); figures compare
+sizes side by side inside one run and report ratios, since shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+BENCH = Path(__file__).resolve().parent
+console = Console(stderr=True)
+
+
+def child(module: str, *args: str, timeout_s: float = 3600) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout_s,
+                          cwd=BENCH.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
+    if quick:
+        return {
+            "efficiency": [("bench.generation", [json.dumps({"concurrency": 4, "latency_s": 0.05, "prompts": 12})])],
+            "scaling": [],
+            "enqueue": [("bench.enqueue", ["1000"])],
+            "convert": [("bench.trainer", ["convert", "100"])],
+            "train": [],
+            "mlx_server": [],
+        }
+    efficiency = [
+        ("bench.generation", [json.dumps({"concurrency": c, "latency_s": 0.2, "prompts": n})])
+        for c, n in ((8, 600), (64, 2000), (256, 2000))
+    ]
+    scaling = [
+        ("bench.generation", [json.dumps({"concurrency": 8, "latency_s": 0.5, "prompts": 120 * nodes, "nodes": nodes})])
+        for nodes in (1, 2, 4)
+    ]
+    return {
+        "efficiency": efficiency,
+        "scaling": scaling,
+        "enqueue": [("bench.enqueue", [str(n)]) for n in (10_000, 100_000, 1_000_000)],
+        "convert": [("bench.trainer", ["convert", "10000"])],
+        "train": [("bench.trainer", ["train", "60"])],
+        "mlx_server": [("bench.mlx_teacher", [json.dumps({"concurrency": c, "prompts": 2 * c})]) for c in (1, 4, 8)]
+        if with_mlx else [],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--no-mlx", action="store_true", help="skip the real mlx_lm.server figure")
+    parser.add_argument("--only", nargs="*", help="figures to run (default: all)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    args = parser.parse_args()
+    figures: dict[str, list[dict[str, Any]]] = {}
+    for figure, runs in plan(args.quick, not args.no_mlx).items():
+        if args.only and figure not in args.only:
+            continue
+        figures[figure] = []
+        for module, module_args in runs:
+            console.print(f"[bold]{figure}[/]: {module} {' '.join(module_args)}")
+            figures[figure].append(child(module, *module_args))
+            console.print(f"  {figures[figure][-1]}", highlight=False)
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": __import__("os").cpu_count()},
+        "figures": figures,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    json_path = args.out / f"{stamp}.json"
+    json_path.write_text(json.dumps(result, indent=2))
+    from bench.report import plot_figures, write_readme
+
+    pngs = plot_figures(result, args.out, stamp)
+    if not args.quick:
+        write_readme(result, BENCH / "README.md", json_path, pngs)
+    console.print(f"wrote {json_path} and {len(pngs)} plot(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

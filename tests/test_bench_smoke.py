@@ -1,0 +1,22 @@
+"""The benchmark command runs end to end on tiny sizes (no timing is asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_quick_writes_results_and_plots(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results,) = tmp_path.glob("*-quick.json")
+    figures = json.loads(results.read_text())["figures"]
+    (efficiency,) = figures["efficiency"]
+    assert efficiency["conversations"] == 12 and 0 < efficiency["efficiency"] <= 1.05
+    assert efficiency["redis_commands_per_conversation"] > 0
+    assert figures["enqueue"][0]["prompts"] == 1000 and figures["convert"][0]["kept"] == 100
+    assert {p.name.split("-quick-")[1] for p in tmp_path.glob("*.png")} == {"efficiency.png", "enqueue-memory.png"}
