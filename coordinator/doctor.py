@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
 from rich.markup import escape
@@ -124,10 +124,13 @@ def _check_embedded_redis() -> Check:
 
 def check_redis_url(url: str) -> Check:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     shown = redact_url(url)
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5)
+        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5,
+                                      retry=Retry(NoBackoff(), 0))
         client.ping()
         info = client.info("server")
         persistence = client.info("persistence")
@@ -194,7 +197,7 @@ def check_ray(settings: Settings) -> list[Check]:
             return [Check(name="ray", ok=True, detail=f"ray {ray.__version__} importable; local Ray will be started "
                                                       "by the run (no ray_address)")]
         # ray.init() without an address joins RAY_ADDRESS, or the cluster `ray start` left on this machine.
-        problem = _tcp_problem(implicit)
+        problem = _tcp_problem(implicit) or _gcs_problem(implicit)
         if problem:
             return [Check(name="ray", ok=False,
                           detail=f"no ray_address, but ray.init() would join {implicit}, which is gone ({problem})",
@@ -206,7 +209,7 @@ def check_ray(settings: Settings) -> list[Check]:
         return [Check(name="ray", ok=False, detail=f"ray_address {address} is the Redis server's address",
                       hint="Ray's head listens on its own port (ray start --head --port 6379 by default); "
                            "run distill's Redis on another port (deploy/redis.conf uses 6380)")]
-    problem = _tcp_problem(address)
+    problem = _tcp_problem(address) or _gcs_problem(address)
     if problem:
         return [Check(name="ray", ok=False, detail=f"{address}: {problem}",
                       hint="start the head with `ray start --head` and pass its GCS address HOST:6379 "
@@ -628,6 +631,35 @@ def _tcp_problem(address: str) -> str | None:
         return f"{parsed[0]}:{parsed[1]} does not accept connections ({error.strerror or type(error).__name__})"
 
 
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _gcs_problem(address: str) -> str | None:
+    """None when host:port answers like Ray's GCS (a gRPC server: an HTTP/2 SETTINGS frame).
+
+    ray.init() against a port that accepts connections but isn't a GCS (Redis on the wrong port,
+    say) retries for many minutes; this answers in a moment.
+    """
+    parsed = None if address == "auto" else _host_port(address)
+    if parsed is None:
+        return None
+    try:
+        with socket.create_connection(parsed, timeout=TCP_TIMEOUT_S) as sock:
+            sock.settimeout(TCP_TIMEOUT_S)
+            sock.sendall(HTTP2_PREFACE)
+            data = b""
+            while len(data) < 9:
+                chunk = sock.recv(9 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        data = b""
+    if len(data) == 9 and data[3] == 0x04:
+        return None
+    return "accepts connections but is not a Ray head (no gRPC answer): is it the GCS port of `ray start --head`?"
+
+
 def _same_endpoint(address: str, redis_url: str | None) -> bool:
     if not redis_url or address == "auto":
         return False
@@ -647,15 +679,11 @@ def _resolve(host: str) -> str:
 
 
 def _secret_values(settings: Settings) -> list[str]:
+    """The Redis password (as written and decoded) and the teachers' keys: never to be shown."""
     values = []
-    for url in (settings.redis_url,):
-        if url:
-            parts = urlsplit(url)
-            values += [value for value in (parts.password,) if value]
-            if parts.password:
-                from urllib.parse import unquote
-
-                values.append(unquote(parts.password))
+    password = urlsplit(settings.redis_url).password if settings.redis_url else None
+    if password:
+        values += [password, unquote(password)]
     for teacher in settings.teachers:
         if teacher.api_key_env and os.environ.get(teacher.api_key_env):
             values.append(os.environ[teacher.api_key_env])

@@ -43,8 +43,7 @@ class WorkerPool:
             self._launch(index)
 
     def _launch(self, index: int) -> None:
-        # SPREAD puts the workers on different nodes of a cluster, next to their local teachers.
-        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}", "scheduling_strategy": "SPREAD"}
+        options: dict[str, Any] = {"name": f"{self.run}-worker-{index}", "scheduling_strategy": _placement(index)}
         actor = self._actor_class.options(**options).remote(self.spec_json, f"worker-{index}", self.secrets)
         ref = actor.run.remote()
         if index < len(self.actors):
@@ -77,6 +76,23 @@ class WorkerPool:
                 ray.kill(actor, no_restart=True)
         self.reports = reports
         return reports
+
+
+def _placement(index: int) -> Any:
+    """Worker `index` goes to node `index mod N` of the alive nodes that offer CPUs.
+
+    Ray's SPREAD (and even soft node affinity) is best effort: three 0-CPU actors on three nodes
+    often leave a node empty. Hard affinity is exact; when its node dies the actor fails with
+    ActorUnschedulableError and `check()` relaunches it here, on a node that is alive.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(node["NodeID"] for node in ray.nodes()
+                   if node.get("Alive") and float(node.get("Resources", {}).get("CPU", 0)) > 0)
+    if len(nodes) < 2:
+        return "SPREAD"
+    return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
 
 @contextlib.contextmanager

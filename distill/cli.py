@@ -244,6 +244,30 @@ def demo(
     console_out.print(where_table(result))
 
 
+@app.command()
+def doctor(
+    config: ConfigOption = None,
+    redis_url: Annotated[Optional[str], typer.Option(help="Check this Redis instead of the embedded one.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Check this Ray cluster (HOST:6379, or auto on a node).")] = None,
+    workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
+) -> None:
+    """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
+    from coordinator.doctor import doctor_table, failed_required, run_doctor
+
+    try:
+        settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)
+    except ConfigError as error:
+        fail(str(error))
+    checks = run_doctor(settings)
+    console_out.print(doctor_table(checks))
+    failed = failed_required(checks)
+    if failed:
+        err.print(f"[bold red]{len(failed)} required check(s) failed:[/] {escape(', '.join(c.name for c in failed))}",
+                  highlight=False)
+        raise typer.Exit(1)
+    console_out.print("[green]ready[/]: every required check passed", highlight=False)
+
+
 teacher_app = typer.Typer(no_args_is_help=True, help="Serve and prepare local teachers.")
 app.add_typer(teacher_app, name="teacher")
 
@@ -251,7 +275,9 @@ app.add_typer(teacher_app, name="teacher")
 @teacher_app.command("serve")
 def teacher_serve(
     model: Annotated[str, typer.Option(help="Local model folder (or a repo already in the local cache).")],
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 lets other machines' workers in "
+                                           "(mlx_lm.server has no authentication: firewall it).")] = "127.0.0.1",
     adapter_path: Annotated[Optional[str], typer.Option(help="LoRA adapter folder to serve with the model.")] = None,
     prompt_cache_bytes: Annotated[Optional[int], typer.Option(help="Cap on the prompt cache's memory.")] = 2 * 1024**3,
     prompt_cache_size: Annotated[Optional[int], typer.Option(help="Cap on cached prompts.")] = 4,
@@ -259,14 +285,14 @@ def teacher_serve(
     prompt_concurrency: Annotated[Optional[int], typer.Option(help="Prompts prefilled at once.")] = None,
     log_dir: Annotated[Path, typer.Option(help="Where the server's log goes.")] = Path("data/logs"),
 ) -> None:
-    """Run mlx_lm.server on loopback, restarting it whenever it dies."""
+    """Run mlx_lm.server (on loopback unless --host), restarting it whenever it dies."""
     import logging
 
     from shared.mlx_server import MlxServerError
     from worker.supervisor import ServeOptions, TeacherSupervisor, wait_forever
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    options = ServeOptions(model=model, port=port, adapter_path=adapter_path, prompt_cache_bytes=prompt_cache_bytes,
+    options = ServeOptions(model=model, port=port, host=host, adapter_path=adapter_path, prompt_cache_bytes=prompt_cache_bytes,
                            prompt_cache_size=prompt_cache_size, decode_concurrency=decode_concurrency,
                            prompt_concurrency=prompt_concurrency, log_dir=log_dir)
     supervisor = TeacherSupervisor(options)

@@ -153,18 +153,23 @@ def main() -> int:
         threading.Thread(target=lease_log, args=(url, events, ready), daemon=True).start()
         ready.wait(10)
 
-        ray.init(address=cluster.address, namespace="distill-multinode", logging_level="ERROR", log_to_driver=False)
-        nodes = {node["NodeID"]: node for node in ray.nodes() if node["Alive"]}
         prompts = write_prompts(workdir / "prompts.jsonl", PROMPTS)
         mark = time.monotonic()
+        # The run joins the cluster itself (settings.ray_address), as `--ray-address` does.
         result = generate(settings, prompts, show_progress=False)
         timings["generate_s"] = time.monotonic() - mark
+        assert not ray.is_initialized(), "generate leaves the cluster it joined"
         time.sleep(0.3)  # let MONITOR deliver the last releases
+
+        # Diagnostics: which nodes were alive and where Ray placed the worker actors.
+        ray.init(address=cluster.address, namespace="distill-multinode", logging_level="ERROR", log_to_driver=False)
+        nodes = {node["NodeID"]: node for node in ray.nodes() if node["Alive"]}
         actor_nodes = {}
-        with contextlib.suppress(Exception):  # diagnostics only: where Ray placed the worker actors
+        with contextlib.suppress(Exception):
             for info in ray._private.state.actors().values():
                 if str(info.get("Name", "")).startswith("multinode-worker-"):
                     actor_nodes[info["Name"]] = (info.get("Address") or {}).get("NodeID", "")
+        ray.shutdown()
 
         records = [Conversation.model_validate_json(line)
                    for line in (settings.run_dir() / "conversations.jsonl").read_text().splitlines() if line.strip()]

@@ -177,6 +177,14 @@ def test_ray_address_that_does_not_answer_fails_fast(tmp_path, redis_url, code_w
     assert not found["teachers"].ok
 
 
+def test_ray_address_of_something_else_fails_fast(tmp_path, code_workspace, teachers):
+    # ray.init() against a port that isn't a Ray GCS retries for many minutes; doctor must not.
+    local, _ = teachers
+    ray_check = by_name(run_doctor(settings_for(tmp_path, code_workspace, [],
+                                                ray_address=f"127.0.0.1:{local.port}")))["ray"]
+    assert not ray_check.ok and "not a Ray head" in ray_check.detail
+
+
 def test_a_stale_cluster_address_on_this_machine_is_caught(tmp_path, code_workspace, no_ambient_ray):
     # `ray start` leaves its address behind; a bare ray.init() would try to join it.
     (no_ambient_ray / "ray_current_cluster").write_text(f"127.0.0.1:{closed_port()}")

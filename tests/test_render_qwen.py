@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,9 @@ TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<>") | st.sampled_from("\n\t"),
     min_size=1,
     max_size=40,
-).filter(lambda text: not text[0].isspace())
+).filter(lambda text: not text[0].isspace() and unicodedata.normalize("NFC", text) == text)
+# (The tokenizer NFC-normalizes, e.g. U+F900 becomes U+8C48: only text that survives that
+# unchanged can be compared character for character after decoding.)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -23,6 +23,8 @@ log = logging.getLogger("distill.teacher")
 class ServeOptions:
     model: str
     port: int | None = None
+    # 127.0.0.1 by default; 0.0.0.0 (or a LAN address) lets Ray workers on other machines reach it.
+    host: str = "127.0.0.1"
     adapter_path: str | None = None
     # Memory guards from facts.md: a bounded prompt cache and bounded concurrency.
     prompt_cache_bytes: int | None = 2 * 1024**3
@@ -63,7 +65,8 @@ class TeacherSupervisor:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "::") else self.options.host
+        return f"http://{host}:{self.port}/v1"
 
     def start(self) -> str:
         self.server = self._launch()
@@ -77,6 +80,7 @@ class TeacherSupervisor:
         return start_mlx_server(
             options.model,
             port=self.port,
+            host=self.options.host,
             adapter_path=options.adapter_path,
             extra_args=options.server_args(),
             log_path=options.log_dir / f"mlx-server-{self.port}.log",

@@ -6,7 +6,10 @@ Usage: python tests/reliability/node_loss_run.py WORKDIR WORKSPACE RESULT_JSON
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,10 @@ PROMPTS = 24
 
 def main() -> int:
     workdir, workspace, result_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    # A private Ray temp dir: Cluster() records its address there, and no other process on the
+    # machine running a bare ray.init() may join this throwaway cluster.
+    # (Short, under /tmp: Ray's socket paths must stay within AF_UNIX's 107 bytes.)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rn-", dir="/tmp")
     from ray.cluster_utils import Cluster
 
     from conftest import write_prompts
@@ -64,6 +71,7 @@ def main() -> int:
         teacher.stop()
         redis_server.stop()
         cluster.shutdown()
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
     result_path.write_text(json.dumps(outcome))
     return 0
 
