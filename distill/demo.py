@@ -61,13 +61,12 @@ def run_demo(
 
 
 def _convert_and_train(run_dir: Path, model: Path, iters: int, console: Console) -> tuple[Path | None, Path | None, int]:
-    from trainer.convert import convert, print_report
+    from trainer.convert import convert
     from trainer.train import load_train_config, train
 
     console.rule("3/3 convert and train the student (the same small model)")
     data_dir = run_dir / "train-data"
     report = convert(run_dir, model, data_dir, max_tool_calls=3, max_seq_length=4096, console=console)
-    print_report(report, console)
     if report.kept < 2:
         console.print("fewer than two conversations are worth learning from: no training run this time")
         return data_dir, None, report.kept
