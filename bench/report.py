@@ -100,7 +100,7 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
     table("5. Conversion rate (real chat template)", ["conversations", "kept", "seconds", "conversations_per_s"],
           f.get("convert", []))
     table("6. Training wrapper overhead (same tiny model and data)",
-          ["iters", "bare_tokens_per_s", "distill_tokens_per_s", "ratio"], f.get("train", []))
+          ["iters", "bare_tokens_per_s", "distill_tokens_per_s", "ratio", "note"], f.get("train", []))
     table("7. Real mlx_lm.server with the bundled SmolLM2-135M (CPU)",
           ["concurrency", "prompts", "conversations", "wall_s", "conversations_per_min", "mean_request_s"],
           f.get("mlx_server", []))

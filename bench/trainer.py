@@ -80,7 +80,10 @@ def measure_train(iters: int) -> dict:
              "--val-batches", "1", *common],
             capture_output=True, text=True, env=env, timeout=1200,
         )
-        bare_rates = [float(x) for x in re.findall(r"Tokens/sec ([0-9.]+)", bare.stdout + bare.stderr)]
+        # mlx-lm's console UI prints "  ITER    LOSS ▼    TOKENS/S    TRAINEDk" per report.
+        bare_rates = [float(x.replace(",", "")) for x in
+                      re.findall(r"^\s*\d+\s+[0-9.]+ [▼▲]\s+([0-9,.]+)\s",
+                                 re.sub(r"\x1b\[[0-9;]*m", "", bare.stdout + bare.stderr), re.MULTILINE)]
         ours = subprocess.run(
             [sys.executable, "-m", "distill", "train", "--data", str(data), "--model", str(model),
              "--adapter-path", str(root / "ours"), "--iters", str(iters), "--batch-size", "4", "--num-layers", "4",
