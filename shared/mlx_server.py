@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+
+from shared.redis_server import free_port  # noqa: F401 - re-exported: one helper for every child server
 
 # Debian's libopenblas0-pthread. The Linux mlx-cpu wheel bundles the reference BLAS; preloading
 # OpenBLAS makes CPU matmuls 10-25x faster with identical results (facts.md). It can only be
@@ -55,13 +56,6 @@ def mlx_child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the server binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class MlxServer:
