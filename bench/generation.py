@@ -1,9 +1,17 @@
 """One generation measurement in a fresh process (Ray joins one cluster per process).
 
-    python -m bench.generation '{"concurrency": 8, "latency_s": 0.2, "prompts": 500, "nodes": 1}'
+    python -m bench.generation '{"concurrency": 8, "latency_s": 0.2, "seconds_per_token": 0.04, "prompts": 500}'
 
-prints a JSON object: achieved requests/s against the ideal C / latency, CPU seconds of the
-coordinator and of the workers per conversation, and Redis commands per conversation.
+prints a JSON object. The simulated teacher takes `latency_s + seconds_per_token * tokens` per
+request and records when each request started and ended, so the figures come from the teacher's
+side of the wire:
+
+- ideal_rps: C / mean service time (C / latency for a fixed latency), the most any client can get.
+- efficiency: busy slot-seconds / (C x window) over the saturated window, which runs from the first
+  request to the moment the last prompt reached the teacher. After that no orchestrator can fill
+  the slots (there is no work left), so the tail is reported apart, as efficiency_whole_run.
+- CPU per request for every process on the box: workers, coordinator, Redis, the simulated teacher
+  and the rest (Ray's own daemons), so a shortfall can be pinned on its cause.
 """
 
 from __future__ import annotations
@@ -14,13 +22,15 @@ import resource
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
+import psutil
+
 from bench.simproc import sim_teacher_process, stats
+from bench.workspace import make_workspace
 from shared.redis_server import EmbeddedRedis, connect
 from shared.settings import GenerationLimits, Settings, TeacherConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write_prompts(path: Path, count: int) -> Path:
@@ -31,14 +41,40 @@ def write_prompts(path: Path, count: int) -> Path:
     return path
 
 
-def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, workers: int | None = None) -> dict:
+def trace(url: str) -> list[tuple[float, float, bool]]:
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/trace", timeout=30) as response:
+        return [tuple(row) for row in json.loads(response.read())]
+
+
+def saturation(rows: list[tuple[float, float, bool]], slots: int) -> tuple[float, float]:
+    """(busy fraction of the teacher's slots, window seconds) from first request to last prompt start."""
+    start = min(row[0] for row in rows)
+    end = max(row[0] for row in rows if row[2])
+    window = end - start
+    if window <= 0:
+        return 1.0, 0.0
+    busy = sum(max(0.0, min(b, end) - max(a, start)) for a, b, _ in rows)
+    return busy / (slots * window), window
+
+
+def redis_cpu_s(client) -> float:  # type: ignore[no-untyped-def]
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def box_cpu_s() -> float:
+    times = psutil.cpu_times()
+    return times.user + times.system + getattr(times, "nice", 0.0)
+
+
+def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, workers: int | None = None,
+            seconds_per_token: float = 0.0) -> dict:
     import ray
 
     from coordinator.run import generate
 
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         root = Path(scratch)
-        cluster = None
         if nodes > 1:
             from ray.cluster_utils import Cluster
 
@@ -57,44 +93,71 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         stack.callback(server.stop)
         teachers = []
         for index in range(nodes):
-            teacher_url = stack.enter_context(sim_teacher_process(latency_s))
+            teacher_url = stack.enter_context(sim_teacher_process(latency_s, seconds_per_token=seconds_per_token))
             teachers.append(TeacherConfig(name=f"sim{index}", base_url=teacher_url, model="sim",
                                           max_concurrency=concurrency, timeout_s=120))
         settings = Settings(
-            run="bench", out_dir=root / "runs", workspace=REPO, redis_url=url, teachers=teachers, policy="spread",
-            concurrency=concurrency * nodes, workers=workers or max(nodes, 2 if concurrency >= 64 else 1),
+            run="bench", out_dir=root / "runs", workspace=make_workspace(root / "workspace"), redis_url=url,
+            teachers=teachers, policy="spread", concurrency=concurrency * nodes,
+            workers=workers or max(nodes, 2 if concurrency >= 64 else 1),
             limits=GenerationLimits(max_tool_calls=8),
         )
         client = connect(url)
+        prompts_file = write_prompts(root / "p.jsonl", prompts)
         commands_before = int(client.info("stats")["total_commands_processed"])
-        cpu_before = time.process_time()
-        result = generate(settings, write_prompts(root / "p.jsonl", prompts), show_progress=False)
+        redis_before = redis_cpu_s(client)
+        teacher_before = sum(stats(t.base_url)["process_cpu_s"] for t in teachers)
+        box_before, cpu_before = box_cpu_s(), time.process_time()
+        result = generate(settings, prompts_file, show_progress=False)
         coordinator_cpu = time.process_time() - cpu_before
+        box_cpu = box_cpu_s() - box_before
+        redis_cpu = redis_cpu_s(client) - redis_before
         commands = int(client.info("stats")["total_commands_processed"]) - commands_before
         teacher_stats = [stats(t.base_url) for t in teachers]
+        traces = [trace(t.base_url) for t in teachers]
+    teacher_cpu = sum(s["process_cpu_s"] for s in teacher_stats) - teacher_before
     requests = sum(s["completed"] for s in teacher_stats)
     span = max(s["last_response_at"] for s in teacher_stats) - min(s["first_request_at"] for s in teacher_stats)
-    ideal = concurrency * nodes / latency_s
-    achieved = requests / span
+    mean_service = sum(s["service_s"] for s in teacher_stats) / max(1, requests)
+    ideal = concurrency * nodes / mean_service
+    windows = [saturation(rows, concurrency) for rows in traces]
+    busy = sum(fraction * window for fraction, window in windows)
+    efficiency = busy / max(1e-9, sum(window for _, window in windows))
+    worker_cpu = sum(r.get("cpu_s", 0.0) for r in result.worker_reports)
     conversations = result.conversations
+
+    def per_request(seconds: float) -> float:
+        return round(1000 * seconds / max(1, requests), 3)
+
     return {
         "concurrency": concurrency,
         "latency_s": latency_s,
+        "seconds_per_token": seconds_per_token,
+        "mean_service_s": round(mean_service, 4),
         "nodes": nodes,
+        "workers": settings.workers,
         "prompts": prompts,
         "conversations": conversations,
         "dead": result.dead,
         "requests": requests,
         "span_s": round(span, 3),
-        "achieved_rps": round(achieved, 2),
+        "achieved_rps": round(requests / span, 2),
         "ideal_rps": round(ideal, 2),
-        "efficiency": round(achieved / ideal, 4),
+        "efficiency": round(efficiency, 4),
+        "saturated_window_s": round(sum(window for _, window in windows), 2),
+        "efficiency_whole_run": round(requests / span / ideal, 4),
         "peak_in_flight": [s["peak_in_flight"] for s in teacher_stats],
         "coordinator_cpu_ms_per_conversation": round(1000 * coordinator_cpu / max(1, conversations), 3),
-        "worker_cpu_ms_per_conversation": round(
-            1000 * sum(r.get("cpu_s", 0.0) for r in result.worker_reports) / max(1, conversations), 3
-        ),
+        "worker_cpu_ms_per_conversation": round(1000 * worker_cpu / max(1, conversations), 3),
         "redis_commands_per_conversation": round(commands / max(1, conversations), 2),
+        "cpu_ms_per_request": {
+            "workers": per_request(worker_cpu),
+            "coordinator": per_request(coordinator_cpu),
+            "redis": per_request(redis_cpu),
+            "sim_teacher": per_request(teacher_cpu),
+            "other": per_request(max(0.0, box_cpu - worker_cpu - coordinator_cpu - redis_cpu - teacher_cpu)),
+        },
+        "box_cpu_busy": round(box_cpu / (span * (psutil.cpu_count() or 1)), 3),
         "coordinator_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "wall_s": round(result.elapsed_s, 2),
     }

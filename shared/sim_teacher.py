@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,8 +50,11 @@ class SimTeacherStats:
     # Wall-clock span of the traffic, so a benchmark can leave out start-up time.
     first_request_at: float | None = None
     last_response_at: float | None = None
+    # Seconds the answered requests were made to take (latency + tokens model): the ideal's input.
+    service_s: float = 0.0
 
 
+TRACE_MAX = 200_000
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
 RESULT_PATH = re.compile(r"^([^\s:]+\.[A-Za-z0-9]+):\d+:", re.MULTILINE)
 STOPWORDS = {"what", "where", "which", "does", "this", "that", "with", "from", "file", "code", "when",
@@ -63,6 +67,9 @@ class SimTeacher:
         self.stats = SimTeacherStats()
         self._random = random.Random(self.config.seed)
         self._lock = threading.Lock()
+        # (start, end, opens a conversation) per answered request: the benchmark's saturation window.
+        # Bounded, so a long-lived `distill sim-teacher` keeps a flat footprint.
+        self.trace: deque[tuple[float, float, bool]] = deque(maxlen=TRACE_MAX)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -75,6 +82,7 @@ class SimTeacher:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/trace", self._trace)
         return app
 
     @property
@@ -124,11 +132,15 @@ class SimTeacher:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return json.loads(json.dumps(asdict(self.stats)))
+            snapshot = json.loads(json.dumps(asdict(self.stats)))
+        # The whole process's CPU: meaningful when the teacher has a process of its own (the benchmark).
+        snapshot["process_cpu_s"] = time.process_time()
+        return snapshot
 
     def reset_stats(self) -> None:
         with self._lock:
             self.stats = SimTeacherStats()
+            self.trace.clear()
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -137,6 +149,11 @@ class SimTeacher:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
+
+    async def _trace(self, request: web.Request) -> web.Response:
+        with self._lock:
+            trace = list(self.trace)
+        return web.json_response(trace)
 
     def _count_failure(self, kind: str) -> None:
         with self._lock:
@@ -188,11 +205,16 @@ class SimTeacher:
             self._count_failure("malformed")
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
         completion_tokens = len(json.dumps(message)) // 4 + 1
-        await asyncio.sleep(cfg.latency_s + cfg.seconds_per_token * completion_tokens)
+        service_s = cfg.latency_s + cfg.seconds_per_token * completion_tokens
+        started = time.time()
+        await asyncio.sleep(service_s)
+        opens = not any(m.get("role") == "assistant" for m in body.get("messages", []))
         with self._lock:
             self.stats.completed += 1
             self.stats.tool_calls += len(message.get("tool_calls") or [])
             self.stats.last_response_at = time.time()
+            self.stats.service_s += service_s
+            self.trace.append((started, self.stats.last_response_at, opens))
         return web.json_response(
             {
                 "id": f"chatcmpl-{self.stats.requests}",

@@ -35,7 +35,7 @@ from shared.queue import result_fields
 from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from shared.redis_server import redact_url
 from shared.settings import GenerationLimits, Policy, TeacherConfig
-from worker.agent import ConversationFailed, run_conversation, teacher_client
+from worker.agent import ConversationFailed, Conversations
 from worker.pool import EndpointPool, Lease
 from worker.tools import ToolLimits, Workspace
 
@@ -83,7 +83,7 @@ class GenerationLoop:
         self.keys = RunKeys(spec.run)
         self.info = WorkerInfo(node=socket.gethostname(), actor=actor_name, pid=os.getpid(), ray_node_id=ray_node_id)
         self.consumer = f"{actor_name}-{self.info.node}-{self.info.pid}"
-        self.workspace = Workspace(
+        workspace = Workspace(
             Path(spec.workspace),
             ToolLimits(timeout_s=spec.limits.tool_timeout_s, max_output_chars=spec.limits.tool_max_output_chars),
         )
@@ -92,8 +92,9 @@ class GenerationLoop:
         self.pool: EndpointPool | None = None
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.slot_freed = asyncio.Event()
-        # One client per teacher for the worker's life: its connection pool is reused.
-        self.clients = {t.name: teacher_client(t) for t in spec.teachers}
+        # Tools, agents and one client per teacher (its connection pool) live as long as the worker.
+        self.conversations = Conversations(workspace, spec.limits, system_prompt=spec.system_prompt,
+                                           custom_tools=spec.custom_tools, worker=self.info)
 
     async def run(self) -> WorkerReport:
         cpu_started = time.process_time()
@@ -115,6 +116,7 @@ class GenerationLoop:
             await self._loop()
         finally:
             heartbeat.cancel()
+            await self.conversations.aclose()
             await self.redis.aclose()
         self.report.cpu_s = time.process_time() - cpu_started
         return self.report
@@ -213,17 +215,7 @@ class GenerationLoop:
         async with self.pool.lease(avoid=avoid) as lease:
             teacher = lease.teacher
             try:
-                record = await run_conversation(
-                    task,
-                    teacher,
-                    self.workspace,
-                    self.spec.limits,
-                    system_prompt=self.spec.system_prompt,
-                    custom_tools=self.spec.custom_tools,
-                    attempt=attempt,
-                    worker=self.info,
-                    client=self.clients[teacher.name],
-                )
+                record = await self.conversations.run(task, teacher, attempt=attempt)
             except ConversationFailed as failure:
                 error = failure
             except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker

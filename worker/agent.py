@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
-import json
 import os
 import socket
 import time
@@ -14,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from pydantic_ai import Agent, Tool, UsageLimits, capture_run_messages
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -41,6 +38,7 @@ from shared.records import (
 from shared.redis_server import redact_url
 from shared.settings import GenerationLimits, TeacherConfig
 from worker.capture import raw_history, to_chat_messages
+from worker.teacher_http import LeanOpenAI
 from worker.tools import Workspace, builtin_tools, load_custom_tool
 
 # 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
@@ -134,36 +132,140 @@ class TimedModel(WrapperModel):
 
 @dataclass
 class TeacherClient:
-    """One teacher's model and connection pool, plus the tool block exactly as it was sent.
-
-    pydantic-ai reshapes tool schemas on the way out (key order, `strict`); the record must hold
-    what the teacher saw, so the student trains on the same prompt it is served with.
-    """
+    """One teacher's pydantic-ai model over a long-lived connection pool (see worker/teacher_http.py)."""
 
     model: OpenAIChatModel
-    sent_tools: list[dict[str, Any]] | None = None
+    http: LeanOpenAI
 
-    async def _capture_tools(self, request: Any) -> None:
-        if self.sent_tools is None and request.method == "POST" and request.url.path.endswith("/chat/completions"):
-            with contextlib.suppress(ValueError, TypeError):
-                tools = json.loads(request.content).get("tools")
-                if tools:
-                    self.sent_tools = tools
+    @property
+    def sent_tools(self) -> list[dict[str, Any]] | None:
+        """The tool block exactly as it went to the teacher.
+
+        pydantic-ai reshapes tool schemas on the way out (key order, `strict`); the record must hold
+        what the teacher saw, so the student trains on the same prompt it is served with.
+        """
+        return self.http.sent_tools
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 def teacher_client(teacher: TeacherConfig) -> TeacherClient:
-    holder = TeacherClient(model=None)  # type: ignore[arg-type]
-    http_client = DefaultAsyncHttpxClient(event_hooks={"request": [holder._capture_tools]})
-    # Retries are distill's (attempts, backoff, failover), so the client itself doesn't retry.
-    client = AsyncOpenAI(
-        base_url=teacher.base_url,
-        api_key=teacher.api_key(),
-        timeout=teacher.timeout_s,
-        max_retries=0,
-        http_client=http_client,
-    )
-    holder.model = OpenAIChatModel(teacher.model, provider=OpenAIProvider(openai_client=client))
-    return holder
+    # Retries are distill's (attempts, backoff, failover), so the client itself never retries.
+    http = LeanOpenAI(base_url=teacher.base_url, api_key=teacher.api_key(), timeout_s=teacher.timeout_s)
+    return TeacherClient(OpenAIChatModel(teacher.model, provider=OpenAIProvider(openai_client=http)), http)
+
+
+class Conversations:
+    """Runs conversations for one worker: tools, agents and teacher clients are built once.
+
+    Building pydantic-ai `Tool`s (a JSON schema from each signature) and an `Agent` per conversation
+    cost about 1 ms of CPU per request in the profile; none of it depends on the prompt, so it is
+    made once per worker, one agent per distinct system prompt. The model is given per run, so
+    every conversation still gets its own request counter and teacher-time clock.
+    """
+
+    MAX_AGENTS = 64
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        limits: GenerationLimits,
+        *,
+        system_prompt: str,
+        custom_tools: Sequence[str] = (),
+        worker: WorkerInfo | None = None,
+    ) -> None:
+        self.limits = limits
+        self.system_prompt = system_prompt
+        self.worker = worker or local_worker_info()
+        self.tools = build_tools(workspace, custom_tools, limits)
+        self.tool_schemas = openai_tool_schemas(self.tools)
+        self.usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
+        self._agents: dict[str, Agent[None, str]] = {}
+        self._clients: dict[str, TeacherClient] = {}
+
+    def agent(self, system_prompt: str) -> Agent[None, str]:
+        agent = self._agents.get(system_prompt)
+        if agent is None:
+            if len(self._agents) >= self.MAX_AGENTS:
+                self._agents.pop(next(iter(self._agents)))
+            agent = Agent(None, system_prompt=system_prompt, tools=self.tools, retries=2)
+            self._agents[system_prompt] = agent
+        return agent
+
+    def client(self, teacher: TeacherConfig) -> TeacherClient:
+        client = self._clients.get(teacher.name)
+        if client is None:
+            client = self._clients[teacher.name] = teacher_client(teacher)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def run(self, task: PromptTask, teacher: TeacherConfig, *, attempt: int = 1) -> Conversation:
+        """Run the agent on one prompt and return the captured conversation.
+
+        Raises TeacherUnavailable when the endpoint fails and ConversationFailed when the teacher
+        refuses the request; a loop guard trip or a misbehaving model still gives a record.
+        """
+        limits = self.limits
+        client = self.client(teacher)
+        timed = TimedModel(client.model)
+        agent = self.agent(task.system or self.system_prompt)
+        settings = ModelSettings(max_tokens=teacher.max_tokens)
+        if teacher.extra_body:
+            settings["extra_body"] = teacher.extra_body
+        started_at, started = utcnow(), time.monotonic()
+        status, error = "final_answer", None
+        with capture_run_messages() as captured:
+            try:
+                result = await asyncio.wait_for(
+                    agent.run(task.prompt, model=timed, usage_limits=self.usage_limits, model_settings=settings),
+                    timeout=limits.conversation_timeout_s,
+                )
+                history: list[ModelMessage] = result.all_messages()
+            except UsageLimitExceeded as limit:
+                history, status, error = list(captured), "tool_limit", str(limit)
+            except UnexpectedModelBehavior as misbehaviour:
+                history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
+            except ModelAPIError as failure:
+                raise _classify(failure, captured, timed.requests) from None
+            except (asyncio.TimeoutError, TimeoutError):
+                raise TeacherUnavailable(
+                    f"conversation took longer than {limits.conversation_timeout_s:g}s",
+                    retryable=True,
+                    error_type="ConversationTimeout",
+                    partial=raw_history(list(captured)),
+                    requests=timed.requests,
+                ) from None
+        chat = to_chat_messages(history)
+        if status == "final_answer" and chat.final_text is None:
+            status, error = "error", "the teacher ended without a text answer"
+        finished_at = utcnow()
+        return Conversation(
+            task_id=task.task_id,
+            run=task.run,
+            prompt=task.prompt,
+            status=status,  # type: ignore[arg-type]
+            error=error,
+            messages=chat.messages,
+            tools=client.sent_tools or self.tool_schemas,
+            teacher=TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model),
+            usage=_usage(history, chat.tool_calls, chat.invalid_tool_calls),
+            timings=Timings(
+                started_at=started_at,
+                finished_at=finished_at,
+                duration_s=time.monotonic() - started,
+                teacher_s=timed.seconds,
+            ),
+            attempt=attempt,
+            worker=self.worker,
+            metadata=task.metadata,
+            raw_messages=raw_history(history),
+        )
 
 
 async def run_conversation(
@@ -176,75 +278,14 @@ async def run_conversation(
     custom_tools: Sequence[str] = (),
     attempt: int = 1,
     worker: WorkerInfo | None = None,
-    client: TeacherClient | None = None,
 ) -> Conversation:
-    """Run the agent on one prompt and return the captured conversation.
-
-    Raises TeacherUnavailable when the endpoint fails and ConversationFailed when the teacher
-    refuses the request; a loop guard trip or a misbehaving model still gives a record.
-    `client` lets a long-lived caller reuse one client (and its connection pool) per teacher.
-    """
-    tools = build_tools(workspace, custom_tools, limits)
-    client = client or teacher_client(teacher)
-    timed = TimedModel(client.model)
-    agent: Agent[None, str] = Agent(
-        timed,
-        system_prompt=task.system or system_prompt,
-        tools=tools,
-        retries=2,
-    )
-    settings = ModelSettings(max_tokens=teacher.max_tokens)
-    if teacher.extra_body:
-        settings["extra_body"] = teacher.extra_body
-    usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
-    started_at, started = utcnow(), time.monotonic()
-    status, error = "final_answer", None
-    with capture_run_messages() as captured:
-        try:
-            result = await asyncio.wait_for(
-                agent.run(task.prompt, usage_limits=usage_limits, model_settings=settings),
-                timeout=limits.conversation_timeout_s,
-            )
-            history: list[ModelMessage] = result.all_messages()
-        except UsageLimitExceeded as limit:
-            history, status, error = list(captured), "tool_limit", str(limit)
-        except UnexpectedModelBehavior as misbehaviour:
-            history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
-        except ModelAPIError as failure:
-            raise _classify(failure, captured, timed.requests) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise TeacherUnavailable(
-                f"conversation took longer than {limits.conversation_timeout_s:g}s",
-                retryable=True,
-                error_type="ConversationTimeout",
-                partial=raw_history(list(captured)),
-                requests=timed.requests,
-            ) from None
-    chat = to_chat_messages(history)
-    if status == "final_answer" and chat.final_text is None:
-        status, error = "error", "the teacher ended without a text answer"
-    finished_at = utcnow()
-    return Conversation(
-        task_id=task.task_id,
-        run=task.run,
-        prompt=task.prompt,
-        status=status,  # type: ignore[arg-type]
-        error=error,
-        messages=chat.messages,
-        tools=client.sent_tools or openai_tool_schemas(tools),
-        teacher=TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model),
-        usage=_usage(history, chat.tool_calls, chat.invalid_tool_calls),
-        timings=Timings(
-            started_at=started_at,
-            finished_at=finished_at,
-            duration_s=time.monotonic() - started,
-            teacher_s=timed.seconds,
-        ),
-        attempt=attempt,
-        worker=worker or local_worker_info(),
-        metadata=task.metadata,
-        raw_messages=raw_history(history),
-    )
+    """One conversation on its own (evaluation, tests); a worker keeps one `Conversations`."""
+    conversations = Conversations(workspace, limits, system_prompt=system_prompt, custom_tools=custom_tools,
+                                  worker=worker)
+    try:
+        return await conversations.run(task, teacher, attempt=attempt)
+    finally:
+        await conversations.aclose()
 
 
 def _classify(failure: ModelAPIError, captured: list[ModelMessage], requests: int) -> ConversationFailed:
