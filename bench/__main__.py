@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 BENCH = Path(__file__).resolve().parent
+TOKEN_SECONDS = 0.04  # the "tokens" teacher: 25 generated tokens/s per stream
 console = Console(stderr=True)
 
 
@@ -35,16 +36,26 @@ def child(module: str, *args: str, timeout_s: float = 3600) -> dict[str, Any]:
 def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
     if quick:
         return {
-            "efficiency": [("bench.generation", [json.dumps({"concurrency": 4, "latency_s": 0.05, "prompts": 12})])],
+            "efficiency": [
+                ("bench.generation", [json.dumps({"concurrency": 4, "latency_s": 0.05, "prompts": 12})]),
+                ("bench.generation", [json.dumps({"concurrency": 4, "latency_s": 0.02, "seconds_per_token": 0.001,
+                                                  "prompts": 8})]),
+            ],
             "scaling": [],
+            "profile": [("bench.profile", ["--conversations", "16"])],
             "enqueue": [("bench.enqueue", ["1000"])],
             "convert": [("bench.trainer", ["convert", "100"])],
             "train": [],
             "mlx_server": [],
         }
+    # Two teachers per C. "fixed": every request takes 200 ms, the stress case, which at C=256
+    # asks for 1,280 requests/s. "tokens": 200 ms plus 40 ms per generated token (25 tokens/s per
+    # stream, what a 30B teacher gives each of many concurrent conversations), about 2.5 s a request.
     efficiency = [
-        ("bench.generation", [json.dumps({"concurrency": c, "latency_s": 0.2, "prompts": n})])
-        for c, n in ((8, 600), (64, 2000), (256, 2000))
+        ("bench.generation", [json.dumps({"concurrency": c, "latency_s": 0.2, "seconds_per_token": spt, "prompts": n})])
+        for spt, sizes in ((0.0, ((8, 2000), (64, 2000), (256, 2000))),
+                           (TOKEN_SECONDS, ((8, 160), (64, 800), (256, 2000))))
+        for c, n in sizes
     ]
     scaling = [
         ("bench.generation", [json.dumps({"concurrency": 8, "latency_s": 0.5, "prompts": 120 * nodes, "nodes": nodes})])
@@ -53,6 +64,7 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
     return {
         "efficiency": efficiency,
         "scaling": scaling,
+        "profile": [("bench.profile", [])],
         "enqueue": [("bench.enqueue", [str(n)]) for n in (10_000, 100_000, 1_000_000)],
         "convert": [("bench.trainer", ["convert", "10000"])],
         "train": [("bench.trainer", ["train", "60"])],

@@ -11,6 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+CPU_PARTS = ["workers", "coordinator", "redis", "sim_teacher", "other"]
+
+
+def teacher_label(row: dict[str, Any]) -> str:
+    """The simulated teacher's latency model, as a reader would say it."""
+    fixed = f"{1000 * row['latency_s']:g} ms"
+    per_token = row.get("seconds_per_token") or 0.0
+    return fixed if not per_token else f"{fixed} + {1 / per_token:g} tok/s"
+
+
 def plot_figures(result: dict[str, Any], out: Path, stamp: str) -> list[Path]:
     figures = result["figures"]
     written: list[Path] = []
@@ -24,15 +34,34 @@ def plot_figures(result: dict[str, Any], out: Path, stamp: str) -> list[Path]:
 
     if figures.get("efficiency"):
         rows = figures["efficiency"]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        labels = [f"C={r['concurrency']}" for r in rows]
-        ax.bar(labels, [r["efficiency"] for r in rows], color="#4c72b0")
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        teachers = list(dict.fromkeys(teacher_label(r) for r in rows))
+        levels = sorted({r["concurrency"] for r in rows})
+        width = 0.8 / len(teachers)
+        for shift, teacher in enumerate(teachers):
+            by_c = {r["concurrency"]: r["efficiency"] for r in rows if teacher_label(r) == teacher}
+            xs = [i + shift * width for i, c in enumerate(levels) if c in by_c]
+            bars = ax.bar(xs, [by_c[c] for c in levels if c in by_c], width, label=f"teacher: {teacher}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        ax.set_xticks([i + width * (len(teachers) - 1) / 2 for i in range(len(levels))], [f"C={c}" for c in levels])
         ax.axhline(0.95, color="#c44e52", linestyle="--", label="target 0.95")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("achieved / ideal requests/s")
-        ax.set_title(f"Efficiency against the ideal (latency {rows[0]['latency_s']} s)")
-        ax.legend()
+        ax.set_ylim(0, 1.15)
+        ax.set_ylabel("teacher slots kept busy")
+        ax.set_title("Efficiency against the ideal C / latency (2-core box)")
+        ax.legend(fontsize=8, loc="upper right")
         save("efficiency", fig)
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        labels = [f"C={r['concurrency']}\n{teacher_label(r)}" for r in rows]
+        bottom = [0.0] * len(rows)
+        for part in CPU_PARTS:
+            values = [r["cpu_ms_per_request"][part] for r in rows]
+            ax.bar(labels, values, bottom=bottom, label=part)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_ylabel("CPU ms per teacher request")
+        ax.set_title("Where the box's CPU goes, per request")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(fontsize=8)
+        save("cpu-per-request", fig)
     if figures.get("scaling"):
         rows = figures["scaling"]
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -87,14 +116,30 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
             lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
         lines.append("")
 
-    table("1. Efficiency against the ideal (C / latency)",
-          ["concurrency", "prompts", "requests", "achieved_rps", "ideal_rps", "efficiency", "peak_in_flight"],
-          f.get("efficiency", []))
+    efficiency = [{**r, "teacher": teacher_label(r), **{f"{k}_ms": v for k, v in r["cpu_ms_per_request"].items()}}
+                  for r in f.get("efficiency", [])]
+    table("1. Efficiency against the ideal (C / mean latency)",
+          ["concurrency", "teacher", "mean_service_s", "prompts", "requests", "ideal_rps", "achieved_rps",
+           "efficiency", "efficiency_whole_run", "workers", "box_cpu_busy"], efficiency)
+    lines.extend(["`efficiency` is the share of the teacher's C slots that were busy from the first request until "
+                  "the last prompt reached the teacher (after that there is no work left to fill them); "
+                  "`efficiency_whole_run` is requests / span / ideal, tail included. `box_cpu_busy` is the "
+                  "share of both cores in use: near 1.0 the box, not the teacher, is the limit.", ""])
     table("2. Scaling out (one simulated teacher per node)",
           ["nodes", "prompts", "achieved_rps", "ideal_rps", "efficiency"], f.get("scaling", []))
-    table("3. Overhead per conversation (teacher excluded)",
-          ["concurrency", "nodes", "coordinator_cpu_ms_per_conversation", "worker_cpu_ms_per_conversation",
-           "redis_commands_per_conversation"], f.get("efficiency", []) + f.get("scaling", []))
+    table("3. Overhead: CPU ms per teacher request, by process",
+          ["concurrency", "teacher", "workers_ms", "coordinator_ms", "redis_ms", "sim_teacher_ms", "other_ms",
+           "worker_cpu_ms_per_conversation", "coordinator_cpu_ms_per_conversation",
+           "redis_commands_per_conversation"], efficiency)
+    lines.extend(["`other` is everything else on the box during the run, mostly Ray's daemons and the "
+                  "workers' start-up (imports), which is paid once per run, not per request.", ""])
+    profile = [{"path": name, **values} for row in f.get("profile", []) for name, values in row.items()]
+    table("3b. Worker hot path in one process (`python -m bench.profile`)",
+          ["path", "requests", "cpu_ms_per_request"], profile)
+    lines.extend(["`worker_path` is a worker's real path (agent, tools, HTTP, capture, record) against a "
+                  "teacher with no latency; `pydantic_ai_floor` is the same agent and tools on pydantic-ai's "
+                  "in-process FunctionModel, the least any pydantic-ai worker pays. What the profile found and "
+                  "changed: [PROFILE.md](PROFILE.md).", ""])
     table("4. Enqueue rate and coordinator memory",
           ["prompts", "check_per_s", "enqueue_per_s", "coordinator_peak_rss_mb", "redis_used_mb"], f.get("enqueue", []))
     table("5. Conversion rate (real chat template)", ["conversations", "kept", "seconds", "conversations_per_s"],

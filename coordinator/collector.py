@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
-from pydantic import ValidationError
 
-from shared.keys import RESULTS_GROUP, RunKeys
+from shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys
 from shared.queue import DEAD_STREAM_MAXLEN, parse_result
 from shared.records import Conversation, DeadLetter
 
@@ -129,30 +128,29 @@ class Collector:
         drained = Drained()
         if not entries:
             return drained
-        fresh: list[tuple[str, Conversation | DeadLetter]] = []
+        fresh: list[tuple[str, Conversation | DeadLetter, str]] = []
         # A pending entry deleted under us comes back without fields: only its ack is left to do.
-        live = [(entry_id, fields) for entry_id, fields in entries if fields]
-        done = self.client.smismember(self.keys.done, [self._task_id(fields) for _, fields in live]) if live else []
+        live = [(entry_id, fields[DATA_FIELD], parse_result(fields)) for entry_id, fields in entries if fields]
+        done = self.client.smismember(self.keys.done, [record.task_id for _, _, record in live]) if live else []
         seen: set[str] = set()
-        for (entry_id, fields), already in zip(live, done):
-            record = parse_result(fields)
+        for (entry_id, data, record), already in zip(live, done):
             if already or record.task_id in seen:
                 drained.duplicates += 1
                 continue
             seen.add(record.task_id)
-            fresh.append((entry_id, record))
+            fresh.append((entry_id, record, data))
         self._append(fresh)
         pipe = self.client.pipeline(transaction=True)
         if fresh:
-            pipe.sadd(self.keys.done, *[record.task_id for _, record in fresh])
-        for _, record in fresh:
+            pipe.sadd(self.keys.done, *[record.task_id for _, record, _ in fresh])
+        for _, record, data in fresh:
             if isinstance(record, DeadLetter):
-                pipe.xadd(self.keys.dead, {"data": record.model_dump_json()}, maxlen=DEAD_STREAM_MAXLEN, approximate=True)
+                pipe.xadd(self.keys.dead, {DATA_FIELD: data}, maxlen=DEAD_STREAM_MAXLEN, approximate=True)
         ids = [entry_id for entry_id, _ in entries]
         pipe.xack(self.keys.results, RESULTS_GROUP, *ids)
         pipe.xdel(self.keys.results, *ids)
         pipe.execute()
-        for _, record in fresh:
+        for _, record, _ in fresh:
             if isinstance(record, Conversation):
                 drained.conversations += 1
                 drained.input_tokens += record.usage.input_tokens
@@ -162,18 +160,14 @@ class Collector:
                 drained.dead += 1
         return drained
 
-    @staticmethod
-    def _task_id(fields: dict[str, str]) -> str:
-        try:
-            return json.loads(fields["data"])["task_id"]
-        except (KeyError, ValueError, ValidationError):
-            return ""
-
-    def _append(self, fresh: list[tuple[str, Conversation | DeadLetter]]) -> None:
+    def _append(self, fresh: list[tuple[str, Conversation | DeadLetter, str]]) -> None:
         lines: dict[Path, list[bytes]] = {}
-        for _, record in fresh:
+        for _, record, data in fresh:
             path = self.conversations_path if isinstance(record, Conversation) else self.dead_path
-            lines.setdefault(path, []).append(record.model_dump_json().encode() + b"\n")
+            # The payload was just validated against the record's model: it goes to disk as it came,
+            # one JSON line (re-serialised only if a producer sent it spread over several lines).
+            line = data if "\n" not in data else record.model_dump_json()
+            lines.setdefault(path, []).append(line.encode() + b"\n")
         for path, chunk in lines.items():
             handle = self._handle(path)
             before = handle.tell()

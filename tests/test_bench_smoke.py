@@ -15,8 +15,14 @@ def test_bench_quick_writes_results_and_plots(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (results,) = tmp_path.glob("*-quick.json")
     figures = json.loads(results.read_text())["figures"]
-    (efficiency,) = figures["efficiency"]
-    assert efficiency["conversations"] == 12 and 0 < efficiency["efficiency"] <= 1.05
-    assert efficiency["redis_commands_per_conversation"] > 0
+    fixed, tokens = figures["efficiency"]
+    assert fixed["conversations"] == 12 and 0 < fixed["efficiency"] <= 1.05
+    assert tokens["conversations"] == 8 and tokens["mean_service_s"] > tokens["latency_s"]
+    assert fixed["redis_commands_per_conversation"] > 0
+    assert set(fixed["cpu_ms_per_request"]) == {"workers", "coordinator", "redis", "sim_teacher", "other"}
+    assert fixed["cpu_ms_per_request"]["workers"] > 0
+    (profile,) = figures["profile"]
+    assert profile["worker_path"]["cpu_ms_per_request"] > 0 and profile["pydantic_ai_floor"]["requests"] == 48
     assert figures["enqueue"][0]["prompts"] == 1000 and figures["convert"][0]["kept"] == 100
-    assert {p.name.split("-quick-")[1] for p in tmp_path.glob("*.png")} == {"efficiency.png", "enqueue-memory.png"}
+    assert {p.name.split("-quick-")[1] for p in tmp_path.glob("*.png")} == {"efficiency.png", "cpu-per-request.png",
+                                                                          "enqueue-memory.png"}

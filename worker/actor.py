@@ -41,6 +41,9 @@ from worker.tools import ToolLimits, Workspace
 
 
 PUBLISH_PATIENCE_S = 300.0
+# How often the loop looks for the stop key and for dead workers' tasks. Doing both on every refill
+# cost two Redis round trips per conversation; neither needs to be quicker than this.
+HOUSEKEEPING_S = 0.5
 
 
 class WorkerSpec(BaseModel):
@@ -92,6 +95,8 @@ class GenerationLoop:
         self.pool: EndpointPool | None = None
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.slot_freed = asyncio.Event()
+        self.stopping = False
+        self.next_housekeeping = 0.0
         # Tools, agents and one client per teacher (its connection pool) live as long as the worker.
         self.conversations = Conversations(workspace, spec.limits, system_prompt=spec.system_prompt,
                                            custom_tools=spec.custom_tools, worker=self.info)
@@ -136,14 +141,19 @@ class GenerationLoop:
     async def _step(self) -> bool:
         """One turn of the loop: start what there is room for. True when the run is over."""
         assert self.redis is not None
-        stopping = bool(await self.redis.exists(self.keys.stop))
-        if stopping and not self.in_flight:
+        now = time.monotonic()
+        housekeeping = now >= self.next_housekeeping
+        if housekeeping:
+            self.next_housekeeping = now + HOUSEKEEPING_S
+            self.stopping = bool(await self.redis.exists(self.keys.stop))
+        if self.stopping and not self.in_flight:
             return True
         free = self.spec.slots - len(self.in_flight)
-        if free <= 0 or stopping:
-            await asyncio.wait(list(self.in_flight.values()), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        if free <= 0 or self.stopping:
+            await asyncio.wait(list(self.in_flight.values()), timeout=HOUSEKEEPING_S,
+                               return_when=asyncio.FIRST_COMPLETED)
             return False
-        entries = await self._next_entries(free)
+        entries = await self._next_entries(free, reclaim=housekeeping)
         for entry_id, fields in entries:
             task = asyncio.create_task(self._handle(entry_id, fields))
             self.in_flight[entry_id] = task
@@ -159,14 +169,15 @@ class GenerationLoop:
         self.in_flight.pop(entry_id, None)
         self.slot_freed.set()
 
-    async def _next_entries(self, count: int) -> list[tuple[str, dict[str, str]]]:
+    async def _next_entries(self, count: int, *, reclaim: bool) -> list[tuple[str, dict[str, str]]]:
         assert self.redis is not None
-        idle_ms = int(self.spec.visibility_timeout_s * 1000)
-        _next, claimed, _deleted = await self.redis.xautoclaim(
-            self.keys.tasks, TASKS_GROUP, self.consumer, idle_ms, "0-0", count=count
-        )
-        if claimed:
-            return [(entry_id, fields) for entry_id, fields in claimed if fields] or []
+        if reclaim:
+            idle_ms = int(self.spec.visibility_timeout_s * 1000)
+            _next, claimed, _deleted = await self.redis.xautoclaim(
+                self.keys.tasks, TASKS_GROUP, self.consumer, idle_ms, "0-0", count=count
+            )
+            if claimed:
+                return [(entry_id, fields) for entry_id, fields in claimed if fields] or []
         # Idle: block on the stream. Busy: don't block, a finishing conversation must refill at once.
         block = self.spec.read_block_ms if not self.in_flight else None
         response = await self.redis.xreadgroup(
@@ -197,10 +208,16 @@ class GenerationLoop:
     async def _run_task(self, entry_id: str, fields: dict[str, str]) -> None:
         assert self.redis is not None
         task = PromptTask.model_validate_json(fields[DATA_FIELD])
-        if await self.redis.sismember(self.keys.done, task.task_id):
+        # One round trip: is it done already, count this attempt, where did it fail last.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.keys.done, task.task_id)
+        pipe.hincrby(self.keys.attempts, task.task_id, 1)
+        pipe.hget(self.keys.last_endpoint, task.task_id)
+        done, attempt, last_endpoint = await pipe.execute()
+        if done:
             await self._ack(entry_id)
             return
-        attempt = int(await self.redis.hincrby(self.keys.attempts, task.task_id, 1))
+        attempt = int(attempt)
         if attempt > self.spec.max_attempts:
             last = await self.redis.hget(self.keys.last_error, task.task_id)
             reason = last or "the worker running it died (no error was recorded)"
@@ -209,7 +226,7 @@ class GenerationLoop:
             return
         assert self.pool is not None
         # A retry avoids the endpoint that failed this task last, when another one is usable.
-        avoid = {await self.redis.hget(self.keys.last_endpoint, task.task_id) or ""}
+        avoid = {last_endpoint or ""}
         record: Conversation | None = None
         error: ConversationFailed | None = None
         async with self.pool.lease(avoid=avoid) as lease:

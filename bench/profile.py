@@ -1,0 +1,117 @@
+"""The worker's hot path, in one process: CPU per request, and where it goes.
+
+    python -m bench.profile                 # CPU ms per request: distill's worker path vs pydantic-ai's floor
+    python -m bench.profile --top 25        # plus cProfile's top functions of the worker path
+
+"worker path" runs real conversations (agent, tools, HTTP, capture, record) against a simulated
+teacher with no latency, through the same `Conversations` object a Ray worker uses. "floor" runs
+the same agent and tools with pydantic-ai's in-process FunctionModel: no HTTP, no capture, no
+record, so it is what any pydantic-ai based worker pays at least. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.simproc import sim_teacher_process
+from bench.workspace import make_workspace
+from shared.records import PromptTask
+from shared.settings import GenerationLimits, TeacherConfig
+from worker.agent import Conversations, build_tools
+from worker.tools import Workspace
+
+
+def _task(index: int) -> PromptTask:
+    topics = ["Collector", "EmbeddedRedis", "requeue_orphans", "WorkerSpec", "RunKeys", "check_prompts"]
+    return PromptTask(task_id=f"t{index}", run="profile", prompt=f"Where is {topics[index % 6]} defined? #{index}")
+
+
+async def _bounded(count: int, concurrency: int, one: Any) -> list[Any]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(index: int) -> Any:
+        async with gate:
+            return await one(index)
+
+    return await asyncio.gather(*(run(index) for index in range(count)))
+
+
+async def worker_path(url: str, workspace: Path, count: int, concurrency: int,
+                      profiler: cProfile.Profile | None) -> dict[str, float]:
+    teacher = TeacherConfig(name="sim", base_url=url, model="sim", max_concurrency=concurrency, timeout_s=60)
+    conversations = Conversations(Workspace(workspace), GenerationLimits(max_tool_calls=8), system_prompt="You help.")
+    try:
+        await _bounded(8, concurrency, lambda i: conversations.run(_task(i), teacher))  # warm-up
+        if profiler:
+            profiler.enable()
+        cpu = time.process_time()
+        records = await _bounded(count, concurrency, lambda i: conversations.run(_task(i), teacher))
+        cpu = time.process_time() - cpu
+        if profiler:
+            profiler.disable()
+    finally:
+        await conversations.aclose()
+    bad = [r.status for r in records if r.status != "final_answer"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} conversations did not end with an answer: {sorted(set(bad))}")
+    requests = sum(r.usage.requests for r in records)
+    return {"requests": requests, "cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+
+
+async def floor(workspace: Path, count: int, concurrency: int) -> dict[str, float]:
+    from pydantic_ai import Agent, UsageLimits
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        # The simulated teacher's plan: grep, read what it found, answer.
+        turn = sum(1 for m in messages if isinstance(m, ModelResponse))
+        if turn == 0:
+            return ModelResponse(parts=[ToolCallPart("grep", {"pattern": "Collector", "max_results": 20}, tool_call_id="a")])
+        if turn == 1:
+            return ModelResponse(parts=[ToolCallPart("read_file", {"path": "project/module_00.py", "start_line": 1,
+                                                                   "end_line": 40}, tool_call_id="b")])
+        return ModelResponse(parts=[TextPart("It is defined in project/module_00.py.")])
+
+    agent = Agent(FunctionModel(script), system_prompt="You help.",
+                  tools=build_tools(Workspace(workspace), [], GenerationLimits()), retries=2)
+    limits = UsageLimits(request_limit=10, tool_calls_limit=8)
+    await _bounded(8, concurrency, lambda i: agent.run(f"q{i}", usage_limits=limits))
+    cpu = time.process_time()
+    await _bounded(count, concurrency, lambda i: agent.run(_task(i).prompt, usage_limits=limits))
+    cpu = time.process_time() - cpu
+    return {"requests": 3 * count, "cpu_ms_per_request": round(1000 * cpu / (3 * count), 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--conversations", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--top", type=int, default=0, help="print cProfile's top N functions of the worker path")
+    args = parser.parse_args()
+    profiler = cProfile.Profile() if args.top else None
+    with tempfile.TemporaryDirectory() as scratch, sim_teacher_process(0.0) as url:
+        workspace = make_workspace(Path(scratch))
+        result = {
+            "worker_path": asyncio.run(worker_path(url, workspace, args.conversations, args.concurrency, profiler)),
+            "pydantic_ai_floor": asyncio.run(floor(workspace, args.conversations, args.concurrency)),
+        }
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.top)
+        print(text.getvalue())
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
