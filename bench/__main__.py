@@ -50,11 +50,13 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
         }
     # Two teachers per C. "fixed": every request takes 200 ms, the stress case, which at C=256
     # asks for 1,280 requests/s. "tokens": 200 ms plus 40 ms per generated token (25 tokens/s per
-    # stream, what a 30B teacher gives each of many concurrent conversations), about 2.5 s a request.
+    # stream, what a 30B teacher gives each of many concurrent conversations), about 2.7 s a request,
+    # with answer lengths varying +-50% as a real model's do.
     efficiency = [
-        ("bench.generation", [json.dumps({"concurrency": c, "latency_s": 0.2, "seconds_per_token": spt, "prompts": n})])
-        for spt, sizes in ((0.0, ((8, 2000), (64, 2000), (256, 2000))),
-                           (TOKEN_SECONDS, ((8, 160), (64, 800), (256, 2000))))
+        ("bench.generation", [json.dumps({"concurrency": c, "latency_s": 0.2, "prompts": n, **teacher})])
+        for teacher, sizes in (({}, ((8, 2000), (64, 2000), (256, 2000))),
+                               ({"seconds_per_token": TOKEN_SECONDS, "length_jitter": 0.5},
+                                ((8, 160), (64, 800), (256, 2000))))
         for c, n in sizes
     ]
     scaling = [

@@ -12,15 +12,20 @@ side of the wire:
   the slots (there is no work left), so the tail is reported apart, as efficiency_whole_run.
 - CPU per request for every process on the box: workers, coordinator, Redis, the simulated teacher
   and the rest (Ray's own daemons), so a shortfall can be pinned on its cause.
+
+BENCH_TRACE_OUT=path.json writes the teacher's per-request (start, end, opens) trace, to look at
+in-flight over time (that is how the lockstep waves of a jitter-free teacher were found).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -67,8 +72,46 @@ def box_cpu_s() -> float:
     return times.user + times.system + getattr(times, "nice", 0.0)
 
 
+class CpuSampler:
+    """Box and coordinator CPU sampled every 50 ms, so a figure covers the traffic span only.
+
+    Start-up (Ray, the workers' imports, enqueue) is paid once per run; charged to requests it would
+    swamp the per-request figure of a short run.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), box_cpu_s(), time.process_time()))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.time(), box_cpu_s(), time.process_time()))
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(box CPU s, coordinator CPU s) spent between two wall-clock times."""
+        def at(moment: float, column: int) -> float:
+            for (t0, *v0), (t1, *v1) in zip(self.samples, self.samples[1:]):
+                if t0 <= moment <= t1:
+                    share = (moment - t0) / (t1 - t0) if t1 > t0 else 0.0
+                    return v0[column] + share * (v1[column] - v0[column])
+            return (self.samples[0] if moment < self.samples[0][0] else self.samples[-1])[column + 1]
+
+        return at(end, 0) - at(start, 0), at(end, 1) - at(start, 1)
+
+
 def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, workers: int | None = None,
-            seconds_per_token: float = 0.0) -> dict:
+            seconds_per_token: float = 0.0, length_jitter: float = 0.0) -> dict:
     import ray
 
     from coordinator.run import generate
@@ -93,7 +136,8 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         stack.callback(server.stop)
         teachers = []
         for index in range(nodes):
-            teacher_url = stack.enter_context(sim_teacher_process(latency_s, seconds_per_token=seconds_per_token))
+            teacher_url = stack.enter_context(sim_teacher_process(latency_s, seconds_per_token=seconds_per_token,
+                                                                        length_jitter=length_jitter))
             teachers.append(TeacherConfig(name=f"sim{index}", base_url=teacher_url, model="sim",
                                           max_concurrency=concurrency, timeout_s=120))
         settings = Settings(
@@ -107,17 +151,19 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         commands_before = int(client.info("stats")["total_commands_processed"])
         redis_before = redis_cpu_s(client)
         teacher_before = sum(stats(t.base_url)["process_cpu_s"] for t in teachers)
-        box_before, cpu_before = box_cpu_s(), time.process_time()
-        result = generate(settings, prompts_file, show_progress=False)
-        coordinator_cpu = time.process_time() - cpu_before
-        box_cpu = box_cpu_s() - box_before
+        with CpuSampler() as sampler:
+            result = generate(settings, prompts_file, show_progress=False)
         redis_cpu = redis_cpu_s(client) - redis_before
         commands = int(client.info("stats")["total_commands_processed"]) - commands_before
         teacher_stats = [stats(t.base_url) for t in teachers]
         traces = [trace(t.base_url) for t in teachers]
+    if os.environ.get("BENCH_TRACE_OUT"):
+        Path(os.environ["BENCH_TRACE_OUT"]).write_text(json.dumps(traces))
     teacher_cpu = sum(s["process_cpu_s"] for s in teacher_stats) - teacher_before
     requests = sum(s["completed"] for s in teacher_stats)
-    span = max(s["last_response_at"] for s in teacher_stats) - min(s["first_request_at"] for s in teacher_stats)
+    first = min(s["first_request_at"] for s in teacher_stats)
+    span = max(s["last_response_at"] for s in teacher_stats) - first
+    box_cpu, coordinator_cpu = sampler.between(first, first + span)
     mean_service = sum(s["service_s"] for s in teacher_stats) / max(1, requests)
     ideal = concurrency * nodes / mean_service
     windows = [saturation(rows, concurrency) for rows in traces]
@@ -133,6 +179,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         "concurrency": concurrency,
         "latency_s": latency_s,
         "seconds_per_token": seconds_per_token,
+        "length_jitter": length_jitter,
         "mean_service_s": round(mean_service, 4),
         "nodes": nodes,
         "workers": settings.workers,
@@ -147,6 +194,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         "saturated_window_s": round(sum(window for _, window in windows), 2),
         "efficiency_whole_run": round(requests / span / ideal, 4),
         "peak_in_flight": [s["peak_in_flight"] for s in teacher_stats],
+        # CPU figures cover the traffic span; workers' own clocks start when they start working.
         "coordinator_cpu_ms_per_conversation": round(1000 * coordinator_cpu / max(1, conversations), 3),
         "worker_cpu_ms_per_conversation": round(1000 * worker_cpu / max(1, conversations), 3),
         "redis_commands_per_conversation": round(commands / max(1, conversations), 2),

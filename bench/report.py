@@ -18,7 +18,10 @@ def teacher_label(row: dict[str, Any]) -> str:
     """The simulated teacher's latency model, as a reader would say it."""
     fixed = f"{1000 * row['latency_s']:g} ms"
     per_token = row.get("seconds_per_token") or 0.0
-    return fixed if not per_token else f"{fixed} + {1 / per_token:g} tok/s"
+    if not per_token:
+        return fixed
+    jitter = row.get("length_jitter") or 0.0
+    return f"{fixed} + {1 / per_token:g} tok/s" + (f" (lengths ±{100 * jitter:g}%)" if jitter else "")
 
 
 def plot_figures(result: dict[str, Any], out: Path, stamp: str) -> list[Path]:

@@ -14,11 +14,14 @@ from shared.redis_server import free_port
 
 
 @contextlib.contextmanager
-def sim_teacher_process(latency_s: float, *, tool_rounds: int = 2, seconds_per_token: float = 0.0) -> Iterator[str]:
+def sim_teacher_process(
+    latency_s: float, *, tool_rounds: int = 2, seconds_per_token: float = 0.0, length_jitter: float = 0.0
+) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "distill", "sim-teacher", "--port", str(port), "--latency", str(latency_s),
-         "--tool-rounds", str(tool_rounds), "--seconds-per-token", str(seconds_per_token)],
+         "--tool-rounds", str(tool_rounds), "--seconds-per-token", str(seconds_per_token),
+         "--length-jitter", str(length_jitter)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"

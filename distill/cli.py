@@ -327,12 +327,14 @@ def sim_teacher(
     tool_rounds: Annotated[int, typer.Option(help="Tool calls before the answer.")] = 2,
     fail_rate: Annotated[float, typer.Option(help="Share of requests answered HTTP 500.")] = 0.0,
     seconds_per_token: Annotated[float, typer.Option(help="Extra latency per generated token.")] = 0.0,
+    length_jitter: Annotated[float, typer.Option(
+        help="Generated lengths vary by up to this share either way (0.5: half to one and a half).")] = 0.0,
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from shared.sim_teacher import SimTeacher, SimTeacherConfig
 
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
-                                          seconds_per_token=seconds_per_token))
+                                          seconds_per_token=seconds_per_token, length_jitter=length_jitter))
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

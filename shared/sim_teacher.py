@@ -27,6 +27,9 @@ class SimTeacherConfig:
     latency_s: float = 0.0
     # Extra latency per generated token, so long answers cost more (bench's tokens/s model).
     seconds_per_token: float = 0.0
+    # Generated lengths vary by up to this share either way (seeded), as a real model's answers do;
+    # without it every conversation moves in lockstep and arrives in bursts no real teacher makes.
+    length_jitter: float = 0.0
     tool_rounds: int = 2
     fail_rate: float = 0.0  # HTTP 500
     hang_rate: float = 0.0  # never answers within any sane timeout
@@ -168,13 +171,16 @@ class SimTeacher:
                 self.stats.first_request_at = time.time()
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
             roll = self._random.random()
+            length = 1.0 + self.config.length_jitter * (2 * self._random.random() - 1)
         try:
-            return await self._answer(request, body, roll)
+            return await self._answer(request, body, roll, length)
         finally:
             with self._lock:
                 self.stats.in_flight -= 1
 
-    async def _answer(self, request: web.Request, body: dict[str, Any], roll: float) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any], roll: float, length: float = 1.0
+    ) -> web.StreamResponse:
         cfg = self.config
         edges = [cfg.fail_rate, cfg.hang_rate, cfg.drop_rate, cfg.rate_limit_rate]
         if roll < edges[0]:
@@ -205,7 +211,7 @@ class SimTeacher:
             self._count_failure("malformed")
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
         completion_tokens = len(json.dumps(message)) // 4 + 1
-        service_s = cfg.latency_s + cfg.seconds_per_token * completion_tokens
+        service_s = cfg.latency_s + cfg.seconds_per_token * completion_tokens * length
         started = time.time()
         await asyncio.sleep(service_s)
         opens = not any(m.get("role") == "assistant" for m in body.get("messages", []))
