@@ -72,8 +72,9 @@ def test_one_worker_client_serves_many_conversations_and_records_tools_as_sent(w
     assert all(json.dumps(r.tools) == json.dumps(body["tools"]) for r in records)
 
 
-def test_rate_limit_is_retryable_with_the_servers_retry_after(workspace: Workspace) -> None:
-    teacher = SimTeacher(SimTeacherConfig(rate_limit_rate=1.0, retry_after_s=7))
+def failure_from(workspace: Workspace, **config: Any) -> TeacherUnavailable:
+    """The failure one conversation ends with against a teacher configured to fail."""
+    teacher = SimTeacher(SimTeacherConfig(**config))
     url = teacher.start()
     try:
         with pytest.raises(TeacherUnavailable) as failure:
@@ -81,17 +82,15 @@ def test_rate_limit_is_retryable_with_the_servers_retry_after(workspace: Workspa
                                          GenerationLimits(), system_prompt="You help."))
     finally:
         teacher.stop()
-    assert failure.value.retryable and failure.value.retry_after_s == 7
-    assert "429" in failure.value.reason
+    return failure.value
+
+
+def test_rate_limit_is_retryable_with_the_servers_retry_after(workspace: Workspace) -> None:
+    failure = failure_from(workspace, rate_limit_rate=1.0, retry_after_s=7)
+    assert failure.retryable and failure.retry_after_s == 7
+    assert "429" in failure.reason
 
 
 def test_a_dropped_connection_is_retryable(workspace: Workspace) -> None:
-    teacher = SimTeacher(SimTeacherConfig(drop_rate=1.0))
-    url = teacher.start()
-    try:
-        with pytest.raises(TeacherUnavailable) as failure:
-            asyncio.run(run_conversation(task(), TeacherConfig(base_url=url, model="sim"), workspace,
-                                         GenerationLimits(), system_prompt="You help."))
-    finally:
-        teacher.stop()
-    assert failure.value.retryable and failure.value.error_type == "ModelConnectionError"
+    failure = failure_from(workspace, drop_rate=1.0)
+    assert failure.retryable and failure.error_type == "ModelConnectionError"
