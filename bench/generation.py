@@ -111,7 +111,7 @@ class CpuSampler:
 
 
 def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, workers: int | None = None,
-            seconds_per_token: float = 0.0, length_jitter: float = 0.0) -> dict:
+            seconds_per_token: float = 0.0, length_jitter: float = 0.0, in_flight: int | None = None) -> dict:
     import ray
 
     from coordinator.run import generate
@@ -142,7 +142,8 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
                                           max_concurrency=concurrency, timeout_s=120))
         settings = Settings(
             run="bench", out_dir=root / "runs", workspace=make_workspace(root / "workspace"), redis_url=url,
-            teachers=teachers, policy="spread", concurrency=concurrency * nodes,
+            # Conversations in flight: distill's default (the slots plus a quarter) unless given.
+            teachers=teachers, policy="spread", concurrency=in_flight,
             workers=workers or max(nodes, 2 if concurrency >= 64 else 1),
             limits=GenerationLimits(max_tool_calls=8),
         )
@@ -183,6 +184,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         "mean_service_s": round(mean_service, 4),
         "nodes": nodes,
         "workers": settings.workers,
+        "conversations_in_flight": settings.conversations_in_flight(),
         "prompts": prompts,
         "conversations": conversations,
         "dead": result.dead,

@@ -16,7 +16,7 @@ class WorkerPool:
         from worker.actor import GenerationWorker, WorkerSpec
 
         self._actor_class = GenerationWorker
-        per_worker = max(1, -(-settings.concurrency // settings.workers))
+        per_worker = max(1, -(-settings.conversations_in_flight() // settings.workers))
         self.spec_json = WorkerSpec(
             run=settings.run,
             redis_url=redis_url,

@@ -39,7 +39,7 @@ def generate(
     out_dir: Annotated[Optional[Path], typer.Option(help="Where runs are written.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
     max_tool_calls: Annotated[Optional[int], typer.Option(help="Loop guard: tool calls per conversation.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Conversations in flight over the whole run.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Conversations in flight over the whole run (default: the teachers' caps plus a quarter).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray worker actors.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="local-first | spread | local-only | cloud-only.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad prompt lines and go on without them.")] = False,

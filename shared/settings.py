@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -89,6 +90,15 @@ class TeacherConfig(BaseModel):
         return key
 
 
+def eligible_teachers(teachers: Sequence[TeacherConfig], policy: Policy) -> list[TeacherConfig]:
+    """The teachers a policy lets a run use."""
+    if policy == "local-only":
+        return [t for t in teachers if t.kind == "local"]
+    if policy == "cloud-only":
+        return [t for t in teachers if t.kind == "cloud"]
+    return list(teachers)
+
+
 class GenerationLimits(BaseModel):
     """Per-conversation limits, shipped to every worker."""
 
@@ -123,8 +133,9 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     custom_tools: list[str] = Field(default_factory=list)
     limits: GenerationLimits = Field(default_factory=GenerationLimits)
-    # Conversations in flight over the whole run; the teachers' capacity, not processes.
-    concurrency: int = Field(default=8, gt=0)
+    # Conversations in flight over the whole run. Unset: the teachers' slots plus a quarter, since a
+    # slot is held per request and a conversation running its tools holds none.
+    concurrency: int | None = Field(default=None, gt=0)
     workers: int = Field(default=1, gt=0)
     max_attempts: int = Field(default=3, gt=0)
     visibility_timeout_s: float = Field(default=120.0, gt=0)
@@ -164,6 +175,12 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    def conversations_in_flight(self) -> int:
+        if self.concurrency is not None:
+            return self.concurrency
+        slots = sum(t.max_concurrency for t in eligible_teachers(self.teachers, self.policy))
+        return max(1, slots + max(1, slots // 4))
 
     def run_dir(self) -> Path:
         return self.out_dir / self.run

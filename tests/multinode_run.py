@@ -47,7 +47,13 @@ def lease_log(url: str, events: list[dict], ready: threading.Event) -> None:
 
 
 def replay_leases(events: list[dict], local_key: str, cloud_key: str) -> dict:
-    """Walk the server's command log: who held which lease when, and what each attempt saw."""
+    """Walk the server's command log: who held which lease when, and what each attempt saw.
+
+    Leases are per request; a conversation's first one (id prefix START) is where it started, so
+    cloud grants count those: later requests of a cloud conversation stay on the cloud.
+    """
+    from worker.pool import START
+
     held: dict[str, dict[str, float]] = {local_key: {}, cloud_key: {}}
     local_attempts = local_refusals = cloud_grants = 0
     peak_local = 0
@@ -72,7 +78,7 @@ def replay_leases(events: list[dict], local_key: str, cloud_key: str) -> dict:
         if from_script and verb == "ZADD":
             if key == local_key:
                 pending_local_attempt = False
-            else:
+            elif words[3].startswith(START):
                 if pending_local_attempt:
                     local_refusals += 1
                     pending_local_attempt = False

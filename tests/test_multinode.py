@@ -62,8 +62,9 @@ def test_cloud_took_work_only_while_the_local_teacher_was_full(multinode: dict) 
     # Offload engaged: the cloud teacher served conversations, and both teachers saw requests.
     assert leases["cloud_grants"] > 0 and multinode["records_per_endpoint"]["cloud"] == leases["cloud_grants"]
     assert multinode["local"]["requests"] > 0 and multinode["cloud"]["requests"] > 0
-    # Exact, from the Redis server's own command log: every cloud lease was granted right after the
-    # lease script refused the local teacher because it held its cap of 2, and never more than 2.
+    # Exact, from the Redis server's own command log: every conversation that started on the cloud
+    # was granted its lease right after the lease script refused the local teacher because it held
+    # its cap of 2, and the local teacher never held more than 2.
     assert leases["every_cloud_grant_after_a_local_refusal"], leases
     assert leases["local_refusals"] >= leases["cloud_grants"]
     assert leases["peak_local_leases"] == 2

@@ -156,3 +156,54 @@ def test_bad_configs_give_one_clear_line_each(tmp_path):
         assert done.returncode == 2, (name, done.stderr)
         assert expected in done.stderr, (name, done.stderr)
         assert "Traceback" not in done.stderr, name
+
+
+def test_a_slot_is_held_per_request_and_handed_straight_to_the_next(redis_url, run_name):
+    """Cap 1: a conversation running its tools holds no slot; a waiting request gets the same lease."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from shared.keys import endpoint_leases_key
+    from worker.pool import EndpointPool
+
+    teacher = TeacherConfig(name="t", base_url=f"http://127.0.0.1:9/{run_name}/v1", model="m", max_concurrency=1)
+    key = endpoint_leases_key(teacher.base_url, teacher.model)
+
+    async def scenario() -> dict:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        pool = EndpointPool([teacher], client)
+        seen: dict = {}
+        try:
+            async with pool.seat() as first:
+                async with first.request():
+                    seen["first"] = await client.zrange(key, 0, -1)
+                # `first` is between requests (its tools run): a second conversation starts at once.
+                async with asyncio.timeout(2), pool.seat() as second:
+                    waiting = asyncio.create_task(_one_request(first))
+                    async with second.request():
+                        seen["second"] = await client.zrange(key, 0, -1)
+                        await asyncio.sleep(0.05)
+                        seen["queued"] = len(pool.waiting["t"])
+                    seen["handed"] = await waiting
+                # A request given up while it waits (a conversation's timeout) leaks nothing.
+                async with first.request():
+                    doomed = asyncio.create_task(_one_request(first))
+                    await asyncio.sleep(0.05)
+                    doomed.cancel()
+                await asyncio.gather(doomed, return_exceptions=True)
+                seen["after"] = await client.zrange(key, 0, -1)
+        finally:
+            await client.aclose()
+        return seen
+
+    async def _one_request(seat) -> list[str]:  # type: ignore[no-untyped-def]
+        async with seat.request():
+            return await seat.pool.redis.zrange(key, 0, -1)
+
+    seen = asyncio.run(scenario())
+    assert len(seen["first"]) == 1 and seen["first"][0].startswith("s"), seen
+    assert len(seen["second"]) == 1 and seen["second"] != seen["first"], seen
+    assert seen["queued"] == 1, "the cap held: the second request waited"
+    assert seen["handed"] == seen["second"], "handed over in the worker, no new lease"
+    assert seen["after"] == [], seen

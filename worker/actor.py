@@ -36,7 +36,7 @@ from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, Wo
 from shared.redis_server import redact_url
 from shared.settings import GenerationLimits, Policy, TeacherConfig
 from worker.agent import ConversationFailed, Conversations
-from worker.pool import EndpointPool, Lease
+from worker.pool import EndpointPool, Seat
 from worker.tools import ToolLimits, Workspace
 
 
@@ -229,17 +229,17 @@ class GenerationLoop:
         avoid = {last_endpoint or ""}
         record: Conversation | None = None
         error: ConversationFailed | None = None
-        async with self.pool.lease(avoid=avoid) as lease:
-            teacher = lease.teacher
+        async with self.pool.seat(avoid=avoid) as seat:
+            teacher = seat.teacher
             try:
-                record = await self.conversations.run(task, teacher, attempt=attempt)
+                record = await self.conversations.run(task, teacher, attempt=attempt, slot=seat.request)
             except ConversationFailed as failure:
                 error = failure
             except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
                 error = ConversationFailed(
                     f"{type(failure).__name__}: {failure}", retryable=True, error_type=type(failure).__name__, partial=[]
                 )
-            await self._account(lease, record, error)
+            await self._account(seat, record, error)
         if record is None:
             assert error is not None
             await self._failed(entry_id, task, attempt, teacher, error)
@@ -247,15 +247,15 @@ class GenerationLoop:
         await self._publish(entry_id, record)
         self.report.finished += 1
 
-    async def _account(self, lease: Lease, record: Conversation | None, error: ConversationFailed | None) -> None:
+    async def _account(self, seat: Seat, record: Conversation | None, error: ConversationFailed | None) -> None:
         """Per-endpoint numbers for progress, summary and status; the breaker learns the outcome."""
         assert self.redis is not None and self.pool is not None
-        name = lease.teacher.name
+        name = seat.teacher.name
         pipe = self.redis.pipeline(transaction=False)
         pipe.sadd(self.keys.endpoints, name)
         stats = self.keys.endpoint_stats(name)
         if record is not None:
-            self.pool.record_success(lease)
+            self.pool.record_success(seat)
             pipe.hincrby(stats, "conversations", 1)
             pipe.hincrby(stats, "requests", record.usage.requests)
             pipe.hincrby(stats, "input_tokens", record.usage.input_tokens)
@@ -263,7 +263,7 @@ class GenerationLoop:
             pipe.hincrbyfloat(stats, "teacher_s", record.timings.teacher_s)
         elif error is not None:
             if error.retryable:
-                self.pool.record_failure(lease, error.retry_after_s)
+                self.pool.record_failure(seat, error.retry_after_s)
             pipe.hincrby(stats, "errors", 1)
             pipe.hincrby(stats, "requests", max(1, error.requests))
         await pipe.execute()

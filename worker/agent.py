@@ -20,9 +20,7 @@ from pydantic_ai.exceptions import (
     UsageLimitExceeded,
 )
 from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import Model
 from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
@@ -38,7 +36,7 @@ from shared.records import (
 from shared.redis_server import redact_url
 from shared.settings import GenerationLimits, TeacherConfig
 from worker.capture import raw_history, to_chat_messages
-from worker.teacher_http import LeanOpenAI
+from worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from worker.tools import Workspace, builtin_tools, load_custom_tool
 
 # 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
@@ -111,23 +109,6 @@ def openai_tool_schemas(tools: Sequence[Tool[Any]]) -> list[dict[str, Any]]:
             }
         )
     return schemas
-
-
-class TimedModel(WrapperModel):
-    """Measures the time spent waiting on the teacher, request by request."""
-
-    def __init__(self, wrapped: Model) -> None:
-        super().__init__(wrapped)
-        self.seconds = 0.0
-        self.requests = 0
-
-    async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        started = time.monotonic()
-        self.requests += 1
-        try:
-            return await super().request(*args, **kwargs)
-        finally:
-            self.seconds += time.monotonic() - started
 
 
 @dataclass
@@ -205,25 +186,31 @@ class Conversations:
             await client.aclose()
         self._clients.clear()
 
-    async def run(self, task: PromptTask, teacher: TeacherConfig, *, attempt: int = 1) -> Conversation:
+    async def run(
+        self, task: PromptTask, teacher: TeacherConfig, *, attempt: int = 1, slot: Slot | None = None
+    ) -> Conversation:
         """Run the agent on one prompt and return the captured conversation.
+
+        `slot`, when given, is held around every request to the teacher (the global cap).
 
         Raises TeacherUnavailable when the endpoint fails and ConversationFailed when the teacher
         refuses the request; a loop guard trip or a misbehaving model still gives a record.
         """
         limits = self.limits
         client = self.client(teacher)
-        timed = TimedModel(client.model)
+        exchanges = Exchanges(slot)
         agent = self.agent(task.system or self.system_prompt)
         settings = ModelSettings(max_tokens=teacher.max_tokens)
         if teacher.extra_body:
             settings["extra_body"] = teacher.extra_body
         started_at, started = utcnow(), time.monotonic()
         status, error = "final_answer", None
+        # The transport reads the conversation's slot and clock from the context (teacher_http.py).
+        context = current_exchanges.set(exchanges)
         with capture_run_messages() as captured:
             try:
                 result = await asyncio.wait_for(
-                    agent.run(task.prompt, model=timed, usage_limits=self.usage_limits, model_settings=settings),
+                    agent.run(task.prompt, model=client.model, usage_limits=self.usage_limits, model_settings=settings),
                     timeout=limits.conversation_timeout_s,
                 )
                 history: list[ModelMessage] = result.all_messages()
@@ -232,15 +219,17 @@ class Conversations:
             except UnexpectedModelBehavior as misbehaviour:
                 history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
             except ModelAPIError as failure:
-                raise _classify(failure, captured, timed.requests) from None
+                raise _classify(failure, captured, exchanges.count) from None
             except (asyncio.TimeoutError, TimeoutError):
                 raise TeacherUnavailable(
                     f"conversation took longer than {limits.conversation_timeout_s:g}s",
                     retryable=True,
                     error_type="ConversationTimeout",
                     partial=raw_history(list(captured)),
-                    requests=timed.requests,
+                    requests=exchanges.count,
                 ) from None
+            finally:
+                current_exchanges.reset(context)
         chat = to_chat_messages(history)
         if status == "final_answer" and chat.final_text is None:
             status, error = "error", "the teacher ended without a text answer"
@@ -259,7 +248,7 @@ class Conversations:
                 started_at=started_at,
                 finished_at=finished_at,
                 duration_s=time.monotonic() - started,
-                teacher_s=timed.seconds,
+                teacher_s=exchanges.seconds,
             ),
             attempt=attempt,
             worker=self.worker,

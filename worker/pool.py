@@ -1,13 +1,19 @@
-"""The teacher pool: which endpoint runs the next conversation, and how many may run at once.
+"""The teacher pool: which endpoint runs the next conversation, and how many requests may run at once.
 
-- Global caps: a conversation holds a lease on its endpoint, kept in Redis as a sorted set of
-  lease ids scored by expiry. Every worker on every machine takes leases from the same set, so
-  the requests in flight to one endpoint never exceed its `max_concurrency` in total. A worker
-  that dies without returning its lease loses it when the lease expires (it is renewed while the
-  conversation runs).
-- Policies: `local-first` fills local endpoints and lets cloud ones take the overflow (offload);
-  `spread` weighs endpoints by free capacity; `local-only` / `cloud-only` never touch the others.
-- Health: a circuit breaker per endpoint opens after consecutive failures (or a 429's
+- Global caps: every request to a teacher holds a lease on its endpoint, kept in Redis as a sorted
+  set of lease ids scored by expiry. Every worker on every machine takes leases from the same set,
+  so the requests in flight to one endpoint never exceed its `max_concurrency` in total. A worker
+  that dies without returning its lease loses it when the lease expires (it is renewed while held).
+- A lease is held for one request, not a whole conversation, so a teacher slot never sits idle
+  while a conversation runs its tools; more conversations than slots keep a teacher busy.
+- A conversation stays on the teacher it started on (one teacher's answers per record). Within a
+  worker a returned lease goes straight to the next of its requests waiting for that teacher,
+  with no Redis round trip; it goes back to Redis only when none waits.
+- Policies decide where a conversation starts: `local-first` fills local endpoints and lets cloud
+  ones take the overflow (offload); `spread` weighs endpoints by their caps; `local-only` /
+  `cloud-only` never touch the others. Every start is a grant of the Redis lease script, so
+  "offload only while local is full" holds exactly.
+- Health: a circuit breaker per endpoint opens after consecutive failed conversations (or a 429's
   Retry-After) and lets one trial conversation through once its cool-down has passed.
 """
 
@@ -18,14 +24,22 @@ import contextlib
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+
 import redis.asyncio as aioredis
 
 from shared.keys import endpoint_leases_key
-from shared.settings import Policy, TeacherConfig
+from shared.settings import Policy, TeacherConfig, eligible_teachers
 
 LEASE_TTL_S = 30.0
+# Waiting for a slot another worker may free: first retry soon, then no more than this often.
+POLL_FIRST_S = 0.01
+POLL_MAX_S = 0.1
+# The lease id says what it was granted for ("s": a conversation's start, "r": a later request),
+# so the command log of a run shows where conversations started.
+START, REQUEST = "s", "r"
 
 # KEYS: leases; ARGV: now, expiry, lease id, cap. Returns 1 when the lease was granted.
 ACQUIRE_SCRIPT = """
@@ -73,10 +87,32 @@ class Breaker:
 
 @dataclass
 class Lease:
+    """One slot on one endpoint, granted by Redis and renewed until it goes back there."""
+
     teacher: TeacherConfig
     lease_id: str
     key: str
+    renewal: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Seat:
+    """A conversation's place on the teacher it started on; `request()` holds a slot per request."""
+
+    pool: EndpointPool
+    teacher: TeacherConfig
+    held: Lease | None
     outcome: str = "unknown"
+
+    @contextlib.asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        lease, self.held = self.held, None
+        if lease is None:
+            lease = await self.pool.slot(self.teacher)
+        try:
+            yield
+        finally:
+            await self.pool.give_back(lease)
 
 
 @dataclass
@@ -87,6 +123,10 @@ class EndpointPool:
     breaker_failures: int = 3
     breaker_cooldown_s: float = 10.0
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    # This worker's requests waiting for a slot, per teacher, first come first served.
+    waiting: dict[str, deque[asyncio.Future[Lease]]] = field(default_factory=dict)
+    # This worker's conversations waiting to start; one is woken each time a lease goes back to Redis.
+    starting: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         eligible = self.eligible()
@@ -94,14 +134,11 @@ class EndpointPool:
             raise ValueError(f"policy {self.policy} leaves no teacher to use")
         for teacher in self.teachers:
             self.breakers[teacher.name] = Breaker(self.breaker_failures, self.breaker_cooldown_s)
+            self.waiting[teacher.name] = deque()
         self._acquire = self.redis.register_script(ACQUIRE_SCRIPT)
 
     def eligible(self) -> list[TeacherConfig]:
-        if self.policy == "local-only":
-            return [t for t in self.teachers if t.kind == "local"]
-        if self.policy == "cloud-only":
-            return [t for t in self.teachers if t.kind == "cloud"]
-        return list(self.teachers)
+        return eligible_teachers(self.teachers, self.policy)
 
     def _candidates(self, avoid: set[str]) -> list[TeacherConfig]:
         now = time.monotonic()
@@ -120,39 +157,101 @@ class EndpointPool:
             return ordered
         return sorted(preferred, key=lambda t: -t.priority)
 
-    async def _try_acquire(self, teacher: TeacherConfig) -> Lease | None:
+    async def _try_acquire(self, teacher: TeacherConfig, purpose: str) -> Lease | None:
         key = endpoint_leases_key(teacher.base_url, teacher.model)
-        lease_id = secrets.token_hex(8)
+        lease_id = purpose + secrets.token_hex(8)
         now = time.time()
         granted = await self._acquire(keys=[key], args=[now, now + LEASE_TTL_S, lease_id, teacher.max_concurrency])
-        return Lease(teacher, lease_id, key) if granted else None
+        if not granted:
+            return None
+        lease = Lease(teacher, lease_id, key)
+        lease.renewal = asyncio.create_task(self._renew(lease))
+        return lease
 
     @contextlib.asynccontextmanager
-    async def lease(self, avoid: set[str] | None = None, wait_s: float = 3600.0) -> AsyncIterator[Lease]:
-        """Wait for a free slot on the best endpoint the policy allows, and hold it."""
+    async def seat(self, avoid: set[str] | None = None, wait_s: float = 3600.0) -> AsyncIterator[Seat]:
+        """Start a conversation on the best endpoint the policy allows, holding its first slot."""
         deadline = time.monotonic() + wait_s
-        delay = 0.02
+        delay = POLL_FIRST_S
         lease: Lease | None = None
         while lease is None:
             for teacher in self._candidates(avoid or set()):
-                lease = await self._try_acquire(teacher)
-                if lease is not None:
-                    break
+                # Requests of running conversations come first: they free a conversation sooner.
+                if not self.waiting[teacher.name]:
+                    lease = await self._try_acquire(teacher, START)
+                    if lease is not None:
+                        break
             if lease is None:
                 if time.monotonic() > deadline:
                     raise TimeoutError("no teacher had a free slot")
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(0.5, delay * 1.5)
+                await self._wait_to_start(delay * (0.5 + random.random()))
+                delay = min(POLL_MAX_S, delay * 1.5)
         breaker = self.breakers[lease.teacher.name]
         breaker.on_start(time.monotonic())
-        renew = asyncio.create_task(self._renew(lease))
+        seat = Seat(self, lease.teacher, lease)
         try:
-            yield lease
+            yield seat
         finally:
-            renew.cancel()
-            if lease.outcome == "unknown":
+            if seat.held is not None:
+                await self.give_back(seat.held)
+            if seat.outcome == "unknown":
                 breaker.trial_in_flight = False
-            await self.redis.zrem(lease.key, lease.lease_id)
+
+    async def _wait_to_start(self, timeout_s: float) -> None:
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.starting.append(woken)
+        try:
+            await asyncio.wait([woken], timeout=timeout_s)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.starting.remove(woken)
+
+    async def slot(self, teacher: TeacherConfig) -> Lease:
+        """A slot on `teacher` for one request: handed over by this worker, or granted by Redis."""
+        queue = self.waiting[teacher.name]
+        if not queue:
+            lease = await self._try_acquire(teacher, REQUEST)
+            if lease is not None:
+                return lease
+        handed: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        queue.append(handed)
+        delay = POLL_FIRST_S
+        try:
+            while True:
+                await asyncio.wait([handed], timeout=delay)
+                if handed.done():
+                    return handed.result()
+                # The first in line also asks Redis, for slots other workers (or expiries) free.
+                if queue[0] is handed:
+                    lease = await self._try_acquire(teacher, REQUEST)
+                    if lease is not None:
+                        if handed.done():
+                            await self.give_back(handed.result())
+                        return lease
+                delay = min(POLL_MAX_S, delay * 1.5)
+        except BaseException:
+            if handed.done() and not handed.cancelled():
+                await self.give_back(handed.result())
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                queue.remove(handed)
+
+    async def give_back(self, lease: Lease) -> None:
+        queue = self.waiting[lease.teacher.name]
+        while queue:
+            handed = queue.popleft()
+            if not handed.done():
+                handed.set_result(lease)
+                return
+        if lease.renewal is not None:
+            lease.renewal.cancel()
+        await self.redis.zrem(lease.key, lease.lease_id)
+        while self.starting:
+            woken = self.starting.popleft()
+            if not woken.done():
+                woken.set_result(None)
+                return
 
     async def _renew(self, lease: Lease) -> None:
         while True:
@@ -160,10 +259,10 @@ class EndpointPool:
             with contextlib.suppress(Exception):
                 await self.redis.zadd(lease.key, {lease.lease_id: time.time() + LEASE_TTL_S}, xx=True)
 
-    def record_success(self, lease: Lease) -> None:
-        lease.outcome = "ok"
-        self.breakers[lease.teacher.name].on_success()
+    def record_success(self, seat: Seat) -> None:
+        seat.outcome = "ok"
+        self.breakers[seat.teacher.name].on_success()
 
-    def record_failure(self, lease: Lease, retry_after_s: float | None = None) -> None:
-        lease.outcome = "failed"
-        self.breakers[lease.teacher.name].on_failure(time.monotonic(), retry_after_s)
+    def record_failure(self, seat: Seat, retry_after_s: float | None = None) -> None:
+        seat.outcome = "failed"
+        self.breakers[seat.teacher.name].on_failure(time.monotonic(), retry_after_s)

@@ -11,7 +11,13 @@ SDK's own exception types, so pydantic-ai maps them exactly as it maps the SDK's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -22,6 +28,25 @@ from openai.types.chat import ChatCompletion
 
 # Arguments of `create()` that shape the HTTP call rather than the JSON body.
 _TRANSPORT_ARGS = ("extra_headers", "extra_query", "extra_body", "timeout")
+
+# Holds one of the teacher's slots (the global cap) for one request: worker.pool.Seat.request.
+Slot = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class Exchanges:
+    """One conversation's requests on the wire: the slot held around each, and the time they took."""
+
+    slot: Slot | None = None
+    seconds: float = 0.0
+    count: int = 0
+
+
+# The transport is shared by all of a worker's conversations, each running in its own task; the
+# conversation a request belongs to rides along in the task's context. So its slot is held around
+# the HTTP exchange alone, never while pydantic-ai builds or reads a message: a slot handed to the
+# next request goes out at once, and the teacher is not left idle for the client's CPU time.
+current_exchanges: ContextVar[Exchanges | None] = ContextVar("distill_exchanges", default=None)
 
 
 class LeanOpenAI(AsyncOpenAI):
@@ -72,17 +97,15 @@ class LeanOpenAI(AsyncOpenAI):
         url = f"{str(self.base_url).rstrip('/')}/chat/completions"
         timeout = params.get("timeout")
         seconds = timeout if isinstance(timeout, int | float) else self.timeout_s
-        try:
-            async with self.session().post(
-                url, data=json.dumps(body), headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
-            ) as response:
-                status, content = response.status, await response.read()
-                response_headers = dict(response.headers)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise APITimeoutError(request=httpx2.Request("POST", url)) from None
-        except aiohttp.ClientError as error:
-            raise APIConnectionError(message=f"{type(error).__name__}: {error}",
-                                     request=httpx2.Request("POST", url)) from None
+        payload = json.dumps(body)
+        exchanges = current_exchanges.get() or Exchanges()
+        async with exchanges.slot() if exchanges.slot else contextlib.nullcontext():
+            started = time.monotonic()
+            exchanges.count += 1
+            try:
+                status, content, response_headers = await self._exchange(url, payload, headers, seconds)
+            finally:
+                exchanges.seconds += time.monotonic() - started
         if status >= 400:
             raise self._make_status_error_from_response(
                 httpx2.Response(status, headers=response_headers, content=content,
@@ -96,6 +119,20 @@ class LeanOpenAI(AsyncOpenAI):
         if not isinstance(data, dict):
             return content.decode("utf-8", "replace")
         return ChatCompletion.construct(**data)
+
+    async def _exchange(
+        self, url: str, payload: str, headers: dict[str, str], seconds: float
+    ) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            async with self.session().post(
+                url, data=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
+            ) as response:
+                return response.status, await response.read(), dict(response.headers)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise APITimeoutError(request=httpx2.Request("POST", url)) from None
+        except aiohttp.ClientError as error:
+            raise APIConnectionError(message=f"{type(error).__name__}: {error}",
+                                     request=httpx2.Request("POST", url)) from None
 
 
 class _Completions:
