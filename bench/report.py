@@ -123,8 +123,11 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
                   for r in f.get("efficiency", [])]
     table("1. Efficiency against the ideal (C / mean latency)",
           ["concurrency", "teacher", "mean_service_s", "prompts", "requests", "ideal_rps", "achieved_rps",
-           "efficiency", "efficiency_whole_run", "workers", "box_cpu_busy"], efficiency)
-    lines.extend(["`efficiency` is the share of the teacher's C slots that were busy from the first request until "
+           "efficiency", "efficiency_whole_run", "conversations_in_flight", "workers", "box_cpu_busy"], efficiency)
+    lines.extend(["`concurrency` is the teacher's cap C (requests in flight); `conversations_in_flight` is "
+                  "distill's default for it, C plus a quarter, since a slot is held per request and a "
+                  "conversation running its tools holds none. "
+                  "`efficiency` is the share of the teacher's C slots that were busy from the first request until "
                   "the last prompt reached the teacher (after that there is no work left to fill them); "
                   "`efficiency_whole_run` is requests / span / ideal, tail included. `box_cpu_busy` is the "
                   "share of both cores in use: near 1.0 the box, not the teacher, is the limit.", ""])
