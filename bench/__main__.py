@@ -101,6 +101,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     json_path = args.out / f"{stamp}.json"
+    if args.only and json_path.exists():
+        # Re-measuring some figures keeps the rest of the day's run, and says which were redone when.
+        earlier = json.loads(json_path.read_text())
+        remeasured = {**earlier.get("remeasured", {}), **{name: result["date"] for name in figures}}
+        result = {**earlier, "figures": {**earlier["figures"], **figures}, "remeasured": remeasured}
     json_path.write_text(json.dumps(result, indent=2))
     from bench.report import plot_figures, write_readme
 

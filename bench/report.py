@@ -110,6 +110,8 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
         f"{result['machine']['cpus']} CPUs, Python {result['machine']['python']}; run {result['date']}.",
         "",
     ]
+    for figure, date in result.get("remeasured", {}).items():
+        lines.extend([f"Figure `{figure}` was measured again on its own at {date} (`python -m bench --only {figure}`).", ""])
 
     def table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -151,7 +153,10 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
     table("5. Conversion rate (real chat template)", ["conversations", "kept", "seconds", "conversations_per_s"],
           f.get("convert", []))
     table("6. Training wrapper overhead (same tiny model and data)",
-          ["iters", "bare_tokens_per_s", "distill_tokens_per_s", "ratio", "note"], f.get("train", []))
+          ["iters", "rounds", "bare_tokens_per_s", "distill_tokens_per_s", "ratio", "ratios"], f.get("train", []))
+    if f.get("train"):
+        lines.extend(["Bare `mlx_lm lora` and `distill train` alternate, round by round, so a slow spell of the "
+                      "machine lands on both; `ratio` is the median of the rounds' ratios (distill / bare).", ""])
     table("7. Real mlx_lm.server with the bundled SmolLM2-135M (CPU)",
           ["concurrency", "prompts", "conversations", "wall_s", "conversations_per_min", "mean_request_s"],
           f.get("mlx_server", []))

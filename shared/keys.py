@@ -16,9 +16,14 @@ DATA_FIELD = "data"
 
 
 def endpoint_leases_key(base_url: str, model: str) -> str:
-    """Sorted set of conversation leases on one endpoint, shared by every run that uses it."""
+    """Sorted set of request leases on one endpoint, shared by every run that uses it."""
     digest = hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
     return f"distill:endpoint:{digest}:leases"
+
+
+def endpoint_freed_key(leases_key: str) -> str:
+    """List that says a lease on the endpoint went back: workers waiting for a slot block on it."""
+    return leases_key.removesuffix(":leases") + ":freed"
 
 
 @dataclass(frozen=True)

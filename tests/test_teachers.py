@@ -207,3 +207,44 @@ def test_a_slot_is_held_per_request_and_handed_straight_to_the_next(redis_url, r
     assert seen["queued"] == 1, "the cap held: the second request waited"
     assert seen["handed"] == seen["second"], "handed over in the worker, no new lease"
     assert seen["after"] == [], seen
+
+
+def test_a_slot_freed_by_another_worker_wakes_the_waiting_one(redis_url, run_name, monkeypatch):
+    """Two workers' pools, cap 1: the waiting worker blocks on Redis and is woken by the release."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from shared.keys import endpoint_leases_key
+    from worker import pool as pool_module
+    from worker.pool import EndpointPool
+
+    # Far longer than the test may take: only the release's notification can wake the waiter.
+    monkeypatch.setattr(pool_module, "WATCH_S", 60.0)
+    teacher = TeacherConfig(name="t", base_url=f"http://127.0.0.1:9/{run_name}/v1", model="m", max_concurrency=1)
+
+    async def scenario() -> tuple[int, list[str]]:
+        clients = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(2)]
+        here, there = (EndpointPool([teacher], client) for client in clients)
+        try:
+            async with here.seat() as holder:
+                async with holder.request():
+                    waiting = asyncio.create_task(_request_in(there, teacher))
+                    await asyncio.sleep(0.2)
+                    blocked = len(there.waiting["t"])
+                # Nothing waits in `here`: the lease goes back to Redis, and `there` is told.
+                async with asyncio.timeout(20):
+                    await waiting
+            left = await clients[0].zrange(endpoint_leases_key(teacher.base_url, teacher.model), 0, -1)
+        finally:
+            for client in clients:
+                await client.aclose()
+        return blocked, left
+
+    async def _request_in(pool, teacher):  # type: ignore[no-untyped-def]
+        lease = await pool.slot(teacher)
+        await pool.give_back(lease)
+
+    blocked, left = asyncio.run(scenario())
+    assert blocked == 1, "the other worker's request waited for the slot"
+    assert left == [], left

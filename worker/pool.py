@@ -29,14 +29,21 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from shared.keys import endpoint_leases_key
+from shared.keys import endpoint_freed_key, endpoint_leases_key
 from shared.settings import Policy, TeacherConfig, eligible_teachers
 
 LEASE_TTL_S = 30.0
-# Waiting for a slot another worker may free: first retry soon, then no more than this often.
+# A worker whose requests wait for a slot blocks on the endpoint's "freed" list, which every worker
+# pushes to when it gives a lease back to Redis; at most this long, so an expired lease (a dead
+# worker's) is noticed too.
+WATCH_S = 1.0
+# Notifications kept while no one waits: enough to wake a few workers at once, few to drain.
+FREED_KEPT = 8
+# A conversation waiting to start: woken by this worker's releases, else it retries this often.
 POLL_FIRST_S = 0.01
-POLL_MAX_S = 0.1
+POLL_MAX_S = 0.5
 # The lease id says what it was granted for ("s": a conversation's start, "r": a later request),
 # so the command log of a run shows where conversations started.
 START, REQUEST = "s", "r"
@@ -94,6 +101,10 @@ class Lease:
     key: str
     renewal: asyncio.Task[None] | None = None
 
+    @property
+    def freed_key(self) -> str:
+        return endpoint_freed_key(self.key)
+
 
 @dataclass
 class Seat:
@@ -127,6 +138,8 @@ class EndpointPool:
     waiting: dict[str, deque[asyncio.Future[Lease]]] = field(default_factory=dict)
     # This worker's conversations waiting to start; one is woken each time a lease goes back to Redis.
     starting: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # Per teacher, while requests wait: the task that takes slots other workers free (see _watch).
+    watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         eligible = self.eligible()
@@ -215,27 +228,44 @@ class EndpointPool:
                 return lease
         handed: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         queue.append(handed)
-        delay = POLL_FIRST_S
+        self._watch(teacher)
         try:
-            while True:
-                await asyncio.wait([handed], timeout=delay)
-                if handed.done():
-                    return handed.result()
-                # The first in line also asks Redis, for slots other workers (or expiries) free.
-                if queue[0] is handed:
-                    lease = await self._try_acquire(teacher, REQUEST)
-                    if lease is not None:
-                        if handed.done():
-                            await self.give_back(handed.result())
-                        return lease
-                delay = min(POLL_MAX_S, delay * 1.5)
+            return await handed
         except BaseException:
+            # Cancelled (the conversation timed out) just as a lease was handed over: pass it on.
             if handed.done() and not handed.cancelled():
                 await self.give_back(handed.result())
             raise
         finally:
             with contextlib.suppress(ValueError):
                 queue.remove(handed)
+
+    def _watch(self, teacher: TeacherConfig) -> None:
+        if teacher.name not in self.watchers:
+            watcher = asyncio.create_task(self._watching(teacher))
+            self.watchers[teacher.name] = watcher
+            watcher.add_done_callback(lambda _task: self.watchers.pop(teacher.name, None))
+
+    async def _watching(self, teacher: TeacherConfig) -> None:
+        """Takes slots that other workers give back for this worker's waiting requests.
+
+        One blocking read per teacher and worker instead of every waiter polling: idle waiting costs
+        Redis nothing, and a slot freed anywhere is taken within a round trip.
+        """
+        queue = self.waiting[teacher.name]
+        freed = endpoint_freed_key(endpoint_leases_key(teacher.base_url, teacher.model))
+        def waits() -> bool:
+            return any(not handed.done() for handed in queue)
+
+        while waits():
+            try:
+                await self.redis.blpop([freed], timeout=WATCH_S)
+                lease = await self._try_acquire(teacher, REQUEST) if waits() else None
+            except (RedisError, OSError):
+                await asyncio.sleep(WATCH_S)  # Redis away: the worker's loop waits for it too
+                continue
+            if lease is not None:
+                await self.give_back(lease)
 
     async def give_back(self, lease: Lease) -> None:
         queue = self.waiting[lease.teacher.name]
@@ -246,7 +276,12 @@ class EndpointPool:
                 return
         if lease.renewal is not None:
             lease.renewal.cancel()
-        await self.redis.zrem(lease.key, lease.lease_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(lease.key, lease.lease_id)
+        pipe.lpush(lease.freed_key, "1")
+        pipe.ltrim(lease.freed_key, 0, FREED_KEPT - 1)
+        pipe.expire(lease.freed_key, 3600)
+        await pipe.execute()
         while self.starting:
             woken = self.starting.popleft()
             if not woken.done():
