@@ -60,6 +60,16 @@ return 0
 """
 
 
+# KEYS: leases, freed; ARGV: lease id, notifications kept. One round trip, as a bare ZREM was.
+RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+redis.call('EXPIRE', KEYS[2], 3600)
+return 1
+"""
+
+
 @dataclass
 class Breaker:
     failures_to_open: int = 3
@@ -149,6 +159,7 @@ class EndpointPool:
             self.breakers[teacher.name] = Breaker(self.breaker_failures, self.breaker_cooldown_s)
             self.waiting[teacher.name] = deque()
         self._acquire = self.redis.register_script(ACQUIRE_SCRIPT)
+        self._release = self.redis.register_script(RELEASE_SCRIPT)
 
     def eligible(self) -> list[TeacherConfig]:
         return eligible_teachers(self.teachers, self.policy)
@@ -276,12 +287,7 @@ class EndpointPool:
                 return
         if lease.renewal is not None:
             lease.renewal.cancel()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(lease.key, lease.lease_id)
-        pipe.lpush(lease.freed_key, "1")
-        pipe.ltrim(lease.freed_key, 0, FREED_KEPT - 1)
-        pipe.expire(lease.freed_key, 3600)
-        await pipe.execute()
+        await self._release(keys=[lease.key, lease.freed_key], args=[lease.lease_id, FREED_KEPT])
         while self.starting:
             woken = self.starting.popleft()
             if not woken.done():
