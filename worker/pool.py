@@ -39,8 +39,9 @@ LEASE_TTL_S = 30.0
 # pushes to when it gives a lease back to Redis; at most this long, so an expired lease (a dead
 # worker's) is noticed too.
 WATCH_S = 1.0
-# Notifications kept while no one waits: enough to wake a few workers at once, few to drain.
-FREED_KEPT = 8
+# Notifications kept while no one waits. One: a notification that outlives its slot (a starting
+# conversation took it directly) costs each watcher that starts later a futile lease attempt.
+FREED_KEPT = 1
 # A conversation waiting to start: woken by this worker's releases, else it retries this often.
 POLL_FIRST_S = 0.01
 POLL_MAX_S = 0.5
