@@ -27,12 +27,15 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.keys import endpoint_freed_key, endpoint_leases_key
 from shared.settings import Policy, TeacherConfig, eligible_teachers
+
+T = TypeVar("T")
 
 LEASE_TTL_S = 30.0
 # A worker whose requests wait for a slot blocks on the endpoint's "freed" list, which every worker
@@ -151,6 +154,7 @@ class EndpointPool:
     starting: deque[asyncio.Future[None]] = field(default_factory=deque)
     # Per teacher, while requests wait: the task that takes slots other workers free (see _watch).
     watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    lease_keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         eligible = self.eligible()
@@ -159,6 +163,7 @@ class EndpointPool:
         for teacher in self.teachers:
             self.breakers[teacher.name] = Breaker(self.breaker_failures, self.breaker_cooldown_s)
             self.waiting[teacher.name] = deque()
+            self.lease_keys[teacher.name] = endpoint_leases_key(teacher.base_url, teacher.model)
         self._acquire = self.redis.register_script(ACQUIRE_SCRIPT)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
 
@@ -183,7 +188,7 @@ class EndpointPool:
         return sorted(preferred, key=lambda t: -t.priority)
 
     async def _try_acquire(self, teacher: TeacherConfig, purpose: str) -> Lease | None:
-        key = endpoint_leases_key(teacher.base_url, teacher.model)
+        key = self.lease_keys[teacher.name]
         lease_id = purpose + secrets.token_hex(8)
         now = time.time()
         granted = await self._acquire(keys=[key], args=[now, now + LEASE_TTL_S, lease_id, teacher.max_concurrency])
@@ -265,7 +270,8 @@ class EndpointPool:
         Redis nothing, and a slot freed anywhere is taken within a round trip.
         """
         queue = self.waiting[teacher.name]
-        freed = endpoint_freed_key(endpoint_leases_key(teacher.base_url, teacher.model))
+        freed = endpoint_freed_key(self.lease_keys[teacher.name])
+
         def waits() -> bool:
             return any(not handed.done() for handed in queue)
 
@@ -280,20 +286,13 @@ class EndpointPool:
                 await self.give_back(lease)
 
     async def give_back(self, lease: Lease) -> None:
-        queue = self.waiting[lease.teacher.name]
-        while queue:
-            handed = queue.popleft()
-            if not handed.done():
-                handed.set_result(lease)
-                return
+        """To this worker's next request waiting for the teacher, else back to Redis."""
+        if _wake_first(self.waiting[lease.teacher.name], lease):
+            return
         if lease.renewal is not None:
             lease.renewal.cancel()
         await self._release(keys=[lease.key, lease.freed_key], args=[lease.lease_id, FREED_KEPT])
-        while self.starting:
-            woken = self.starting.popleft()
-            if not woken.done():
-                woken.set_result(None)
-                return
+        _wake_first(self.starting, None)
 
     async def _renew(self, lease: Lease) -> None:
         while True:
@@ -308,3 +307,13 @@ class EndpointPool:
     def record_failure(self, seat: Seat, retry_after_s: float | None = None) -> None:
         seat.outcome = "failed"
         self.breakers[seat.teacher.name].on_failure(time.monotonic(), retry_after_s)
+
+
+def _wake_first(waiters: deque[asyncio.Future[T]], value: T) -> bool:
+    """Give `value` to the first waiter still waiting (others gave up); False if there is none."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(value)
+            return True
+    return False
