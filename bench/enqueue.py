@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from bench.generation import write_prompts
-from coordinator.enqueue import check_prompts, enqueue_prompts
-from shared.keys import RunKeys
-from shared.queue import ensure_groups
-from shared.redis_server import EmbeddedRedis, connect
+from distill.coordinator.enqueue import check_prompts, enqueue_prompts
+from distill.shared.keys import RunKeys
+from distill.shared.queue import ensure_groups
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect
 
 
 def measure(prompts: int) -> dict:

@@ -34,8 +34,9 @@ import psutil
 
 from bench.simproc import sim_teacher_process, stats
 from bench.workspace import make_workspace
-from shared.redis_server import EmbeddedRedis, connect
-from shared.settings import GenerationLimits, Settings, TeacherConfig
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect
+from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 
 
 def write_prompts(path: Path, count: int) -> Path:
@@ -114,7 +115,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
             seconds_per_token: float = 0.0, length_jitter: float = 0.0, in_flight: int | None = None) -> dict:
     import ray
 
-    from coordinator.run import generate
+    from distill.coordinator.run import generate
 
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         root = Path(scratch)

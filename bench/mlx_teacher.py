@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from bench.generation import write_prompts
-from shared.bundle import ensure_bundle
-from shared.settings import GenerationLimits, Settings, TeacherConfig
-from worker.supervisor import ServeOptions, TeacherSupervisor
+from distill.teachers.bundle import ensure_bundle
+from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
+from distill.teachers.supervisor import ServeOptions, TeacherSupervisor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(concurrency: int, prompts: int, max_tokens: int = 64) -> dict:
     import ray
 
-    from coordinator.run import generate
+    from distill.coordinator.run import generate
 
     model = ensure_bundle(REPO / "data" / "models" / "smollm2-135m-instruct")
     with tempfile.TemporaryDirectory() as scratch:

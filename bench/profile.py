@@ -24,10 +24,10 @@ from typing import Any
 
 from bench.simproc import sim_teacher_process
 from bench.workspace import make_workspace
-from shared.records import PromptTask
-from shared.settings import GenerationLimits, TeacherConfig
-from worker.agent import Conversations, build_tools
-from worker.tools import Workspace
+from distill.shared.records import PromptTask
+from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.worker.agent import Conversations, build_tools
+from distill.worker.tools import Workspace
 
 
 def _task(index: int) -> PromptTask:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
-from shared.redis_server import free_port
+from distill.shared.connection import free_port
 
 
 @contextlib.contextmanager

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.mlx_server import mlx_child_env
-from shared.records import Conversation
-from shared.tiny_model import build_tiny_model
+from distill.teachers.mlx_server import mlx_child_env
+from distill.shared.records import Conversation
+from tests.tiny_model import build_tiny_model
 
 TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search files.", "parameters": {
     "type": "object", "properties": {"pattern": {"type": "string"}, "path": {"type": "string", "default": "."}},
@@ -46,7 +46,7 @@ def conversation(index: int) -> dict:
 def measure_convert(count: int) -> dict:
     from rich.console import Console
 
-    from trainer.convert import convert
+    from distill.trainer.convert import convert
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -20,9 +20,9 @@ from typing import IO
 
 import redis
 
-from shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys
-from shared.queue import DEAD_STREAM_MAXLEN, parse_result
-from shared.records import Conversation, DeadLetter
+from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys
+from distill.shared.queue import DEAD_STREAM_MAXLEN, parse_result
+from distill.shared.records import Conversation, DeadLetter
 
 CONVERSATIONS_FILE = "conversations.jsonl"
 DEAD_FILE = "dead.jsonl"

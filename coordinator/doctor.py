@@ -29,8 +29,8 @@ from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
 
-from shared.redis_server import redact_url
-from shared.settings import Settings, TeacherConfig
+from distill.shared.connection import redact_url
+from distill.shared.settings import Settings, TeacherConfig
 
 MODELS_TIMEOUT_S = 5.0
 CHAT_TIMEOUT_S = 60.0
@@ -39,7 +39,7 @@ RAY_NODES_TIMEOUT_S = 90.0
 MIN_REDIS_VERSION = (6, 2)
 LOW_DISK_BYTES = 1024**3
 # Packages a Ray worker imports; the same code must be installed on every node.
-CODE_PACKAGES = ("coordinator", "shared", "worker")
+CODE_PACKAGES = ("distill.coordinator", "distill.shared", "distill.worker", "distill.teachers")
 
 
 class Check(BaseModel):
@@ -98,7 +98,8 @@ def check_redis(settings: Settings) -> Check:
 
 
 def _check_embedded_redis() -> Check:
-    from shared.redis_server import EmbeddedRedis, RedisStartError, connect, server_binary
+    from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, server_binary
+    from distill.shared.connection import connect
 
     try:
         binary = server_binary()
@@ -562,7 +563,7 @@ def check_mlx(settings: Settings) -> list[Check]:
                     detail=f"mlx {version}: default device {mx.default_device()}, backend {backend} "
                            f"(Metal {'yes' if metal else 'no'}, CUDA {'yes' if cuda else 'no'})")]
     if sys.platform.startswith("linux") and backend == "CPU":
-        from shared.mlx_server import OPENBLAS_PATH
+        from distill.teachers.mlx_server import OPENBLAS_PATH
 
         if OPENBLAS_PATH.exists():
             checks.append(Check(name="openblas", ok=True, required=False,

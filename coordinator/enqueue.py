@@ -14,9 +14,9 @@ from pathlib import Path
 
 import redis
 
-from coordinator.prompts import BadLine, read_prompts
-from shared.keys import DATA_FIELD, RunKeys
-from shared.records import PromptTask
+from distill.shared.prompts import BadLine, read_prompts
+from distill.shared.keys import DATA_FIELD, RunKeys
+from distill.shared.records import PromptTask
 
 BATCH = 500
 MAX_BAD_LINES_KEPT = 1_000

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from coordinator.run import RunResult
+    from distill.coordinator.run import RunResult
 
 PROGRESS_FILE = "progress.json"
 console = Console(stderr=True)
@@ -127,7 +127,7 @@ def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = N
 
 def status_table(run_dir: Path) -> Table:
     """`distill status`: the files are the truth for what is done; the snapshot tells the rest."""
-    from coordinator.run import count_records
+    from distill.coordinator.run import count_records
 
     counts = count_records(run_dir)
     snapshot = read_progress_snapshot(run_dir) or {}

@@ -19,17 +19,18 @@ from typing import Any
 import redis
 from rich.markup import escape
 
-from coordinator.collector import Collector, Drained
-from coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts
-from coordinator.progress import RunProgress, console, write_progress_snapshot
-from coordinator.stats import count_records, snapshot
-from coordinator.teachers import launched_teachers, plan_teachers
-from coordinator.workers import WorkerPool, running_workers
-from shared.keys import RunKeys
-from shared.queue import ensure_groups, requeue_orphans
-from shared.records import RunManifest, utcnow
-from shared.redis_server import EmbeddedRedis, connect, redact_url
-from shared.settings import Settings
+from distill.coordinator.collector import Collector, Drained
+from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts
+from distill.coordinator.progress import RunProgress, console, write_progress_snapshot
+from distill.coordinator.stats import count_records, snapshot
+from distill.coordinator.teachers import launched_teachers, plan_teachers
+from distill.coordinator.workers import WorkerPool, running_workers
+from distill.shared.keys import RunKeys
+from distill.shared.queue import ensure_groups, requeue_orphans
+from distill.shared.records import RunManifest, utcnow
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect, redact_url
+from distill.shared.settings import Settings
 
 MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15

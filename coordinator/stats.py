@@ -10,10 +10,10 @@ from typing import Any
 
 import redis
 
-from coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
-from shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key
-from shared.records import utcnow
-from shared.settings import TeacherConfig
+from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
+from distill.shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key
+from distill.shared.records import utcnow
+from distill.shared.settings import TeacherConfig
 
 
 def endpoint_stats(client: redis.Redis, keys: RunKeys, teachers: list[TeacherConfig]) -> dict[str, dict[str, Any]]:

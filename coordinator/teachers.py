@@ -19,7 +19,7 @@ import urllib.request
 
 from rich.console import Console
 
-from shared.settings import ConfigError, Policy, Settings, TeacherConfig
+from distill.shared.settings import ConfigError, Policy, Settings, TeacherConfig
 
 PROBE_TIMEOUT_S = 5.0
 console = Console(stderr=True)
@@ -93,7 +93,7 @@ def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> Teache
 @contextlib.contextmanager
 def launched_teachers(teachers: list[TeacherConfig], log_dir: Path) -> Iterator[list[Any]]:
     """Serve every `launch = true` teacher under a supervisor for the length of the run."""
-    from worker.supervisor import ServeOptions, TeacherSupervisor
+    from distill.teachers.supervisor import ServeOptions, TeacherSupervisor
 
     supervisors = []
     try:

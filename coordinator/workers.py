@@ -6,14 +6,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from shared.settings import Settings
+from distill.shared.settings import Settings
 
 
 class WorkerPool:
     """The run's Ray actors; an actor Ray could not bring back is replaced."""
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
-        from worker.actor import GenerationWorker, WorkerSpec
+        from distill.worker.actor import GenerationWorker, WorkerSpec
 
         self._actor_class = GenerationWorker
         per_worker = max(1, -(-settings.conversations_in_flight() // settings.workers))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
+from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil a teacher's real tool use into training data, and train a student on it.")
@@ -46,11 +46,11 @@ def generate(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Run the teacher on every prompt with real tools; write one record per prompt."""
-    from coordinator.collector import OutputError
-    from coordinator.progress import endpoints_table, summary_table
-    from coordinator.prompts import PromptsFileError
-    from coordinator.run import RedisLost, RunRefused
-    from coordinator.run import generate as run_generate
+    from distill.coordinator.collector import OutputError
+    from distill.coordinator.progress import endpoints_table, summary_table
+    from distill.shared.prompts import PromptsFileError
+    from distill.coordinator.run import RedisLost, RunRefused
+    from distill.coordinator.run import generate as run_generate
 
     try:
         settings = load_settings(
@@ -102,7 +102,7 @@ def status(
     out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
 ) -> None:
     """Show a run's numbers, live or finished."""
-    from coordinator.progress import status_tables
+    from distill.coordinator.progress import status_tables
 
     run_dir = out_dir / run
     if not run_dir.is_dir():
@@ -123,9 +123,9 @@ def convert(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
-    from trainer.convert import convert as run_convert
-    from trainer.convert import print_report
-    from trainer.errors import TrainerError
+    from distill.trainer.convert import convert as run_convert
+    from distill.trainer.convert import print_report
+    from distill.trainer.errors import TrainerError
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
@@ -161,9 +161,9 @@ def train(
     resume_adapter_file: Annotated[Optional[Path], typer.Option(help="Continue from this adapter file.")] = None,
 ) -> None:
     """Fine-tune the student with mlx-lm, with the loss on every assistant turn."""
-    from trainer.errors import TrainerError
-    from trainer.train import load_train_config
-    from trainer.train import train as run_train
+    from distill.trainer.errors import TrainerError
+    from distill.trainer.train import load_train_config
+    from distill.trainer.train import train as run_train
 
     try:
         settings = load_train_config(
@@ -190,8 +190,8 @@ def fuse(
     dequantize: Annotated[bool, typer.Option("--dequantize", help="Write full-precision weights.")] = False,
 ) -> None:
     """Fold an adapter into the model (mlx_lm fuse)."""
-    from trainer.errors import TrainerError
-    from trainer.train import fuse as run_fuse
+    from distill.trainer.errors import TrainerError
+    from distill.trainer.train import fuse as run_fuse
 
     try:
         result = run_fuse(model, adapter_path, save_path, dequantize=dequantize)
@@ -213,8 +213,8 @@ def eval_command(
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
 ) -> None:
     """Serve the student (base and adapter) and measure: 1-3 tool calls and an answer, or a loop?"""
-    from trainer.errors import TrainerError
-    from trainer.evaluate import evaluate, print_comparison
+    from distill.trainer.errors import TrainerError
+    from distill.trainer.evaluate import evaluate, print_comparison
 
     try:
         report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
@@ -231,11 +231,11 @@ def demo(
     train_iters: Annotated[int, typer.Option(help="LoRA iterations of the short training run.")] = 20,
 ) -> None:
     """The whole loop on embedded defaults: bundled model -> conversations -> training data -> LoRA."""
-    from coordinator.run import RunRefused
+    from distill.coordinator.run import RunRefused
     from distill.demo import run_demo, where_table
-    from shared.bundle import BundleError
-    from shared.mlx_server import MlxServerError
-    from trainer.errors import TrainerError
+    from distill.teachers.bundle import BundleError
+    from distill.teachers.mlx_server import MlxServerError
+    from distill.trainer.errors import TrainerError
 
     try:
         result = run_demo(limit=limit, run=run, train_iters=train_iters, console=console_out)
@@ -252,7 +252,7 @@ def doctor(
     workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
 ) -> None:
     """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
-    from coordinator.doctor import doctor_table, failed_required, run_doctor
+    from distill.coordinator.doctor import doctor_table, failed_required, run_doctor
 
     try:
         settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)
@@ -288,8 +288,8 @@ def teacher_serve(
     """Run mlx_lm.server (on loopback unless --host), restarting it whenever it dies."""
     import logging
 
-    from shared.mlx_server import MlxServerError
-    from worker.supervisor import ServeOptions, TeacherSupervisor, wait_forever
+    from distill.teachers.mlx_server import MlxServerError
+    from distill.teachers.supervisor import ServeOptions, TeacherSupervisor, wait_forever
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     options = ServeOptions(model=model, port=port, host=host, adapter_path=adapter_path, prompt_cache_bytes=prompt_cache_bytes,
@@ -311,7 +311,7 @@ def teacher_bundle(
     quantized: Annotated[bool, typer.Option("--quantized", help="Keep 4-bit weights (smaller, slower on CPU).")] = False,
 ) -> None:
     """Build an mlx-lm model folder for SmolLM2-135M-Instruct (with a tool-calling template)."""
-    from shared.bundle import BundleError, bundle_smollm2
+    from distill.teachers.bundle import BundleError, bundle_smollm2
 
     try:
         path = bundle_smollm2(out, dequantize=not quantized, force=force)
@@ -331,7 +331,7 @@ def sim_teacher(
         help="Generated lengths vary by up to this share either way (0.5: half to one and a half).")] = 0.0,
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
-    from shared.sim_teacher import SimTeacher, SimTeacherConfig
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
                                           seconds_per_token=seconds_per_token, length_jitter=length_jitter))

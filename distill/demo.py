@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.run import RunResult, generate
-from shared.bundle import DEFAULT_BUNDLE_DIR, ensure_bundle
-from shared.mlx_server import free_port
-from shared.settings import GenerationLimits, Settings, TeacherConfig
+from distill.coordinator.run import RunResult, generate
+from distill.teachers.bundle import DEFAULT_BUNDLE_DIR, ensure_bundle
+from distill.teachers.mlx_server import free_port
+from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 
 EXAMPLE_PROMPTS = Path("data/prompts/example.jsonl")
 
@@ -61,8 +61,8 @@ def run_demo(
 
 
 def _convert_and_train(run_dir: Path, model: Path, iters: int, console: Console) -> tuple[Path | None, Path | None, int]:
-    from trainer.convert import convert
-    from trainer.train import load_train_config, train
+    from distill.trainer.convert import convert
+    from distill.trainer.train import load_train_config, train
 
     console.rule("3/3 convert and train the student (the same small model)")
     data_dir = run_dir / "train-data"

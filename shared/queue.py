@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
-from shared.keys import DATA_FIELD, KIND_FIELD, RESULTS_GROUP, TASKS_GROUP, RunKeys
-from shared.records import Conversation, DeadLetter, ResultKind
+from distill.shared.keys import DATA_FIELD, KIND_FIELD, RESULTS_GROUP, TASKS_GROUP, RunKeys
+from distill.shared.records import Conversation, DeadLetter, ResultKind
 
 DEAD_STREAM_MAXLEN = 10_000
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import hypothesis  # noqa: F401 - imported up front: its late import at session end trips CPython 3.11.7's AST check
 import pytest
 
-from shared.redis_server import EmbeddedRedis, connect
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
 REPO = Path(__file__).resolve().parent.parent
 _run_names = itertools.count()
@@ -64,7 +65,7 @@ def run_name(request: pytest.FixtureRequest) -> str:
 def code_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, small code tree: a copy of distill's own packages (stable while tests run)."""
     root = tmp_path_factory.mktemp("workspace")
-    for package in ("coordinator", "worker", "shared"):
+    for package in ("coordinator", "worker", "shared"):  # folders of the checkout, not imports
         shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "README.txt").write_text("A copy of distill's own code, used as the tools' workspace in tests.\n")
     return root

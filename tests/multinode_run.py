@@ -34,7 +34,7 @@ KEY_ENV = "DISTILL_MULTINODE_CLOUD_KEY"
 
 
 def lease_log(url: str, events: list[dict], ready: threading.Event) -> None:
-    from shared.redis_server import connect
+    from distill.shared.connection import connect
 
     client = connect(url)
     try:
@@ -52,7 +52,7 @@ def replay_leases(events: list[dict], local_key: str, cloud_key: str) -> dict:
     Leases are per request; a conversation's first one (id prefix START) is where it started, so
     cloud grants count those: later requests of a cloud conversation stay on the cloud.
     """
-    from worker.pool import START
+    from distill.worker.pool import START
 
     held: dict[str, dict[str, float]] = {local_key: {}, cloud_key: {}}
     local_attempts = local_refusals = cloud_grants = 0
@@ -118,13 +118,13 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     from conftest import write_prompts
-    from coordinator.doctor import run_doctor
-    from coordinator.run import generate
-    from shared.keys import endpoint_leases_key
-    from shared.records import Conversation
-    from shared.redis_server import EmbeddedRedis
-    from shared.settings import Settings, TeacherConfig
-    from shared.sim_teacher import SimTeacher, SimTeacherConfig
+    from distill.coordinator.doctor import run_doctor
+    from distill.coordinator.run import generate
+    from distill.shared.keys import endpoint_leases_key
+    from distill.shared.records import Conversation
+    from distill.coordinator.redis_server import EmbeddedRedis
+    from distill.shared.settings import Settings, TeacherConfig
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     started = time.monotonic()
     timings: dict[str, float] = {}

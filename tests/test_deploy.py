@@ -19,8 +19,9 @@ import typer
 import yaml
 
 from conftest import REPO
-from shared.redis_server import free_port, server_binary
-from shared.settings import Settings, load_settings
+from distill.coordinator.redis_server import server_binary
+from distill.shared.connection import free_port
+from distill.shared.settings import Settings, load_settings
 
 DEPLOY = REPO / "deploy"
 CONFIGS = sorted(DEPLOY.rglob("*.toml"))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from coordinator.doctor import (
+from distill.coordinator.doctor import (
     Check,
     check_redis_url,
     doctor_table,
@@ -22,9 +22,9 @@ from coordinator.doctor import (
     redis_supports_streams,
     run_doctor,
 )
-from shared.redis_server import EmbeddedRedis
-from shared.settings import Settings, TeacherConfig
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.settings import Settings, TeacherConfig
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
 CLOUD_KEY = "sk-doctor-secret-value-1234"
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from conftest import write_prompts
-from coordinator.collector import CONVERSATIONS_FILE
-from coordinator.run import generate
-from shared.mlx_server import free_port
-from shared.settings import Settings, TeacherConfig
-from shared.tiny_model import build_tiny_model
+from distill.coordinator.collector import CONVERSATIONS_FILE
+from distill.coordinator.run import generate
+from distill.teachers.mlx_server import free_port
+from distill.shared.settings import Settings, TeacherConfig
+from tiny_model import build_tiny_model
 from test_pipeline import assert_exactly_once
-from worker.supervisor import ServeOptions, TeacherSupervisor
+from distill.teachers.supervisor import ServeOptions, TeacherSupervisor
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 
 from conftest import REPO, write_prompts
-from coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
-from coordinator.run import generate
-from shared.records import Conversation, DeadLetter
-from shared.settings import Settings, TeacherConfig
-from shared.sim_teacher import SimTeacher
-from worker.tools import Workspace
+from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
+from distill.coordinator.run import generate
+from distill.shared.records import Conversation, DeadLetter
+from distill.shared.settings import Settings, TeacherConfig
+from distill.teachers.sim_teacher import SimTeacher
+from distill.worker.tools import Workspace
 
 
 def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra) -> Settings:

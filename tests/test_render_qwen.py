@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trainer_fixtures import SYSTEM, TOOLS, call, tiny_model  # noqa: F401 - fixture
 
-from trainer.errors import TrainerError
-from trainer.render import chat_messages, load_tokenizer, render_masked, render_text
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import chat_messages, load_tokenizer, render_masked, render_text
 
 MESSAGES = [
     {"role": "system", "content": SYSTEM},
@@ -87,7 +87,7 @@ def test_string_arguments_would_be_double_encoded(tiny_model: Path) -> None:
 
 
 def test_prefix_unstable_template_is_refused(tmp_path: Path) -> None:
-    from shared.tiny_model import build_tiny_model
+    from tiny_model import build_tiny_model
 
     # A template that writes the number of messages into every turn: earlier turns change as
     # the conversation grows, so spans cannot be found by rendering prefixes.

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from shared.records import PromptTask
-from shared.settings import GenerationLimits, TeacherConfig
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
-from worker.agent import Conversations, TeacherUnavailable, run_conversation
-from worker.tools import Workspace
+from distill.shared.records import PromptTask
+from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.worker.agent import Conversations, TeacherUnavailable, run_conversation
+from distill.worker.tools import Workspace
 
 
 class RecordingTeacher(SimTeacher):

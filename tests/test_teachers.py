@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 from conftest import REPO, write_prompts
-from coordinator.run import generate
+from distill.coordinator.run import generate
 from test_pipeline import assert_exactly_once
-from shared.settings import Settings, TeacherConfig
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
-from worker.pool import Breaker
+from distill.shared.settings import Settings, TeacherConfig
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.worker.pool import Breaker
 
 
 def started(**config) -> SimTeacher:  # type: ignore[no-untyped-def]
@@ -164,8 +164,8 @@ def test_a_slot_is_held_per_request_and_handed_straight_to_the_next(redis_url, r
 
     import redis.asyncio as aioredis
 
-    from shared.keys import endpoint_leases_key
-    from worker.pool import EndpointPool
+    from distill.shared.keys import endpoint_leases_key
+    from distill.worker.pool import EndpointPool
 
     teacher = TeacherConfig(name="t", base_url=f"http://127.0.0.1:9/{run_name}/v1", model="m", max_concurrency=1)
     key = endpoint_leases_key(teacher.base_url, teacher.model)
@@ -215,9 +215,9 @@ def test_a_slot_freed_by_another_worker_wakes_the_waiting_one(redis_url, run_nam
 
     import redis.asyncio as aioredis
 
-    from shared.keys import endpoint_leases_key
-    from worker import pool as pool_module
-    from worker.pool import EndpointPool
+    from distill.shared.keys import endpoint_leases_key
+    from distill.worker import pool as pool_module
+    from distill.worker.pool import EndpointPool
 
     # Far longer than the test may take: only the release's notification can wake the waiter.
     monkeypatch.setattr(pool_module, "WATCH_S", 60.0)

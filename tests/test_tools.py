@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.tools import (
+from distill.worker.tools import (
     TRUNCATED_MARKER,
     ToolError,
     ToolLimits,

@@ -12,10 +12,10 @@ import pytest
 from rich.console import Console
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
-from trainer.convert import ConvertReport, DropReason, convert, split_of
-from trainer.errors import TrainerError
-from trainer.render import load_tokenizer, render_text
-from trainer.schema_check import argument_errors, basic_errors
+from distill.trainer.convert import ConvertReport, DropReason, convert, split_of
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import load_tokenizer, render_text
+from distill.trainer.schema_check import argument_errors, basic_errors
 
 
 def quiet() -> Console:

@@ -22,14 +22,14 @@ import pytest
 from rich.console import Console
 from trainer_fixtures import write_jsonl
 
-from shared.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
-from shared.records import PromptTask
-from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
-from shared.tiny_model import build_tiny_model
-from trainer.convert import convert
-from trainer.errors import TrainerError
-from trainer.evaluate import EvalReport, evaluate, totals_of
-from trainer.train import load_train_config, train
+from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
+from distill.shared.records import PromptTask
+from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from tiny_model import build_tiny_model
+from distill.trainer.convert import convert
+from distill.trainer.errors import TrainerError
+from distill.trainer.evaluate import EvalReport, evaluate, totals_of
+from distill.trainer.train import load_train_config, train
 
 QUESTION = "What does config.py do?"
 ANSWER = "config.py defines parse(), which returns 1."
@@ -80,8 +80,8 @@ def teacher_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, teacher_url: str) -> dict[str, Any]:
     """A workspace, a captured teacher conversation, a one-layer random student, a prompts file."""
-    from worker.agent import run_conversation
-    from worker.tools import Workspace
+    from distill.worker.agent import run_conversation
+    from distill.worker.tools import Workspace
 
     root = tmp_path_factory.mktemp("eval")
     workspace = root / "workspace"
@@ -177,14 +177,14 @@ def test_mlx_server_start_stop_and_failure(setup: dict[str, Any], tmp_path: Path
 
 
 def test_child_env_preloads_openblas_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.mlx_server as mlx_server
-    from trainer.train import openblas_available_but_inactive
+    import distill.teachers.mlx_server as mlx_server
+    from distill.trainer.train import openblas_available_but_inactive
 
     fake = tmp_path / "libopenblas.so.0"
     monkeypatch.setattr(mlx_server, "OPENBLAS_PATH", fake)
     assert "LD_PRELOAD" not in mlx_child_env({"PATH": "/usr/bin"})  # not installed: nothing to preload
     fake.write_bytes(b"")
-    monkeypatch.setattr("trainer.train.OPENBLAS_PATH", fake)
+    monkeypatch.setattr("distill.trainer.train.OPENBLAS_PATH", fake)
     env = mlx_child_env({"LD_PRELOAD": "/lib/other.so", "HF_HUB_CACHE": str(tmp_path / "hub")})
     assert env["LD_PRELOAD"] == f"{fake}:/lib/other.so"
     assert mlx_child_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent

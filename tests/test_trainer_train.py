@@ -14,11 +14,11 @@ import pytest
 from rich.console import Console
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
-from trainer.batches import MaskedDataset, iterate_batches, load_split, masked_loss
-from trainer.convert import convert
-from trainer.errors import TrainerError
-from trainer.render import load_tokenizer
-from trainer.train import (
+from distill.trainer.batches import MaskedDataset, iterate_batches, load_split, masked_loss
+from distill.trainer.convert import convert
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import load_tokenizer
+from distill.trainer.train import (
     TrainConfig,
     TrainInfo,
     fuse,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.records import Conversation
-from shared.tiny_model import build_tiny_model
+from distill.shared.records import Conversation
+from tiny_model import build_tiny_model
 
 READ_FILE = {
     "type": "function",

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from trainer.errors import TrainerError, field_error
-from trainer.render import MaskedTokens, render_all, render_masked
+from distill.trainer.errors import TrainerError, field_error
+from distill.trainer.render import MaskedTokens, render_all, render_masked
 
 # mlx-lm pads to a multiple of 32 too: fewer distinct shapes means fewer recompilations of the
 # compiled training step.
@@ -147,7 +147,7 @@ def _masked_line(path: Path, number: int, line: str, tokenizer: Any, train_on: s
         if model is TextLine:
             return render_all(tokenizer, data["text"])
         if train_on == "all":
-            from trainer.render import render_text
+            from distill.trainer.render import render_text
 
             return render_all(tokenizer, render_text(tokenizer, data["messages"], data.get("tools")))
         return render_masked(tokenizer, data["messages"], data.get("tools"))

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.records import SCHEMA_VERSION, Conversation, Record, is_placeholder, utcnow
-from trainer.errors import TrainerError
-from trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
-from trainer.schema_check import argument_errors, tool_schemas
+from distill.shared.records import SCHEMA_VERSION, Conversation, Record, is_placeholder, utcnow
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
+from distill.trainer.schema_check import argument_errors, tool_schemas
 
 SPLITS = ("train", "valid", "test")
 CONVERSATIONS_FILE = "conversations.jsonl"

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
-from shared.records import Conversation, PromptTask, Record, utcnow
-from shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
-from trainer.errors import TrainerError
-from trainer.render import canonical_json, check_model_source
-from trainer.schema_check import argument_errors, tool_schemas
+from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
+from distill.shared.records import Conversation, PromptTask, Record, utcnow
+from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import canonical_json, check_model_source
+from distill.trainer.schema_check import argument_errors, tool_schemas
 
 EVAL_FILE = "eval.json"
 PLOT_FILE = "tool_calls.png"
@@ -190,7 +190,7 @@ def evaluate(
 
 def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTask]:
     """Held-out prompts through the coordinator's reader (same format and errors as generate)."""
-    from coordinator.prompts import BadLine, PromptsFileError, read_prompts
+    from distill.shared.prompts import BadLine, PromptsFileError, read_prompts
 
     tasks: list[PromptTask] = []
     try:
@@ -216,8 +216,8 @@ async def _run_prompts(
     console: Console,
     server: Any,
 ) -> list[PromptEval]:
-    from worker.agent import ConversationFailed, TeacherUnavailable, run_conversation
-    from worker.tools import Workspace
+    from distill.worker.agent import ConversationFailed, TeacherUnavailable, run_conversation
+    from distill.worker.tools import Workspace
 
     tools_root = Workspace(workspace)
     results = []

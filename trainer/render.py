@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import TrainerError
+from distill.trainer.errors import TrainerError
 
 
 def check_model_source(model: str | Path) -> str:

@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from shared.mlx_server import OPENBLAS_PATH, mlx_child_env
-from shared.records import Record, utcnow
-from trainer.errors import TrainerError
-from trainer.render import canonical_json, check_model_source
+from distill.teachers.mlx_server import OPENBLAS_PATH, mlx_child_env
+from distill.shared.records import Record, utcnow
+from distill.trainer.errors import TrainerError
+from distill.trainer.render import canonical_json, check_model_source
 
 ADAPTER_FILE = "adapters.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -250,7 +250,7 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
     from mlx_lm.tuner import trainer as mlx_trainer
     from mlx_lm.utils import load
 
-    from trainer.batches import iterate_batches, load_split, masked_loss
+    from distill.trainer.batches import iterate_batches, load_split, masked_loss
 
     started_at = utcnow()
     clock = time.perf_counter()
@@ -652,7 +652,7 @@ def _train_in_child(data: Path, model_source: str, adapter_path: Path, config: T
     env = mlx_child_env()
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    completed = subprocess.run([sys.executable, "-m", "trainer.train", str(job_file)], env=env, check=False)
+    completed = subprocess.run([sys.executable, "-m", "distill.trainer.train", str(job_file)], env=env, check=False)
     job_file.unlink(missing_ok=True)
     if completed.returncode != 0:
         message = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""

@@ -30,14 +30,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from pydantic import BaseModel, ConfigDict
 
-from shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
-from shared.queue import result_fields
-from shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
-from shared.redis_server import redact_url
-from shared.settings import GenerationLimits, Policy, TeacherConfig
-from worker.agent import ConversationFailed, Conversations
-from worker.pool import EndpointPool, Seat
-from worker.tools import ToolLimits, Workspace
+from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
+from distill.shared.queue import result_fields
+from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
+from distill.shared.connection import redact_url
+from distill.shared.settings import GenerationLimits, Policy, TeacherConfig
+from distill.worker.agent import ConversationFailed, Conversations
+from distill.worker.pool import EndpointPool, Seat
+from distill.worker.tools import ToolLimits, Workspace
 
 
 PUBLISH_PATIENCE_S = 300.0

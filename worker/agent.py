@@ -24,7 +24,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
-from shared.records import (
+from distill.shared.records import (
     Conversation,
     PromptTask,
     TeacherInfo,
@@ -33,11 +33,11 @@ from shared.records import (
     WorkerInfo,
     utcnow,
 )
-from shared.redis_server import redact_url
-from shared.settings import GenerationLimits, TeacherConfig
-from worker.capture import raw_history, to_chat_messages
-from worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
-from worker.tools import Workspace, builtin_tools, load_custom_tool
+from distill.shared.connection import redact_url
+from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.worker.capture import raw_history, to_chat_messages
+from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
+from distill.worker.tools import Workspace, builtin_tools, load_custom_tool
 
 # 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
 RETRYABLE_STATUS = {408, 409, 425, 429}

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
 
-from shared.records import ChatMessage, FunctionCall, ToolCall
+from distill.shared.records import ChatMessage, FunctionCall, ToolCall
 
 
 @dataclass

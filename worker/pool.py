@@ -32,8 +32,8 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.keys import endpoint_freed_key, endpoint_leases_key
-from shared.settings import Policy, TeacherConfig, eligible_teachers
+from distill.shared.keys import endpoint_freed_key, endpoint_leases_key
+from distill.shared.settings import Policy, TeacherConfig, eligible_teachers
 
 T = TypeVar("T")
 

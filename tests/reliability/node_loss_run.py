@@ -29,11 +29,11 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     from conftest import write_prompts
-    from coordinator.collector import CONVERSATIONS_FILE
-    from coordinator.run import generate
-    from shared.redis_server import EmbeddedRedis
-    from shared.settings import Settings, TeacherConfig
-    from shared.sim_teacher import SimTeacher, SimTeacherConfig
+    from distill.coordinator.collector import CONVERSATIONS_FILE
+    from distill.coordinator.run import generate
+    from distill.coordinator.redis_server import EmbeddedRedis
+    from distill.shared.settings import Settings, TeacherConfig
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     node_args = {"num_cpus": 1, "object_store_memory": 80 * 1024**2}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
+from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 
 REPORT_ENV = "DISTILL_RELIABILITY_REPORT"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from coordinator.prompts import MAX_PROMPT_CHARS, BadLine, PromptsFileError, read_prompts
+from distill.shared.prompts import MAX_PROMPT_CHARS, BadLine, PromptsFileError, read_prompts
 
 
 def generate_cli(tmp_path: Path, prompts: Path, teacher_url: str = "http://127.0.0.1:9/v1") -> subprocess.CompletedProcess:

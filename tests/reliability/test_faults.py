@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, write_prompts
-from coordinator.collector import CONVERSATIONS_FILE, OutputError
-from coordinator.run import RedisLost, generate
+from distill.coordinator.collector import CONVERSATIONS_FILE, OutputError
+from distill.coordinator.run import RedisLost, generate
 from reliability.scenario import account
-from shared.keys import RunKeys
-from shared.records import Conversation, DeadLetter
-from shared.redis_server import EmbeddedRedis, connect
-from shared.settings import Settings, TeacherConfig
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.shared.keys import RunKeys
+from distill.shared.records import Conversation, DeadLetter
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect
+from distill.shared.settings import Settings, TeacherConfig
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
 
 def ids(count: int) -> set[str]:
@@ -204,7 +205,7 @@ def test_rate_limited_endpoint_is_not_stormed(tmp_path, ray_session, redis_url, 
 def test_disk_full_stops_cleanly_and_acknowledges_nothing_unwritten(
     tmp_path, ray_session, redis_url, code_workspace, run_name, monkeypatch
 ):
-    import coordinator.collector as collector_module
+    import distill.coordinator.collector as collector_module
 
     teacher = sim(latency_s=0.05)
     prompts = write_prompts(tmp_path / "p.jsonl", 20)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from conftest import REPO, write_prompts
-from shared.redis_server import EmbeddedRedis
-from shared.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
 API_KEY = "sk-canary-7f3e9a1c5b"
 REDIS_PASSWORD = "canary-redis-pw-42d8e1"

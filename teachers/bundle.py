@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.tiny_model import QWEN25_CHAT_TEMPLATE
+from distill.teachers.chat_templates import QWEN25_CHAT_TEMPLATE
 
 DEFAULT_BUNDLE_DIR = Path("data/models/smollm2-135m-instruct")
 
@@ -51,7 +51,7 @@ BUNDLE_FORMAT = 1
 # Measured on the 2-core x86_64 CPU backend, 234-token prompt, tokens/s prefill / decode:
 #   with OpenBLAS preloaded: float32 169 / 13.3, bfloat16 31 / 7.6, float16 18 / 3.0, 4-bit 16 / 7.7
 #   without (netlib BLAS):   float32  16 /  5.5, bfloat16 32 / 7.1,                  4-bit 15 / 8.1
-# distill preloads OpenBLAS for its MLX children (shared.mlx_server.mlx_child_env), so float32;
+# distill preloads OpenBLAS for its MLX children (teachers.mlx_server.mlx_child_env), so float32;
 # the 135M model is ~540 MB in float32.
 DEQUANTIZED_DTYPE = "float32"
 

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.redis_server import free_port  # noqa: F401 - re-exported: one helper for every child server
+from distill.shared.connection import free_port  # noqa: F401 - re-exported: one helper for every child server
 
 # Debian's libopenblas0-pthread. The Linux mlx-cpu wheel bundles the reference BLAS; preloading
 # OpenBLAS makes CPU matmuls 10-25x faster with identical results (facts.md). It can only be

