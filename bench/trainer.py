@@ -56,7 +56,7 @@ def measure_convert(count: int) -> dict:
             for index in range(count):
                 handle.write(json.dumps(conversation(index)) + "\n")
         started = time.perf_counter()
-        report = convert(source, model, root / "data", console=Console(quiet=True))
+        report = convert(source, model, root / "data")
         seconds = time.perf_counter() - started
     return {"conversations": count, "kept": report.kept, "seconds": round(seconds, 2),
             "conversations_per_s": round(count / seconds, 1)}

@@ -22,15 +22,14 @@ import redis
 
 from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys
 from distill.shared.queue import DEAD_STREAM_MAXLEN, parse_result
-from distill.shared.records import Conversation, DeadLetter
+from distill.shared.errors import DistillError
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, Conversation, DeadLetter
 
-CONVERSATIONS_FILE = "conversations.jsonl"
-DEAD_FILE = "dead.jsonl"
 CONSUMER = "collector"
 RECOVER_BATCH = 2_000
 
 
-class OutputError(RuntimeError):
+class OutputError(DistillError):
     """The output files can't be written; nothing unwritten was acknowledged."""
 
 

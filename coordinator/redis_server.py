@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from distill.shared.connection import connect, free_port, redact_url  # noqa: F401 - used by the server
+from distill.shared.errors import DistillError
 
 import psutil
 import redis
@@ -27,7 +28,7 @@ import redis
 PIDFILE = "valkey.pid"
 
 
-class RedisStartError(RuntimeError):
+class RedisStartError(DistillError):
     pass
 
 

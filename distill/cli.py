@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markup import escape
 
+from distill.shared.errors import DistillError
 from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -123,9 +127,9 @@ def convert(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
+    from distill.trainer.convert import conversations_path
     from distill.trainer.convert import convert as run_convert
-    from distill.trainer.convert import print_report
-    from distill.trainer.errors import TrainerError
+    from distill.views import convert_progress, convert_table
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
@@ -133,12 +137,11 @@ def convert(
             raise ValueError
     except ValueError:
         fail("--split takes three ratios like 0.8,0.1,0.1 and --format is chat or text")
-    try:
+    with convert_progress(err, conversations_path(source)) as on_progress:
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
-                             split=ratios, format=format, skip_invalid=skip_invalid, console=console_out)  # type: ignore[arg-type]
-    except TrainerError as error:
-        fail(str(error))
-    print_report(report, console_out)
+                             split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
+                             on_progress=on_progress)
+    console_out.print(convert_table(report))
 
 
 @app.command()
@@ -213,15 +216,13 @@ def eval_command(
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
 ) -> None:
     """Serve the student (base and adapter) and measure: 1-3 tool calls and an answer, or a loop?"""
-    from distill.trainer.errors import TrainerError
-    from distill.trainer.evaluate import evaluate, print_comparison
+    from distill.trainer.evaluate import evaluate
+    from distill.views import eval_progress, eval_table
 
-    try:
+    with eval_progress(err) as on_prompt:
         report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
-                          max_tokens=max_tokens, include_base=not no_base, limit=limit, console=console_out)
-    except TrainerError as error:
-        fail(str(error))
-    print_comparison(report, console_out)
+                          max_tokens=max_tokens, include_base=not no_base, limit=limit, on_prompt=on_prompt)
+    console_out.print(eval_table(report))
 
 
 @app.command()
@@ -231,16 +232,9 @@ def demo(
     train_iters: Annotated[int, typer.Option(help="LoRA iterations of the short training run.")] = 20,
 ) -> None:
     """The whole loop on embedded defaults: bundled model -> conversations -> training data -> LoRA."""
-    from distill.coordinator.run import RunRefused
     from distill.demo import run_demo, where_table
-    from distill.teachers.bundle import BundleError
-    from distill.teachers.mlx_server import MlxServerError
-    from distill.trainer.errors import TrainerError
 
-    try:
-        result = run_demo(limit=limit, run=run, train_iters=train_iters, console=console_out)
-    except (BundleError, MlxServerError, RunRefused, TrainerError, ConfigError) as error:
-        fail(str(error).splitlines()[0])
+    result = run_demo(limit=limit, run=run, train_iters=train_iters, console=console_out)
     console_out.print(where_table(result))
 
 
@@ -286,12 +280,9 @@ def teacher_serve(
     log_dir: Annotated[Path, typer.Option(help="Where the server's log goes.")] = Path("data/logs"),
 ) -> None:
     """Run mlx_lm.server (on loopback unless --host), restarting it whenever it dies."""
-    import logging
-
     from distill.teachers.mlx_server import MlxServerError
     from distill.teachers.supervisor import ServeOptions, TeacherSupervisor, wait_forever
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     options = ServeOptions(model=model, port=port, host=host, adapter_path=adapter_path, prompt_cache_bytes=prompt_cache_bytes,
                            prompt_cache_size=prompt_cache_size, decode_concurrency=decode_concurrency,
                            prompt_concurrency=prompt_concurrency, log_dir=log_dir)
@@ -344,8 +335,25 @@ def sim_teacher(
         teacher.stop()
 
 
+def setup_logging() -> None:
+    """One handler for every library module: distill's own messages at INFO, others' at WARNING."""
+    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("distill").setLevel(logging.INFO)
+
+
 def main() -> None:
-    app()
+    """The console command: distill's own errors end as one line and an exit code, never a traceback."""
+    setup_logging()
+    try:
+        app(standalone_mode=True)
+    except DistillError as error:
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.coordinator.run import RunResult, generate
-from distill.teachers.bundle import DEFAULT_BUNDLE_DIR, ensure_bundle
-from distill.teachers.mlx_server import free_port
+from distill.shared.connection import free_port
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE
 from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
+from distill.teachers.bundle import DEFAULT_BUNDLE_DIR, ensure_bundle
 
-EXAMPLE_PROMPTS = Path("data/prompts/example.jsonl")
+# The example prompts ask about distill's own code, so the checkout is both their home and the
+# tools' workspace, wherever the command is started from.
+CHECKOUT = Path(__file__).resolve().parent.parent
+EXAMPLE_PROMPTS = CHECKOUT / "data" / "prompts" / "example.jsonl"
 
 
 @dataclass
@@ -38,7 +42,7 @@ def run_demo(
     limit: int = 4,
     run: str = "demo",
     out_dir: Path = Path("data/runs"),
-    workspace: Path = Path("."),
+    workspace: Path = CHECKOUT,
     model_dir: Path = DEFAULT_BUNDLE_DIR,
     train_iters: int = 20,
     console: Console,
@@ -63,10 +67,12 @@ def run_demo(
 def _convert_and_train(run_dir: Path, model: Path, iters: int, console: Console) -> tuple[Path | None, Path | None, int]:
     from distill.trainer.convert import convert
     from distill.trainer.train import load_train_config, train
+    from distill.views import convert_table
 
     console.rule("3/3 convert and train the student (the same small model)")
     data_dir = run_dir / "train-data"
-    report = convert(run_dir, model, data_dir, max_tool_calls=3, max_seq_length=4096, console=console)
+    report = convert(run_dir, model, data_dir, max_tool_calls=3, max_seq_length=4096)
+    console.print(convert_table(report))
     if report.kept < 2:
         console.print("fewer than two conversations are worth learning from: no training run this time")
         return data_dir, None, report.kept
@@ -83,8 +89,8 @@ def where_table(result: DemoResult) -> Table:
     table.add_column("where")
     run_dir = result.run.run_dir
     table.add_row(f"{result.run.conversations} conversations ({result.run.tool_calls} tool calls)",
-                  str(run_dir / "conversations.jsonl"))
-    table.add_row(f"{result.run.dead} dead letters", str(run_dir / "dead.jsonl"))
+                  str(run_dir / CONVERSATIONS_FILE))
+    table.add_row(f"{result.run.dead} dead letters", str(run_dir / DEAD_FILE))
     if result.data_dir is not None:
         table.add_row(f"training data ({result.kept} kept)", str(result.data_dir))
     if result.adapter_dir is not None:

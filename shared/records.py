@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+
+# The files of a run folder (data/runs/<run>/), written by the coordinator, read by everyone else.
+CONVERSATIONS_FILE = "conversations.jsonl"
+DEAD_FILE = "dead.jsonl"
 
 # Texts that earlier pipelines wrote instead of a real tool result (see the seed). A record that
 # carries one of these taught the 7B student to call tools forever, so it is refused outright.
@@ -166,25 +171,50 @@ class Conversation(Record):
 
 def check_tool_results(messages: list[ChatMessage]) -> None:
     """Raise if any tool call lacks exactly one real result (the seed's bug, made impossible)."""
-    calls: dict[str, str] = {}
+    problem = tool_result_problem(messages, allow_empty=True)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, allow_empty: bool) -> str | None:
+    """What is wrong with the pairing of tool calls and results, or None when every call has one real result.
+
+    The one rule for records (ChatMessage) and raw lines (dicts) alike. `allow_empty=False` also
+    refuses an empty result: real built-in tools always say something ("no matches"), so an empty
+    one in a dataset means the result was lost, as in the seed.
+    """
+    calls: set[str] = set()
     answered: set[str] = set()
     for message in messages:
-        for call in message.tool_calls or []:
-            if call.id in calls:
-                raise ValueError(f"tool call id {call.id!r} is used twice")
-            calls[call.id] = call.function.name
-        if message.role == "tool":
-            call_id = message.tool_call_id or ""
-            if call_id not in calls:
-                raise ValueError(f"tool result {call_id!r} answers no earlier call")
-            if call_id in answered:
-                raise ValueError(f"tool call {call_id!r} has two results")
-            if message.content is None or is_placeholder(message.content):
-                raise ValueError(f"tool call {call_id!r} has a placeholder result {message.content!r}")
-            answered.add(call_id)
-    missing = sorted(set(calls) - answered)
+        role, tool_calls, call_id, content = _message_fields(message)
+        for tool_call_id in tool_calls:
+            if tool_call_id in calls:
+                return f"tool call id {tool_call_id!r} is used twice"
+            calls.add(tool_call_id)
+        if role != "tool":
+            continue
+        if call_id not in calls:
+            return f"tool result {call_id!r} answers no earlier call"
+        if call_id in answered:
+            return f"tool call {call_id!r} has two results"
+        if content is None:
+            return f"tool call {call_id!r} has a null result"
+        if not allow_empty and not content.strip():
+            return f"tool call {call_id!r} has an empty result"
+        if is_placeholder(content):
+            return f"tool call {call_id!r} has a placeholder result {content.strip()!r}"
+        answered.add(call_id)
+    missing = sorted(calls - answered)
     if missing:
-        raise ValueError(f"tool calls without a result: {', '.join(missing)}")
+        return f"no result for tool call(s) {', '.join(missing)}"
+    return None
+
+
+def _message_fields(message: ChatMessage | Mapping[str, Any]) -> tuple[str, list[str], str, str | None]:
+    if isinstance(message, ChatMessage):
+        return message.role, [c.id for c in message.tool_calls or []], message.tool_call_id or "", message.content
+    calls = [call["id"] for call in message.get("tool_calls") or []]
+    return message.get("role", ""), calls, message.get("tool_call_id") or "", message.get("content")
 
 
 def is_placeholder(text: str) -> bool:

@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from distill.shared.errors import DistillError, describe_validation_error
+
 DEFAULT_CONFIG_FILE = "distill.toml"
 DEFAULT_OUT_DIR = Path("data/runs")
 DEFAULT_SYSTEM_PROMPT = (
@@ -34,7 +36,7 @@ DEFAULT_SYSTEM_PROMPT = (
 Policy = Literal["local-first", "spread", "local-only", "cloud-only"]
 
 
-class ConfigError(Exception):
+class ConfigError(DistillError):
     """A configuration problem, phrased for the user (file, field, reason)."""
 
 
@@ -217,15 +219,3 @@ def _check_toml_syntax(path: Path) -> None:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
-
-
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `source: field a.b.0.c: message`. Values are never echoed (secrets)."""
-    lines = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(record)"
-        message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: field {field}: {message}")
-    return "\n".join(lines)

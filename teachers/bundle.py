@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from distill.shared.errors import DistillError
 from distill.teachers.chat_templates import QWEN25_CHAT_TEMPLATE
 
 DEFAULT_BUNDLE_DIR = Path("data/models/smollm2-135m-instruct")
@@ -81,7 +82,7 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-class BundleError(Exception):
+class BundleError(DistillError):
     """The bundle cannot be built; the message says why in one line."""
 
 

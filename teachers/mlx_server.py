@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distill.shared.connection import free_port  # noqa: F401 - re-exported: one helper for every child server
+from distill.shared.errors import DistillError
 
 # Debian's libopenblas0-pthread. The Linux mlx-cpu wheel bundles the reference BLAS; preloading
 # OpenBLAS makes CPU matmuls 10-25x faster with identical results (facts.md). It can only be
@@ -29,7 +30,7 @@ OPENBLAS_PATH = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.
 SERVED_MODEL_NAME = "default_model"
 
 
-class MlxServerError(Exception):
+class MlxServerError(DistillError):
     """The server could not be started or did not become ready; the message names the log."""
 
 

@@ -114,13 +114,13 @@ def test_bad_prompts_refuse_to_start_and_name_file_line_field(tmp_path, sim_teac
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     for expected in [
-        f"{prompts}:2: field (line): not JSON",
+        f"{prompts}:2: not JSON",
         f"{prompts}:3: field prompt: is empty",
         f"{prompts}:4: field prompt: Input should be a valid string",
         f"{prompts}:5: field promt: unknown key",
         f"{prompts}:6: field id: duplicate id 'a' with different content (first on line 1)",
-        f"{prompts}:7: field (line): not UTF-8",
-        f"{prompts}:8: field (line): expected a JSON object",
+        f"{prompts}:7: not UTF-8",
+        f"{prompts}:8: expected a JSON object",
     ]:
         assert expected in refused.stderr, refused.stderr
     assert sim_teacher.snapshot()["requests"] == 0

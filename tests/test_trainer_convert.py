@@ -24,7 +24,7 @@ def quiet() -> Console:
 
 def run(tmp_path: Path, model: Path, records: list[Any], **options: Any) -> ConvertReport:
     source = write_jsonl(tmp_path / "run" / "conversations.jsonl", records)
-    return convert(source, model, tmp_path / "out", console=quiet(), **options)
+    return convert(source, model, tmp_path / "out", **options)
 
 
 def kept_records(out: Path) -> list[dict[str, Any]]:
@@ -249,13 +249,13 @@ def test_text_format_writes_the_rendered_conversation(tmp_path: Path, tiny_model
 
 def test_run_dir_and_missing_inputs(tmp_path: Path, tiny_model: Path) -> None:
     write_jsonl(tmp_path / "run" / "conversations.jsonl", [conversation()])
-    assert convert(tmp_path / "run", tiny_model, tmp_path / "out", console=quiet()).kept == 1
+    assert convert(tmp_path / "run", tiny_model, tmp_path / "out").kept == 1
     with pytest.raises(TrainerError, match="no conversations.jsonl"):
-        convert(tmp_path / "out", tiny_model, tmp_path / "o2", console=quiet())
+        convert(tmp_path / "out", tiny_model, tmp_path / "o2")
     with pytest.raises(TrainerError, match="no such file"):
-        convert(tmp_path / "nope.jsonl", tiny_model, tmp_path / "o2", console=quiet())
+        convert(tmp_path / "nope.jsonl", tiny_model, tmp_path / "o2")
     with pytest.raises(TrainerError, match="model directory not found"):
-        convert(tmp_path / "run", tmp_path / "no-model", tmp_path / "o2", console=quiet())
+        convert(tmp_path / "run", tmp_path / "no-model", tmp_path / "o2")
 
 
 SCHEMA = {

@@ -114,7 +114,7 @@ def adapter(setup: dict[str, Any]) -> Path:
     """convert + a full fine-tune on the captured conversation."""
     root, model = setup["root"], setup["model"]
     write_jsonl(root / "run" / "conversations.jsonl", [setup["record"]])
-    report = convert(root / "run", model, root / "data", console=quiet(), max_seq_length=4096)
+    report = convert(root / "run", model, root / "data", max_seq_length=4096)
     assert report.kept == 1
     # One example: train on it and validate on it (this measures imitation, not generalisation).
     (root / "data" / "valid.jsonl").write_text((root / "data" / "train.jsonl").read_text())
@@ -131,7 +131,7 @@ def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, A
     out = setup["root"] / "eval-out"
     report = evaluate(
         setup["model"], setup["prompts"], setup["workspace"], adapter_path=adapter, out=out,
-        max_tool_calls=2, max_tokens=48, console=quiet(),
+        max_tool_calls=2, max_tokens=48,
     )
     assert [v.name for v in report.variants] == ["base", "adapter"]
     base, tuned = report.variants
@@ -158,11 +158,11 @@ def test_eval_compares_base_and_adapter_through_a_real_server(setup: dict[str, A
 def test_eval_input_errors(setup: dict[str, Any], tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "ok"}, {"promt": "typo"}])
     with pytest.raises(TrainerError, match=r"prompts.jsonl:2: field "):
-        evaluate(setup["model"], bad, setup["workspace"], console=quiet())
+        evaluate(setup["model"], bad, setup["workspace"])
     with pytest.raises(TrainerError, match="workspace directory not found"):
-        evaluate(setup["model"], setup["prompts"], tmp_path / "nope", console=quiet())
+        evaluate(setup["model"], setup["prompts"], tmp_path / "nope")
     with pytest.raises(TrainerError, match="no adapters.safetensors"):
-        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapter_path=tmp_path, console=quiet())
+        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapter_path=tmp_path)
 
 
 def test_mlx_server_start_stop_and_failure(setup: dict[str, Any], tmp_path: Path) -> None:

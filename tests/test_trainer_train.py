@@ -43,7 +43,7 @@ def data_dir(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
             calls.append(("grep", {"pattern": f"def f{i}"}))
         records.append(conversation(f"task-{i}", prompt=f"What does mod{i} do?", calls=calls, answer=f"mod{i} defines f{i}."))
     write_jsonl(root / "run" / "conversations.jsonl", records)
-    report = convert(root / "run", tiny_model, root / "data", console=quiet(), split=(0.5, 0.25, 0.25))
+    report = convert(root / "run", tiny_model, root / "data", split=(0.5, 0.25, 0.25))
     assert report.kept == 8 and min(report.splits.values()) > 0
     return root / "data"
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -20,17 +20,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from distill.shared.records import SCHEMA_VERSION, Conversation, Record, is_placeholder, utcnow
+from distill.shared.errors import LineError, line_error, parse_json_object
+from distill.shared.records import (
+    CONVERSATIONS_FILE,
+    SCHEMA_VERSION,
+    Conversation,
+    Record,
+    tool_result_problem,
+    utcnow,
+)
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
 
 SPLITS = ("train", "valid", "test")
-CONVERSATIONS_FILE = "conversations.jsonl"
 REPORT_FILE = "report.json"
 
 
@@ -149,6 +153,8 @@ class _Line:
     number: int
     conversation: Any = None  # a _RawConversation
     error: str | None = None
+    # Bytes of the file read up to the end of this line, for progress.
+    end_offset: int = 0
 
 
 def conversations_path(source: Path) -> Path:
@@ -164,47 +170,29 @@ def conversations_path(source: Path) -> Path:
     return source
 
 
-def read_conversations(path: Path, on_bytes: Any = None) -> Iterator[_Line]:
+def read_conversations(path: Path) -> Iterator[_Line]:
     """Stream a conversations file: one _Line per non-blank line, with a parsed record or an error."""
+    offset = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if on_bytes is not None:
-                on_bytes(len(raw))
-            if not raw.strip():
-                continue
-            yield _parse_line(path, number, raw)
+            offset += len(raw)
+            if raw.strip():
+                yield _parse_line(str(path), number, raw, offset)
 
 
-def _parse_line(path: Path, number: int, raw: bytes) -> _Line:
-    where = f"{path}:{number}"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return _Line(number=number, error=f"{where}: not UTF-8 (byte {error.start})")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        if not raw.endswith(b"\n"):
-            return _Line(number=number, error=f"{where}: truncated last line (not complete JSON)")
-        return _Line(number=number, error=f"{where}: not JSON ({error.msg} at column {error.colno})")
-    if not isinstance(data, dict):
-        return _Line(number=number, error=f"{where}: expected a JSON object, got {type(data).__name__}")
+def _parse_line(path: str, number: int, raw: bytes, offset: int) -> _Line:
+    data = parse_json_object(path, number, raw)
+    if isinstance(data, LineError):
+        return _Line(number=number, error=str(data), end_offset=offset)
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        reason = (
-            "is required"
-            if version is None
-            else f"unsupported version {version!r} (this distill reads {SCHEMA_VERSION})"
-        )
-        return _Line(number=number, error=f"{where}: field schema_version: {reason}")
+        reason = "is required" if version is None else f"unsupported version {version!r} (this distill reads {SCHEMA_VERSION})"
+        return _Line(number=number, error=str(LineError(path, number, "schema_version", reason)), end_offset=offset)
     try:
         conversation = _RawConversation.model_validate(data)
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "(record)"
-        message = {"missing": "is required", "extra_forbidden": "unknown key"}.get(problem["type"], problem["msg"])
-        return _Line(number=number, error=f"{where}: field {field}: {message}")
-    return _Line(number=number, conversation=conversation)
+        return _Line(number=number, error=str(line_error(path, number, error)), end_offset=offset)
+    return _Line(number=number, conversation=conversation, end_offset=offset)
 
 
 # --- filtering -------------------------------------------------------------------------------
@@ -251,33 +239,9 @@ def training_messages(conversation: Any, *, max_tool_calls: int) -> list[dict[st
 
 
 def _check_tool_results(messages: list[dict[str, Any]]) -> None:
-    calls: set[str] = set()
-    answered: set[str] = set()
-    for message in messages:
-        for call in message.get("tool_calls") or []:
-            if call["id"] in calls:
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call id {call['id']!r} is used twice")
-            calls.add(call["id"])
-        if message["role"] == "tool":
-            call_id = message.get("tool_call_id", "")
-            content = message.get("content")
-            if call_id not in calls:
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool result {call_id!r} answers no earlier call")
-            if call_id in answered:
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call {call_id!r} has two results")
-            if content is None:
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call {call_id!r} has a null result")
-            # An empty result is how the seed's capture bug showed up; real tools always say
-            # something ("no matches", "empty file"), so empty means the result was lost.
-            if not content.strip():
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, f"tool call {call_id!r} has an empty result")
-            if is_placeholder(content):
-                detail = f"tool call {call_id!r} has a placeholder result {content.strip()!r}"
-                raise _Rejected(DropReason.BAD_TOOL_RESULT, detail)
-            answered.add(call_id)
-    missing = sorted(calls - answered)
-    if missing:
-        raise _Rejected(DropReason.BAD_TOOL_RESULT, f"no result for tool call(s) {', '.join(missing)}")
+    problem = tool_result_problem(messages, allow_empty=False)
+    if problem is not None:
+        raise _Rejected(DropReason.BAD_TOOL_RESULT, problem)
 
 
 def _arguments_object(name: str, arguments: Any) -> dict[str, Any]:
@@ -352,6 +316,17 @@ def _balance(temp: dict[str, Path], counts: dict[str, int]) -> None:
 # --- the command -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Kept:
+    split: str
+    payload: dict[str, Any]
+    tokens: int
+
+
+ProgressCallback = Callable[[int, int, int], Any]
+"""Called as bytes are read: (bytes read so far, kept, dropped)."""
+
+
 def convert(
     source: Path,
     tokenizer: str | Path,
@@ -362,7 +337,7 @@ def convert(
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     format: Literal["chat", "text"] = "chat",  # noqa: A002 - mirrors the --format flag
     skip_invalid: bool = False,
-    console: Console | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
 
@@ -371,21 +346,13 @@ def convert(
     chat template. `format="chat"` writes mlx-lm's `{"messages", "tools"}` lines, `"text"` the
     rendered `{"text"}`. Bad lines raise TrainerError (`file:line: field X: reason`) unless
     `skip_invalid`, which counts them as dropped. Empty splits are not written (mlx-lm cannot
-    read an empty file). Returns the report.
+    read an empty file). Returns the report; the caller shows it.
     """
-    console = console or Console()
-    if max_tool_calls < 0:
-        raise TrainerError(f"max_tool_calls must be >= 0, not {max_tool_calls}")
-    if max_seq_length < 2:
-        raise TrainerError(f"max_seq_length must be >= 2, not {max_seq_length}")
-    if format not in ("chat", "text"):
-        raise TrainerError(f"format must be 'chat' or 'text', not {format!r}")
-    ratios = _check_ratios(tuple(split))  # type: ignore[arg-type]
+    ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     path = conversations_path(source)
     student = load_tokenizer(tokenizer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
     report = ConvertReport(
         source=str(path),
         tokenizer=str(tokenizer),
@@ -395,59 +362,93 @@ def convert(
         max_seq_length=max_seq_length,
         split_ratios=ratios,
     )
-    temp = {name: out / f".{name}.jsonl.partial" for name in SPLITS}
-    handles = {name: temp[name].open("w", encoding="utf-8") for name in SPLITS}
-    seen_texts: set[str] = set()
-    reasons: Counter[DropReason] = Counter()
     lengths: list[int] = []
-    progress = Progress(
-        TextColumn("[bold blue]convert"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[kept]} kept, {task.fields[dropped]} dropped"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    try:
-        with progress:
-            task = progress.add_task("convert", total=path.stat().st_size, kept=0, dropped=0)
-            for line in read_conversations(path, on_bytes=lambda n: progress.advance(task, n)):
-                report.records += 1
-                outcome = _convert_one(line, student, report, seen_texts, skip_invalid)
-                if isinstance(outcome, DroppedRecord):
-                    reasons[outcome.reason] += 1
-                    report.drops.append(outcome)
-                else:
-                    name, payload, length = outcome
-                    handles[name].write(json.dumps(payload, ensure_ascii=False) + "\n")
-                    report.splits[name] += 1
-                    lengths.append(length)
-                progress.update(task, kept=len(lengths), dropped=len(report.drops))
-    except BaseException:
-        for handle in handles.values():
-            handle.close()
-        for partial in temp.values():
-            partial.unlink(missing_ok=True)
-        raise
-    for handle in handles.values():
-        handle.close()
+    with _SplitFiles(out) as files:
+        for outcome in _filtered(path, student, report, skip_invalid, on_progress):
+            if isinstance(outcome, DroppedRecord):
+                report.drops.append(outcome)
+            else:
+                files.write(outcome)
+                lengths.append(outcome.tokens)
+        report.splits = files.finish()
+    _summarize(report, lengths)
+    (out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return report
 
-    _balance(temp, report.splits)
-    for name in SPLITS:
-        final = out / f"{name}.jsonl"
-        if report.splits[name]:
-            os.replace(temp[name], final)
-        else:
-            temp[name].unlink(missing_ok=True)
-            final.unlink(missing_ok=True)
+
+def _check_options(
+    max_tool_calls: int, max_seq_length: int, format: str, split: tuple[float, float, float]  # noqa: A002
+) -> tuple[float, float, float]:
+    if max_tool_calls < 0:
+        raise TrainerError(f"max_tool_calls must be >= 0, not {max_tool_calls}")
+    if max_seq_length < 2:
+        raise TrainerError(f"max_seq_length must be >= 2, not {max_seq_length}")
+    if format not in ("chat", "text"):
+        raise TrainerError(f"format must be 'chat' or 'text', not {format!r}")
+    return _check_ratios(tuple(split))  # type: ignore[arg-type]
+
+
+def _filtered(
+    path: Path, tokenizer: Any, report: ConvertReport, skip_invalid: bool, on_progress: ProgressCallback | None
+) -> Iterator[_Kept | DroppedRecord]:
+    """Every line of the file, judged in order: kept (with its split) or dropped (with the reason)."""
+    seen_texts: set[str] = set()
+    kept = dropped = 0
+    for line in read_conversations(path):
+        report.records += 1
+        outcome = _convert_one(line, tokenizer, report, seen_texts, skip_invalid)
+        kept, dropped = (kept, dropped + 1) if isinstance(outcome, DroppedRecord) else (kept + 1, dropped)
+        yield outcome
+        if on_progress is not None:
+            on_progress(line.end_offset, kept, dropped)
+
+
+def _summarize(report: ConvertReport, lengths: list[int]) -> None:
+    reasons = Counter(drop.reason for drop in report.drops)
     report.kept = len(lengths)
     report.dropped = {reason: reasons.get(reason, 0) for reason in DropReason}
     if lengths:
         report.tokens = TokenStats(total=sum(lengths), max=max(lengths), mean=round(sum(lengths) / len(lengths), 1))
-    (out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    print_report(report, console)
-    return report
+
+
+class _SplitFiles:
+    """The three split files, written under temporary names and renamed only when complete."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.temp = {name: out / f".{name}.jsonl.partial" for name in SPLITS}
+        self.counts = {name: 0 for name in SPLITS}
+        self.handles: dict[str, Any] = {}
+
+    def __enter__(self) -> _SplitFiles:
+        self.handles = {name: self.temp[name].open("w", encoding="utf-8") for name in SPLITS}
+        return self
+
+    def write(self, kept: _Kept) -> None:
+        self.handles[kept.split].write(json.dumps(kept.payload, ensure_ascii=False) + "\n")
+        self.counts[kept.split] += 1
+
+    def finish(self) -> dict[str, int]:
+        self._close()
+        _balance(self.temp, self.counts)
+        for name in SPLITS:
+            final = self.out / f"{name}.jsonl"
+            if self.counts[name]:
+                os.replace(self.temp[name], final)
+            else:
+                self.temp[name].unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+        return dict(self.counts)
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._close()
+        if error is not None:
+            for partial in self.temp.values():
+                partial.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
 
 
 def _convert_one(
@@ -456,7 +457,7 @@ def _convert_one(
     report: ConvertReport,
     seen_texts: set[str],
     skip_invalid: bool,
-) -> DroppedRecord | tuple[str, dict[str, Any], int]:
+) -> DroppedRecord | _Kept:
     if line.error is not None:
         if not skip_invalid:
             raise TrainerError(line.error)
@@ -484,23 +485,4 @@ def _convert_one(
     payload: dict[str, Any] = {"text": text} if report.format == "text" else {"messages": messages}
     if report.format == "chat" and tools:
         payload["tools"] = tools
-    return split_of(conversation.task_id, report.split_ratios), payload, length
-
-
-def print_report(report: ConvertReport, console: Console) -> None:
-    """Counts per drop reason and per split, as a rich table."""
-    table = Table(title=f"distill convert: {report.kept} of {report.records} conversations kept")
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    for reason in DropReason:
-        count = report.dropped.get(reason, 0)
-        if count:
-            table.add_row(f"dropped: {DROP_DESCRIPTIONS[reason]}", str(count), style="yellow")
-    for name in SPLITS:
-        table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
-    console.print(table)
-    if report.kept:
-        console.print(
-            f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
-            f"report: {Path(report.out_dir) / REPORT_FILE}"
-        )
+    return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from distill.shared.errors import DistillError, LineError
 
-class TrainerError(Exception):
+
+class TrainerError(DistillError):
     """A user-facing problem, phrased as one line: `file:line: field X: reason` where it applies.
 
     The CLI prints the message and exits non-zero; it never shows a traceback for these.
@@ -11,4 +13,4 @@ class TrainerError(Exception):
 
 
 def field_error(path: object, line: int, field: str, reason: str) -> TrainerError:
-    return TrainerError(f"{path}:{line}: field {field}: {reason}")
+    return TrainerError(str(LineError(str(path), line, field, reason)))

@@ -8,16 +8,15 @@ does it call tools, call them validly, stop repeating itself, and end with an an
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
@@ -28,6 +27,12 @@ from distill.trainer.schema_check import argument_errors, tool_schemas
 
 EVAL_FILE = "eval.json"
 PLOT_FILE = "tool_calls.png"
+
+log = logging.getLogger(__name__)
+
+PromptCallback = Callable[[str, int, int, int], object]
+"""Called after each prompt: (variant, prompts done, prompts in all, tool calls so far)."""
+Variant = Literal["base", "adapter"]
 
 
 class PromptEval(BaseModel):
@@ -104,27 +109,18 @@ def evaluate(
     limit: int | None = None,
     request_timeout_s: float = 300.0,
     ready_timeout_s: float = 180.0,
-    console: Console | None = None,
+    on_prompt: PromptCallback | None = None,
 ) -> EvalReport:
     """Serve `model` (base, then with `adapter_path`) and run the agent on every held-out prompt.
 
     Writes OUT/eval.json, OUT/tool_calls.png and the servers' logs (OUT defaults to
-    ADAPTER/eval, or ./eval without an adapter), prints a base-vs-adapter table and returns the
-    report. `max_tool_calls` is the loop guard (hitting it counts as a loop); `limit` evaluates
-    only the first N prompts. Raises TrainerError for bad inputs or a server that won't start.
+    ADAPTER/eval, or ./eval without an adapter) and returns the report; the caller shows it.
+    `max_tool_calls` is the loop guard (hitting it counts as a loop); `limit` evaluates only the
+    first N prompts. Raises TrainerError for bad inputs or a server that won't start.
     """
-    console = console or Console()
     model_source = check_model_source(model)
     tasks = read_eval_prompts(Path(prompts), limit=limit)
-    workspace = Path(workspace)
-    if not workspace.is_dir():
-        raise TrainerError(f"{workspace}: workspace directory not found")
-    if adapter_path is not None:
-        adapter_path = Path(adapter_path)
-        if not (adapter_path / "adapters.safetensors").is_file():
-            raise TrainerError(f"{adapter_path}: no adapters.safetensors here (run distill train first)")
-    if adapter_path is None and not include_base:
-        raise TrainerError("nothing to evaluate: no adapter, and the base model is excluded")
+    workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base)
     out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
     limits = GenerationLimits(
@@ -132,46 +128,11 @@ def evaluate(
         max_requests=max_requests or max_tool_calls + 3,
         conversation_timeout_s=max(request_timeout_s * 2, 60.0),
     )
-    plan: list[tuple[Literal["base", "adapter"], Path | None]] = []
-    if include_base:
-        plan.append(("base", None))
-    if adapter_path is not None:
-        plan.append(("adapter", adapter_path))
-
-    variants = []
-    for name, adapter in plan:
-        log_path = out / f"server-{name}.log"
-        log_path.unlink(missing_ok=True)
-        served = f"{model_source} + {adapter}" if adapter else model_source
-        console.print(f"[bold]distill eval[/bold] {name}: starting mlx_lm.server for {served}")
-        try:
-            server = start_mlx_server(
-                model_source, adapter_path=adapter, log_path=log_path, ready_timeout_s=ready_timeout_s
-            )
-        except MlxServerError as error:
-            raise TrainerError(str(error).splitlines()[0]) from None
-        with server:
-            teacher = TeacherConfig(
-                name=f"student-{name}",
-                base_url=server.base_url,
-                model=SERVED_MODEL_NAME,
-                max_concurrency=1,
-                max_tokens=max_tokens,
-                timeout_s=request_timeout_s,
-            )
-            results = asyncio.run(
-                _run_prompts(tasks, teacher, workspace, limits, system_prompt, custom_tools, name, console, server)
-            )
-        variants.append(
-            VariantEval(
-                name=name,
-                adapter_path=str(adapter) if adapter else None,
-                server_log=str(log_path),
-                prompts=results,
-                totals=totals_of(results),
-            )
-        )
-
+    run = _Agent(workspace, limits, system_prompt, tuple(custom_tools), max_tokens, request_timeout_s, on_prompt)
+    variants = [
+        evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
+        for name, adapter in _variants(include_base, adapter_path)
+    ]
     report = EvalReport(
         model=model_source,
         adapter_path=str(adapter_path) if adapter_path else None,
@@ -183,9 +144,76 @@ def evaluate(
     )
     report.plot_file = str(plot_tool_calls(report, out / PLOT_FILE))
     (out / EVAL_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    print_comparison(report, console)
-    console.print(f"report: {out / EVAL_FILE}  chart: {report.plot_file}")
     return report
+
+
+@dataclass(frozen=True)
+class _Agent:
+    """How every variant is driven: the same agent loop, tools and limits as generation."""
+
+    workspace: Path
+    limits: GenerationLimits
+    system_prompt: str
+    custom_tools: tuple[str, ...]
+    max_tokens: int
+    request_timeout_s: float
+    on_prompt: PromptCallback | None
+
+
+def _check_paths(workspace: Path, adapter_path: Path | None, include_base: bool) -> tuple[Path, Path | None]:
+    if not workspace.is_dir():
+        raise TrainerError(f"{workspace}: workspace directory not found")
+    if adapter_path is not None:
+        adapter_path = Path(adapter_path)
+        if not (adapter_path / "adapters.safetensors").is_file():
+            raise TrainerError(f"{adapter_path}: no adapters.safetensors here (run distill train first)")
+    if adapter_path is None and not include_base:
+        raise TrainerError("nothing to evaluate: no adapter, and the base model is excluded")
+    return workspace, adapter_path
+
+
+def _variants(include_base: bool, adapter_path: Path | None) -> list[tuple[Variant, Path | None]]:
+    plan: list[tuple[Variant, Path | None]] = [("base", None)] if include_base else []
+    if adapter_path is not None:
+        plan.append(("adapter", adapter_path))
+    return plan
+
+
+def evaluate_variant(
+    name: Variant,
+    model_source: str,
+    adapter: Path | None,
+    tasks: list[PromptTask],
+    agent: _Agent,
+    *,
+    out: Path,
+    ready_timeout_s: float,
+) -> VariantEval:
+    """Serve one variant with a real mlx_lm.server and run every prompt against it."""
+    log_path = out / f"server-{name}.log"
+    log_path.unlink(missing_ok=True)
+    log.info("distill eval %s: starting mlx_lm.server for %s", name, f"{model_source} + {adapter}" if adapter else model_source)
+    try:
+        server = start_mlx_server(model_source, adapter_path=adapter, log_path=log_path, ready_timeout_s=ready_timeout_s)
+    except MlxServerError as error:
+        raise TrainerError(str(error).splitlines()[0]) from None
+    with server:
+        student = TeacherConfig(
+            name=f"student-{name}",
+            base_url=server.base_url,
+            model=SERVED_MODEL_NAME,
+            max_concurrency=1,
+            max_tokens=agent.max_tokens,
+            timeout_s=agent.request_timeout_s,
+        )
+        results = asyncio.run(_run_prompts(tasks, student, agent, name, server))
+    return VariantEval(
+        name=name,
+        adapter_path=str(adapter) if adapter else None,
+        server_log=str(log_path),
+        prompts=results,
+        totals=totals_of(results),
+    )
 
 
 def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTask]:
@@ -206,52 +234,31 @@ def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTas
 
 
 async def _run_prompts(
-    tasks: list[PromptTask],
-    teacher: TeacherConfig,
-    workspace: Path,
-    limits: GenerationLimits,
-    system_prompt: str,
-    custom_tools: Sequence[str],
-    name: str,
-    console: Console,
-    server: Any,
+    tasks: list[PromptTask], student: TeacherConfig, agent: _Agent, name: str, server: Any
 ) -> list[PromptEval]:
     from distill.worker.agent import ConversationFailed, TeacherUnavailable, run_conversation
     from distill.worker.tools import Workspace
 
-    tools_root = Workspace(workspace)
-    results = []
-    progress = Progress(
-        TextColumn(f"[bold blue]{name:<7}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[calls]} tool calls"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    with progress:
-        bar = progress.add_task(name, total=len(tasks), calls=0)
-        for task in tasks:
-            started = time.monotonic()
-            try:
-                conversation = await run_conversation(
-                    task, teacher, tools_root, limits, system_prompt=system_prompt, custom_tools=custom_tools
-                )
-                result = prompt_eval(task, conversation)
-            except TeacherUnavailable as failure:
-                if not server.alive():
-                    raise TrainerError(
-                        f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}"
-                    ) from None
-                result = PromptEval(
-                    id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500]
-                )
-            except ConversationFailed as failure:
-                result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500])
-            result.seconds = round(time.monotonic() - started, 3)
-            results.append(result)
-            progress.update(bar, advance=1, calls=sum(r.tool_calls for r in results))
+    tools_root = Workspace(agent.workspace)
+    results: list[PromptEval] = []
+    for task in tasks:
+        started = time.monotonic()
+        try:
+            conversation = await run_conversation(
+                task, student, tools_root, agent.limits, system_prompt=agent.system_prompt,
+                custom_tools=agent.custom_tools,
+            )
+            result = prompt_eval(task, conversation)
+        except TeacherUnavailable as failure:
+            if not server.alive():
+                raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
+            result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500])
+        except ConversationFailed as failure:
+            result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500])
+        result.seconds = round(time.monotonic() - started, 3)
+        results.append(result)
+        if agent.on_prompt is not None:
+            agent.on_prompt(name, len(results), len(tasks), sum(r.tool_calls for r in results))
     return results
 
 
@@ -304,27 +311,6 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         errors=sum(r.status in ("error", "unavailable") for r in results),
         mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
     )
-
-
-def print_comparison(report: EvalReport, console: Console) -> None:
-    """Totals side by side: one column per variant."""
-    table = Table(title=f"distill eval: {report.model} on {report.variants[0].totals.prompts} held-out prompts")
-    table.add_column("")
-    for variant in report.variants:
-        table.add_column(variant.name, justify="right")
-    rows = [
-        ("tool calls", "tool_calls"),
-        ("mean calls / prompt", "mean_calls_per_prompt"),
-        ("distinct calls", "distinct_calls"),
-        ("repeated identical calls", "repeated_calls"),
-        ("invalid calls", "invalid_calls"),
-        ("final answers", "final_answers"),
-        ("hit the tool limit (loop)", "tool_limit_hits"),
-        ("errors", "errors"),
-    ]
-    for label, field in rows:
-        table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
-    console.print(table)
 
 
 def plot_tool_calls(report: EvalReport, png: Path) -> Path:

@@ -60,7 +60,7 @@ def test_not_utf8_and_wrong_types_name_the_field(tmp_path):
     )
     bad = [str(item) for item in read_prompts(prompts, "r")]
     assert bad == [
-        f"{prompts}:1: field (line): not UTF-8 (byte 0)",
+        f"{prompts}:1: not UTF-8 (byte 0)",
         f"{prompts}:2: field metadata: Input should be a valid dictionary",
         f"{prompts}:3: field system: Input should be a valid string",
         f"{prompts}:4: field id: String should have at least 1 character",

@@ -1,0 +1,113 @@
+"""What the CLI shows: rich tables and progress bars over the reports the library returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
+from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
+
+
+def convert_table(report: ConvertReport) -> Table:
+    """Counts per drop reason and per split."""
+    table = Table(title=f"distill convert: {report.kept} of {report.records} conversations kept")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for reason in DropReason:
+        count = report.dropped.get(reason, 0)
+        if count:
+            table.add_row(f"dropped: {DROP_DESCRIPTIONS[reason]}", str(count), style="yellow")
+    for name in SPLITS:
+        table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
+    if report.kept:
+        table.caption = (
+            f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
+            f"report: {Path(report.out_dir) / REPORT_FILE}"
+        )
+    return table
+
+
+@contextmanager
+def convert_progress(console: Console, source: Path) -> Iterator[ProgressCallback]:
+    """A bar over the bytes of the conversations file, with kept and dropped counts."""
+    progress = Progress(
+        TextColumn("[bold blue]convert"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[kept]} kept, {task.fields[dropped]} dropped"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    total = source.stat().st_size if source.is_file() else None
+    with progress:
+        task = progress.add_task("convert", total=total, kept=0, dropped=0)
+
+        def update(read: int, kept: int, dropped: int) -> None:
+            progress.update(task, completed=read, kept=kept, dropped=dropped)
+
+        yield update
+
+
+EVAL_ROWS = (
+    ("tool calls", "tool_calls"),
+    ("mean calls / prompt", "mean_calls_per_prompt"),
+    ("distinct calls", "distinct_calls"),
+    ("repeated identical calls", "repeated_calls"),
+    ("invalid calls", "invalid_calls"),
+    ("final answers", "final_answers"),
+    ("hit the tool limit (loop)", "tool_limit_hits"),
+    ("errors", "errors"),
+)
+
+
+def eval_table(report: EvalReport) -> Table:
+    """Totals side by side: one column per variant."""
+    prompts = report.variants[0].totals.prompts if report.variants else 0
+    table = Table(title=f"distill eval: {report.model} on {prompts} held-out prompts")
+    table.add_column("")
+    for variant in report.variants:
+        table.add_column(variant.name, justify="right")
+    for label, field in EVAL_ROWS:
+        table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
+    out = Path(report.plot_file).parent if report.plot_file else None
+    if out is not None:
+        table.caption = f"report: {out / EVAL_FILE}  chart: {report.plot_file}"
+    return table
+
+
+@contextmanager
+def eval_progress(console: Console) -> Iterator[PromptCallback]:
+    """One bar per variant, advanced as each held-out prompt finishes."""
+    progress = Progress(
+        TextColumn("[bold blue]{task.description:<7}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[calls]} tool calls"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    bars: dict[str, int] = {}
+    with progress:
+
+        def update(variant: str, done: int, total: int, calls: int) -> None:
+            if variant not in bars:
+                bars[variant] = progress.add_task(variant, total=total, calls=0)
+            progress.update(bars[variant], completed=done, calls=calls)
+
+        yield update
