@@ -283,3 +283,61 @@ SCHEMA = {
 def test_fallback_schema_check_agrees_with_jsonschema(arguments: Any, ok: bool) -> None:
     assert (basic_errors(SCHEMA, arguments, "arguments") == []) is ok
     assert (argument_errors(SCHEMA, arguments, use_jsonschema=True) == []) is ok
+
+
+# --- plain chat lines ({"messages", "tools"}, as mlx-lm and most datasets write them) ----------
+
+
+def plain_line(result: str | None, *, ids: bool = True, string_arguments: bool = True) -> dict[str, Any]:
+    """A dataset line in OpenAI chat format, shaped like the seed's Phase 1 data."""
+    record = conversation()
+    messages = copy.deepcopy(record["messages"])
+    call = messages[2]["tool_calls"][0]
+    if string_arguments:
+        call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+    messages[3]["content"] = result
+    if not ids:
+        del call["id"]
+        del messages[3]["tool_call_id"]
+    return {"messages": messages, "tools": record["tools"]}
+
+
+def test_plain_chat_lines_are_read_with_the_same_rules(tmp_path: Path, tiny_model: Path) -> None:
+    real = plain_line("1| DEBUG = True")
+    records = [
+        real,
+        plain_line("[Tool execution completed]"),
+        plain_line("1| TIMEOUT = 30", ids=False),
+        {**plain_line("2| x = 1"), "source": "some-dataset"},  # a dataset's own keys are ignored
+    ]
+    report = run(tmp_path, tiny_model, records)
+    assert report.records == 4
+    assert report.kept == 3
+    assert report.dropped[DropReason.BAD_TOOL_RESULT] == 1
+    [drop] = report.drops
+    assert drop.line == 2 and "placeholder" in drop.detail
+    rows = kept_records(tmp_path / "out")
+    for row in rows:
+        call = row["messages"][2]["tool_calls"][0]
+        assert call["function"]["arguments"] == {"path": "config.py"}  # decoded from the JSON string
+        assert row["messages"][3]["tool_call_id"] == call["id"]  # ids derived by order where missing
+
+
+def test_plain_chat_line_ids_are_stable_and_explicit_ids_win(tmp_path: Path) -> None:
+    from distill.trainer.chat_lines import plain_trajectory
+
+    line = plain_line("1| DEBUG = True")
+    first = plain_trajectory("f", 1, line)
+    again = plain_trajectory("f", 9, copy.deepcopy(line))
+    other = plain_trajectory("f", 1, plain_line("1| DEBUG = False"))
+    named = plain_trajectory("f", 1, {**line, "id": "mine"})
+    assert first.task_id == again.task_id != other.task_id
+    assert named.task_id == "mine"
+
+
+def test_plain_chat_line_errors_name_file_line_and_field(tmp_path: Path, tiny_model: Path) -> None:
+    orphan = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}]}
+    with pytest.raises(TrainerError, match=r"conversations.jsonl:1: field messages: message 1 is a tool result"):
+        run(tmp_path, tiny_model, [orphan])
+    with pytest.raises(TrainerError, match=r"conversations.jsonl:1: field messages.0.role"):
+        run(tmp_path, tiny_model, [{"messages": [{"role": "robot", "content": "hi"}]}])

@@ -4,6 +4,9 @@ A trajectory is kept only if it is worth imitating: it ended in a final answer, 
 got its real result, every call's arguments fit the tool's schema, no call repeats, it stays
 under the tool-call budget and the student's context. Every other one is counted under the
 first reason that rejects it, so a report says exactly what was thrown away and why.
+
+It reads distill's own records and plain chat lines (`{"messages", "tools"}`, as mlx-lm and most
+datasets write them; see trainer/chat_lines.py) alike, with the same rules for both.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from distill.shared.records import (
     tool_result_problem,
     utcnow,
 )
+from distill.trainer.chat_lines import RawMessage, Trajectory, is_plain_chat, plain_trajectory
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
@@ -106,33 +110,6 @@ class ConvertReport(Record):
 # --- reading ---------------------------------------------------------------------------------
 
 
-class _RawFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    # Strings are accepted here and parsed later, so "arguments as a JSON string" becomes a drop
-    # reason (or is repaired) instead of an invalid record.
-    arguments: dict[str, Any] | str | None = None
-
-
-class _RawToolCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    type: Literal["function"] = "function"
-    function: _RawFunction
-
-
-class _RawMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = None
-    tool_calls: list[_RawToolCall] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-
 # Conversation's fields without its validators: a record whose only fault is its content (a
 # placeholder result, a call with no answer) must reach the filters and be dropped for that
 # reason, not be refused as invalid. The fields stay in step with shared.records automatically.
@@ -144,14 +121,14 @@ _RawConversation = create_model(  # type: ignore[call-overload]
         for name, info in Conversation.model_fields.items()
         if name not in ("messages", "schema_version")
     },
-    messages=(list[_RawMessage], ...),
+    messages=(list[RawMessage], ...),
 )
 
 
 @dataclass(frozen=True)
 class _Line:
     number: int
-    conversation: Any = None  # a _RawConversation
+    conversation: Trajectory | None = None
     error: str | None = None
     # Bytes of the file read up to the end of this line, for progress.
     end_offset: int = 0
@@ -184,15 +161,27 @@ def _parse_line(path: str, number: int, raw: bytes, offset: int) -> _Line:
     data = parse_json_object(path, number, raw)
     if isinstance(data, LineError):
         return _Line(number=number, error=str(data), end_offset=offset)
+    if is_plain_chat(data):
+        trajectory = plain_trajectory(path, number, data)
+        if isinstance(trajectory, LineError):
+            return _Line(number=number, error=str(trajectory), end_offset=offset)
+        return _Line(number=number, conversation=trajectory, end_offset=offset)
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         reason = "is required" if version is None else f"unsupported version {version!r} (this distill reads {SCHEMA_VERSION})"
         return _Line(number=number, error=str(LineError(path, number, "schema_version", reason)), end_offset=offset)
     try:
-        conversation = _RawConversation.model_validate(data)
+        record = _RawConversation.model_validate(data)
     except ValidationError as error:
         return _Line(number=number, error=str(line_error(path, number, error)), end_offset=offset)
-    return _Line(number=number, conversation=conversation, end_offset=offset)
+    return _Line(number=number, conversation=record_trajectory(record), end_offset=offset)
+
+
+def record_trajectory(record: Any) -> Trajectory:
+    """A distill record (validated as _RawConversation) as a Trajectory; its other fields ride along."""
+    extra = record.model_dump(mode="json", exclude={"messages", "tools", "task_id", "status", "error"})
+    return Trajectory(task_id=record.task_id, messages=record.messages, tools=record.tools,
+                      status=record.status, error=record.error, extra=extra)
 
 
 # --- filtering -------------------------------------------------------------------------------
@@ -205,7 +194,7 @@ class _Rejected(Exception):
         self.detail = detail
 
 
-def training_messages(conversation: Any, *, max_tool_calls: int) -> list[dict[str, Any]]:
+def training_messages(conversation: Trajectory, *, max_tool_calls: int) -> list[dict[str, Any]]:
     """The conversation's messages ready for training, or _Rejected with the first reason."""
     if conversation.status != "final_answer":
         suffix = f": {conversation.error}" if conversation.error else ""
