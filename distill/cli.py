@@ -145,6 +145,28 @@ def convert(
 
 
 @app.command()
+def repair(
+    source: Annotated[Path, typer.Argument(help="Conversations: a run folder, distill records or plain chat lines.")],
+    workspace: Annotated[Path, typer.Option(help="Folder the tools replay in (read-only).")],
+    out: Annotated[Path, typer.Option(help="Repaired conversations (plain chat lines); the report goes beside it.")],
+    custom_tool: Annotated[Optional[list[str]], typer.Option(
+        "--custom-tool", help="A tool of your own, package.module:function (repeatable).")] = None,
+    keep_original: Annotated[bool, typer.Option(
+        "--keep-original", help="Where a real result differs today, keep the old one (it is still listed).")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
+) -> None:
+    """Replay every tool call with the real tools, so placeholder results become real ones."""
+    from distill.trainer.convert import conversations_path
+    from distill.trainer.repair import repair as run_repair
+    from distill.views import convert_progress, repair_table
+
+    with convert_progress(err, conversations_path(source), verb="repair") as on_progress:
+        report = run_repair(source, workspace, out, custom_tools=custom_tool or (), keep_original=keep_original,
+                            skip_invalid=skip_invalid, on_progress=on_progress)
+    console_out.print(repair_table(report))
+
+
+@app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Folder with train.jsonl and valid.jsonl (from distill convert).")],
     model: Annotated[str, typer.Option(help="Student model folder.")],

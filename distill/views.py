@@ -20,6 +20,7 @@ from rich.table import Table
 
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
+from distill.trainer.repair import CallOutcome, RepairReport, report_path
 
 
 def convert_table(report: ConvertReport) -> Table:
@@ -42,10 +43,10 @@ def convert_table(report: ConvertReport) -> Table:
 
 
 @contextmanager
-def convert_progress(console: Console, source: Path) -> Iterator[ProgressCallback]:
+def convert_progress(console: Console, source: Path, verb: str = "convert") -> Iterator[ProgressCallback]:
     """A bar over the bytes of the conversations file, with kept and dropped counts."""
     progress = Progress(
-        TextColumn("[bold blue]convert"),
+        TextColumn(f"[bold blue]{verb}"),
         BarColumn(),
         DownloadColumn(),
         TextColumn("{task.fields[kept]} kept, {task.fields[dropped]} dropped"),
@@ -61,6 +62,31 @@ def convert_progress(console: Console, source: Path) -> Iterator[ProgressCallbac
             progress.update(task, completed=read, kept=kept, dropped=dropped)
 
         yield update
+
+
+REPAIR_DESCRIPTIONS = {
+    CallOutcome.REPLACED: "calls replaced (placeholder, None, empty or missing -> real result)",
+    CallOutcome.KEPT: "calls kept (real result, reproduced today)",
+    CallOutcome.CHANGED: "calls changed (real result that differs today)",
+    CallOutcome.FAILED: "calls failed (record dropped)",
+}
+
+
+def repair_table(report: RepairReport) -> Table:
+    """What happened to each call, and to each conversation."""
+    table = Table(title=f"distill repair: {report.written} of {report.records} conversations written")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    styles = {CallOutcome.REPLACED: "green", CallOutcome.KEPT: "green", CallOutcome.CHANGED: "yellow",
+              CallOutcome.FAILED: "red"}
+    for outcome in CallOutcome:
+        table.add_row(REPAIR_DESCRIPTIONS[outcome], str(report.calls.get(outcome, 0)), style=styles[outcome])
+    if report.invalid_lines:
+        table.add_row("invalid lines skipped", str(report.invalid_lines), style="red")
+    for note in report.notes[:5]:
+        table.add_row(f"  line {note.line} {note.tool} ({note.outcome}): {note.detail}", "", style="dim")
+    table.caption = f"written: {report.out}; report: {report_path(Path(report.out))}"
+    return table
 
 
 EVAL_ROWS = (

@@ -107,6 +107,25 @@ class _PlainLine(BaseModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class ArgumentsNotObject(ValueError):
+    """Tool-call arguments that are not a JSON object (or a JSON string holding one)."""
+
+
+def arguments_object(name: str, arguments: Any) -> dict[str, Any]:
+    """Tool-call arguments as a JSON object; a JSON string is decoded (templates would double-encode it)."""
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    try:
+        decoded = json.loads(arguments)
+    except json.JSONDecodeError as error:
+        raise ArgumentsNotObject(f"{name}: arguments are not JSON ({error.msg})") from None
+    if not isinstance(decoded, dict):
+        raise ArgumentsNotObject(f"{name}: arguments are JSON {type(decoded).__name__}, not an object")
+    return decoded
+
+
 def is_plain_chat(data: dict[str, Any]) -> bool:
     """A line without distill's schema_version but with messages is a plain chat line."""
     return "schema_version" not in data and "messages" in data

@@ -33,7 +33,14 @@ from distill.shared.records import (
     tool_result_problem,
     utcnow,
 )
-from distill.trainer.chat_lines import RawMessage, Trajectory, is_plain_chat, plain_trajectory
+from distill.trainer.chat_lines import (
+    ArgumentsNotObject,
+    RawMessage,
+    Trajectory,
+    arguments_object,
+    is_plain_chat,
+    plain_trajectory,
+)
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
@@ -234,19 +241,10 @@ def _check_tool_results(messages: list[dict[str, Any]]) -> None:
 
 
 def _arguments_object(name: str, arguments: Any) -> dict[str, Any]:
-    """Tool-call arguments as a JSON object; a JSON string is decoded (templates would double-encode it)."""
-    if isinstance(arguments, dict):
-        return arguments
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
     try:
-        decoded = json.loads(arguments)
-    except json.JSONDecodeError as error:
-        raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, f"{name}: arguments are not JSON ({error.msg})") from None
-    if not isinstance(decoded, dict):
-        detail = f"{name}: arguments are JSON {type(decoded).__name__}, not an object"
-        raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, detail)
-    return decoded
+        return arguments_object(name, arguments)
+    except ArgumentsNotObject as problem:
+        raise _Rejected(DropReason.ARGUMENTS_NOT_JSON, str(problem)) from None
 
 
 def _describe(message: dict[str, Any]) -> str:

@@ -1,0 +1,130 @@
+"""`distill repair`: placeholder datasets replayed with the real tools, then kept by convert."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trainer_fixtures import read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
+
+from distill.trainer.convert import DropReason, convert
+from distill.trainer.errors import TrainerError
+from distill.trainer.repair import CallOutcome, RepairReport, repair, report_path
+
+PLACEHOLDER = "[Tool execution completed]"
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "config.py").write_text("DEBUG = True\nTIMEOUT = 30\n")
+    (root / "pkg" / "server.py").write_text("from pkg.config import TIMEOUT\n\ndef serve():\n    return TIMEOUT\n")
+    return root
+
+
+def chat(name: str, arguments: Any, result: Any, *, answer: str = "It is in pkg/config.py.") -> dict[str, Any]:
+    """A plain chat line as the seed's Phase 1 data had them: string arguments, ids optional."""
+    call: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+    tool: dict[str, Any] = {"role": "tool", "content": result}
+    return {"messages": [
+        {"role": "system", "content": "Answer questions about the code. Use the tools."},
+        {"role": "user", "content": "Where is TIMEOUT defined?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        tool,
+        {"role": "assistant", "content": answer},
+    ]}
+
+
+def test_placeholders_become_real_results_and_convert_keeps_them(tmp_path: Path, workspace: Path, tiny_model: Path) -> None:
+    dataset = write_jsonl(tmp_path / "phase1.jsonl", [
+        chat("grep", {"pattern": "TIMEOUT =", "path": "pkg"}, PLACEHOLDER),
+        chat("read_file", {"path": "pkg/config.py"}, None),
+        chat("list_dir", {"path": "pkg"}, ""),
+        chat("delete_everything", {"path": "/"}, PLACEHOLDER),  # no such tool: dropped with its reason
+    ])
+    # Before: convert drops every line, since none carries a real result.
+    before = convert(dataset, tiny_model, tmp_path / "before")
+    assert before.kept == 0 and before.dropped[DropReason.BAD_TOOL_RESULT] == 4
+
+    report = repair(dataset, workspace, tmp_path / "repaired.jsonl")
+    assert report.records == 4 and report.written == 3 and report.dropped == 1
+    assert report.calls[CallOutcome.REPLACED] == 3 and report.calls[CallOutcome.FAILED] == 1
+    [failure] = report.notes
+    assert failure.line == 4 and failure.outcome == CallOutcome.FAILED and "unknown tool 'delete_everything'" in failure.detail
+    saved = RepairReport.model_validate_json(report_path(tmp_path / "repaired.jsonl").read_text())
+    assert saved.written == 3
+
+    rows = read_jsonl(tmp_path / "repaired.jsonl")
+    results = [row["messages"][3]["content"] for row in rows]
+    assert results[0] == "pkg/config.py:2: TIMEOUT = 30"
+    assert results[1].splitlines()[1].endswith("TIMEOUT = 30")
+    assert "config.py" in results[2] and "server.py" in results[2]
+    assert all(row["messages"][2]["tool_calls"][0]["function"]["arguments"] != "" for row in rows)
+    assert isinstance(rows[0]["messages"][2]["tool_calls"][0]["function"]["arguments"], dict)
+    assert {t["function"]["name"] for t in rows[0]["tools"]} >= {"grep", "read_file", "list_dir", "find_files"}
+
+    after = convert(tmp_path / "repaired.jsonl", tiny_model, tmp_path / "after", max_seq_length=4096)
+    assert after.kept == 3, after.drops
+
+
+def test_real_results_are_kept_changed_results_flagged(tmp_path: Path, workspace: Path) -> None:
+    dataset = write_jsonl(tmp_path / "real.jsonl", [
+        chat("grep", {"pattern": "TIMEOUT =", "path": "pkg"}, "pkg/config.py:2: TIMEOUT = 30"),
+        chat("grep", {"pattern": "DEBUG", "path": "pkg"}, "pkg/config.py:1: DEBUG = False"),  # the code moved on
+    ])
+    report = repair(dataset, workspace, tmp_path / "today.jsonl")
+    assert report.calls[CallOutcome.KEPT] == 1 and report.calls[CallOutcome.CHANGED] == 1
+    [note] = report.notes
+    assert note.outcome == CallOutcome.CHANGED and note.line == 2 and note.tool == "grep"
+    assert read_jsonl(tmp_path / "today.jsonl")[1]["messages"][3]["content"] == "pkg/config.py:1: DEBUG = True"
+
+    kept = repair(dataset, workspace, tmp_path / "original.jsonl", keep_original=True)
+    assert kept.calls[CallOutcome.CHANGED] == 1
+    assert read_jsonl(tmp_path / "original.jsonl")[1]["messages"][3]["content"] == "pkg/config.py:1: DEBUG = False"
+
+
+def test_bad_calls_drop_the_record_with_the_reason(tmp_path: Path, workspace: Path) -> None:
+    missing_result = chat("grep", {"pattern": "serve"}, PLACEHOLDER)
+    del missing_result["messages"][3]  # the call has no result message at all: repair adds one
+    dataset = write_jsonl(tmp_path / "bad.jsonl", [
+        chat("grep", {"no_pattern": "x"}, PLACEHOLDER),  # fails the tool's schema
+        chat("read_file", "not an object", PLACEHOLDER),
+        missing_result,
+    ])
+    report = repair(dataset, workspace, tmp_path / "out.jsonl")
+    assert report.dropped == 2 and report.written == 1
+    details = [note.detail for note in report.notes]
+    assert "pattern" in details[0]
+    assert "not an object" in details[1]
+    [row] = read_jsonl(tmp_path / "out.jsonl")
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert "pkg/server.py:3: def serve():" in row["messages"][3]["content"]
+
+
+def test_repair_never_leaves_the_workspace(tmp_path: Path, workspace: Path) -> None:
+    (tmp_path / "secret.txt").write_text("password=hunter2\n")
+    dataset = write_jsonl(tmp_path / "escape.jsonl", [chat("read_file", {"path": "../secret.txt"}, PLACEHOLDER)])
+    repair(dataset, workspace, tmp_path / "out.jsonl")
+    out = (tmp_path / "out.jsonl").read_text()
+    assert "hunter2" not in out
+    assert read_jsonl(tmp_path / "out.jsonl")[0]["messages"][3]["content"].startswith("error:")
+
+
+def test_bad_input_is_one_line_naming_file_and_line(tmp_path: Path, workspace: Path) -> None:
+    dataset = write_jsonl(tmp_path / "broken.jsonl", [chat("grep", {"pattern": "x"}, PLACEHOLDER), "{oops\n"])
+    with pytest.raises(TrainerError, match=r"broken.jsonl:2: not JSON"):
+        repair(dataset, workspace, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+    command = [sys.executable, "-m", "distill", "repair", str(dataset), "--workspace", str(workspace),
+               "--out", str(tmp_path / "out.jsonl")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "broken.jsonl:2: not JSON" in done.stderr
+    skipped = subprocess.run(command + ["--skip-invalid"], capture_output=True, text=True, timeout=120)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "1 of 2 conversations written" in skipped.stdout

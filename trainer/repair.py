@@ -1,0 +1,257 @@
+"""`distill repair`: replay every tool call of a dataset with the real tools, so each result is real.
+
+The datasets users already have are the broken ones: tool results written as placeholders
+(`[Tool execution completed]`), None or nothing at all. Repair runs each call again against a
+workspace, with the same sandboxed tools (built-in and `custom_tools`) and the same argument
+checks a generation run uses, and writes plain chat lines (`{"id", "messages", "tools"}`) that
+`distill convert` reads. Each call ends as one of:
+
+- replaced: the old result was a placeholder, None, empty or missing; it now holds the real one;
+- kept: the old result was real, and today's run gives the same text;
+- changed: the old result was real but today's differs (the workspace moved on); today's is
+  written unless `keep_original`, and the call is listed in the report either way;
+- failed: the call cannot be replayed (unknown tool, arguments that are not a JSON object or fail
+  the tool's schema, a tool that crashed); the whole conversation is dropped with the reason.
+
+Assistant turns after a replaced result were written while looking at the placeholder; repair
+keeps them as they are (see the README's "Bring your own conversations").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.shared.records import Record, is_placeholder, utcnow
+from distill.shared.settings import GenerationLimits
+from distill.trainer.chat_lines import ArgumentsNotObject, Trajectory, arguments_object
+from distill.trainer.convert import conversations_path, read_conversations
+from distill.trainer.errors import TrainerError
+from distill.trainer.schema_check import argument_errors, tool_schemas
+
+log = logging.getLogger(__name__)
+
+
+class CallOutcome(StrEnum):
+    REPLACED = "replaced"
+    KEPT = "kept"
+    CHANGED = "changed"
+    FAILED = "failed"
+
+
+class CallNote(BaseModel):
+    """One call worth a look in the report: a failure (its record dropped) or a changed result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line: int
+    task_id: str
+    call_id: str
+    tool: str
+    outcome: CallOutcome
+    detail: str
+
+
+class RepairReport(Record):
+    """What `distill repair` did; written beside the output as <out>.report.json."""
+
+    source: str
+    workspace: str
+    out: str
+    keep_original: bool
+    records: int = 0
+    written: int = 0
+    dropped: int = 0
+    invalid_lines: int = 0
+    calls: dict[CallOutcome, int] = Field(default_factory=lambda: {o: 0 for o in CallOutcome})
+    notes: list[CallNote] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class _Failed(Exception):
+    def __init__(self, call_id: str, tool: str, detail: str) -> None:
+        super().__init__(detail)
+        self.call_id, self.tool, self.detail = call_id, tool, detail
+
+
+ToolFunction = Callable[..., str]
+
+
+class ToolBox:
+    """The real tools bound to one workspace, by name, with the schemas the teacher is offered."""
+
+    def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None) -> None:
+        from distill.worker.agent import build_tools, openai_tool_schemas
+        from distill.worker.tools import ToolLimits, Workspace
+
+        limits = limits or GenerationLimits()
+        root = Workspace(Path(workspace), ToolLimits(timeout_s=limits.tool_timeout_s,
+                                                     max_output_chars=limits.tool_max_output_chars))
+        tools = build_tools(root, custom_tools, limits)
+        self.functions: dict[str, ToolFunction] = {tool.name: tool.function for tool in tools}  # type: ignore[misc]
+        self.schemas = openai_tool_schemas(tools)
+        self.parameters = tool_schemas(self.schemas)
+
+    def run(self, name: str, arguments: dict[str, Any]) -> str:
+        """The tool's real answer; raises _Failed when the call cannot be replayed."""
+        if name not in self.functions:
+            raise _Failed("", name, f"unknown tool {name!r} (this workspace has {', '.join(sorted(self.functions))})")
+        problems = argument_errors(self.parameters[name], arguments)
+        if problems:
+            raise _Failed("", name, f"{name}: {problems[0]}")
+        try:
+            return str(self.functions[name](**arguments))
+        except Exception as error:  # noqa: BLE001 - any crash means the call could not be replayed
+            raise _Failed("", name, f"{name} crashed: {type(error).__name__}: {error}") from None
+
+
+def repair(
+    source: Path,
+    workspace: Path,
+    out: Path,
+    *,
+    custom_tools: Sequence[str] = (),
+    keep_original: bool = False,
+    skip_invalid: bool = False,
+    limits: GenerationLimits | None = None,
+    on_progress: Callable[[int, int, int], Any] | None = None,
+) -> RepairReport:
+    """Replay every tool call of SOURCE (a run folder, distill records or plain chat lines) in WORKSPACE.
+
+    Writes OUT (plain chat lines) and OUT.report.json; returns the report. Bad lines raise
+    TrainerError (`file:line: field X: reason`) unless `skip_invalid`. `on_progress` is called
+    after each line with (bytes read, written, dropped).
+    """
+    path = conversations_path(source)
+    if not Path(workspace).is_dir():
+        raise TrainerError(f"{workspace}: workspace directory not found")
+    tools = ToolBox(Path(workspace), custom_tools, limits)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = RepairReport(source=str(path), workspace=str(workspace), out=str(out), keep_original=keep_original)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for line in read_conversations(path):
+                report.records += 1
+                written = _repair_line(line, tools, report, skip_invalid)
+                if written is not None:
+                    handle.write(json.dumps(written, ensure_ascii=False) + "\n")
+                    report.written += 1
+                if on_progress is not None:
+                    on_progress(line.end_offset, report.written, report.dropped + report.invalid_lines)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
+    report_path(out).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def report_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.report.json")
+
+
+def _repair_line(line: Any, tools: ToolBox, report: RepairReport, skip_invalid: bool) -> dict[str, Any] | None:
+    if line.error is not None:
+        if not skip_invalid:
+            raise TrainerError(line.error)
+        report.invalid_lines += 1
+        return None
+    trajectory: Trajectory = line.conversation
+    outcomes: Counter[CallOutcome] = Counter()
+    changes: list[CallNote] = []
+    try:
+        messages = _replayed(trajectory, tools, report.keep_original, outcomes, changes, line.number)
+    except _Failed as failed:
+        report.dropped += 1
+        report.calls[CallOutcome.FAILED] += 1
+        report.notes.append(CallNote(line=line.number, task_id=trajectory.task_id, call_id=failed.call_id,
+                                     tool=failed.tool, outcome=CallOutcome.FAILED, detail=failed.detail[:300]))
+        return None
+    for outcome, count in outcomes.items():
+        report.calls[outcome] += count
+    report.notes.extend(changes)
+    return {"id": trajectory.task_id, "messages": messages, "tools": trajectory.tools or tools.schemas}
+
+
+def _replayed(
+    trajectory: Trajectory,
+    tools: ToolBox,
+    keep_original: bool,
+    outcomes: Counter[CallOutcome],
+    changes: list[CallNote],
+    line: int,
+) -> list[dict[str, Any]]:
+    """The conversation with every call replayed; a call with no result message gets one."""
+    messages: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+    for message in trajectory.messages:
+        dumped = message.model_dump(exclude_none=True)
+        if dumped["role"] == "tool":
+            if dumped.get("tool_call_id") in results:
+                continue  # a second answer to one call: the replay's single answer replaces both
+            results[dumped.get("tool_call_id", "")] = dumped
+        messages.append(dumped)
+    answered = set(results)
+    call_ids = {call["id"] for message in messages for call in message.get("tool_calls") or []}
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "tool" and message.get("tool_call_id") not in call_ids:
+            raise _Failed(message.get("tool_call_id", ""), message.get("name", "?"), "a tool result answers no call")
+        out.append(message)
+        for call in message.get("tool_calls") or []:
+            if call["id"] not in answered:
+                # No result at all (the seed's capture bug): the replay adds it right after the call.
+                results[call["id"]] = {"role": "tool", "tool_call_id": call["id"], "content": None}
+                out.append(results[call["id"]])
+                answered.add(call["id"])
+    for message in out:
+        for call in message.get("tool_calls") or []:
+            note = _replay_call(call, results[call["id"]], tools, keep_original, outcomes)
+            if note is not None:
+                changes.append(CallNote(line=line, task_id=trajectory.task_id, call_id=call["id"], tool=note[0],
+                                        outcome=CallOutcome.CHANGED, detail=note[1]))
+    return out
+
+
+def _replay_call(
+    call: dict[str, Any],
+    result: dict[str, Any],
+    tools: ToolBox,
+    keep_original: bool,
+    outcomes: Counter[CallOutcome],
+) -> tuple[str, str] | None:
+    """Replay one call into its result message; (tool, detail) when a real result changed."""
+    name = call["function"]["name"]
+    try:
+        arguments = arguments_object(name, call["function"].get("arguments"))
+    except ArgumentsNotObject as problem:
+        raise _Failed(call["id"], name, str(problem)) from None
+    call["function"]["arguments"] = arguments  # objects, never strings (templates double-encode)
+    try:
+        today = tools.run(name, arguments)
+    except _Failed as failed:
+        raise _Failed(call["id"], name, failed.detail) from None
+    old = result.get("content")
+    result["name"] = name
+    if old is None or not str(old).strip() or is_placeholder(str(old)):
+        outcomes[CallOutcome.REPLACED] += 1
+        result["content"] = today
+        return None
+    if str(old).strip() == today.strip():
+        outcomes[CallOutcome.KEPT] += 1
+        return None
+    outcomes[CallOutcome.CHANGED] += 1
+    if not keep_original:
+        result["content"] = today
+    kept = "kept the original result" if keep_original else "wrote today's result"
+    return name, f"{kept}; today's starts {today[:120]!r}"
