@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 CONVERSATIONS_FILE = "conversations.jsonl"
 DEAD_FILE = "dead.jsonl"
 
-# Texts that earlier pipelines wrote instead of a real tool result (see the seed). A record that
+# Texts that earlier pipelines wrote instead of a real tool result (docs/architecture.md). A record that
 # carries one of these taught the 7B student to call tools forever, so it is refused outright.
 PLACEHOLDER_RESULTS = frozenset(
     {
@@ -68,7 +68,7 @@ class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    # A JSON object, never a JSON string: Qwen-style templates double-encode strings (facts.md).
+    # A JSON object, never a JSON string: Qwen-style templates double-encode strings (mlx-examples #1053).
     arguments: dict[str, Any]
 
 
@@ -170,7 +170,7 @@ class Conversation(Record):
 
 
 def check_tool_results(messages: list[ChatMessage]) -> None:
-    """Raise if any tool call lacks exactly one real result (the seed's bug, made impossible)."""
+    """Raise if any tool call lacks exactly one real result (placeholders taught the student to loop)."""
     problem = tool_result_problem(messages, allow_empty=True)
     if problem is not None:
         raise ValueError(problem)
@@ -181,7 +181,7 @@ def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, 
 
     The one rule for records (ChatMessage) and raw lines (dicts) alike. `allow_empty=False` also
     refuses an empty result: real built-in tools always say something ("no matches"), so an empty
-    one in a dataset means the result was lost, as in the seed.
+    one in a dataset means the result was lost.
     """
     calls: set[str] = set()
     answered: set[str] = set()

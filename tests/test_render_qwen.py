@@ -78,7 +78,7 @@ def test_mask_covers_every_assistant_turn_with_its_end_token(tiny_model: Path) -
 
 
 def test_string_arguments_would_be_double_encoded(tiny_model: Path) -> None:
-    """Why convert turns JSON-string arguments into objects (facts.md, mlx-examples 1053)."""
+    """Why convert turns JSON-string arguments into objects (mlx-examples issue 1053)."""
     tokenizer = load_tokenizer(tiny_model)
     as_string = [dict(m) for m in MESSAGES[:3]]
     as_string[2] = {"role": "assistant", "content": None, "tool_calls": [call("c1", "grep", '{"pattern": "x"}')]}
