@@ -79,7 +79,8 @@ def _convert_and_train(run_dir: Path, model: Path, iters: int, console: Console)
     adapter_dir = run_dir / "adapter"
     config = load_train_config(iters=iters, batch_size=1, num_layers=4, rank=4, steps_per_report=5,
                                steps_per_eval=iters, save_every=iters, max_seq_length=4096, learning_rate=1e-4)
-    train(data_dir, model, adapter_dir, config=config, console=console)
+    # mlx-lm's trainer draws its own progress bar (in the OpenBLAS child on Linux).
+    train(data_dir, model, adapter_dir, config=config)
     return data_dir, adapter_dir, report.kept
 
 

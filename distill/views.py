@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from mlx_lm.tuner.callbacks import TrainingCallback
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,9 +21,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
+from distill.trainer.train import TrainResult
 
 
 def convert_table(report: ConvertReport) -> Table:
@@ -137,3 +142,57 @@ def eval_progress(console: Console) -> Iterator[PromptCallback]:
             progress.update(bars[variant], completed=done, calls=calls)
 
         yield update
+
+
+class TrainDisplay(TrainingCallback):
+    """What mlx-lm's own bar and loss lines leave out: learning rate, speed and peak memory.
+
+    mlx-lm's trainer draws the progress bar and prints loss, tokens/s and validation loss itself;
+    a line printed here while its bar is live lands above the bar (rich redirects stdout then).
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
+        self.console.print(
+            f"  [dim]iter {train_info['iteration']:>5}  lr {train_info.get('learning_rate', 0.0):.2e}  "
+            f"{train_info.get('iterations_per_second', 0.0):.2f} it/s  "
+            f"peak {train_info.get('peak_memory', 0.0):.2f} GB[/dim]",
+            highlight=False,
+        )
+
+
+@contextmanager
+def tokenize_progress(console: Console) -> Iterator[TokenizeCallback]:
+    """One bar per split file while its examples are tokenised."""
+    progress = Progress(
+        TextColumn("[bold blue]tokenize {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    )
+    bars: dict[str, int] = {}
+    with progress:
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in bars:
+                bars[name] = progress.add_task(name, total=total)
+            progress.update(bars[name], completed=done)
+
+        yield update
+
+
+def train_summary(result: TrainResult) -> str:
+    """Where the run's files are and how the loss moved."""
+    lines = [
+        f"adapter: {result.adapter_file}",
+        f"metrics: {result.metrics_file}",
+        f"loss plot: {result.plot_file}",
+        f"train loss {result.first_train_loss} -> {result.final_train_loss}, "
+        f"validation loss {result.first_val_loss} -> {result.final_val_loss} ({result.seconds:.0f} s)",
+    ]
+    if result.test_loss is not None:
+        lines.append(f"test loss {result.test_loss:.3f}, perplexity {math.exp(min(result.test_loss, 50)):.2f}")
+    return "\n".join(lines)

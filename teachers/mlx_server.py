@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from distill.shared.connection import free_port  # noqa: F401 - re-exported: one helper for every child server
@@ -34,6 +34,14 @@ class MlxServerError(DistillError):
     """The server could not be started or did not become ready; the message names the log."""
 
 
+def openblas_missing(env: Mapping[str, str] | None = None) -> bool:
+    """True on Linux when Debian's OpenBLAS is installed but `env` (default: this process's) does not preload it."""
+    if sys.platform != "linux" or not OPENBLAS_PATH.exists():
+        return False
+    env = os.environ if env is None else env
+    return str(OPENBLAS_PATH) not in env.get("LD_PRELOAD", "").split(":")
+
+
 def mlx_child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a child process that runs MLX (server, training).
 
@@ -42,10 +50,8 @@ def mlx_child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     mlx_lm.server's GET /v1/models tracebacks when the cache directory is missing.
     """
     env = dict(os.environ if base is None else base)
-    if sys.platform == "linux" and OPENBLAS_PATH.exists():
-        preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
-        if str(OPENBLAS_PATH) not in preload:
-            env["LD_PRELOAD"] = ":".join([str(OPENBLAS_PATH), *preload])
+    if openblas_missing(env):
+        env["LD_PRELOAD"] = ":".join([str(OPENBLAS_PATH), *(p for p in env.get("LD_PRELOAD", "").split(":") if p)])
     env["HF_HUB_OFFLINE"] = "1"
     cache = Path(env.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
     try:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from trainer_fixtures import write_jsonl
 
 from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
@@ -33,10 +32,6 @@ from distill.trainer.train import load_train_config, train
 
 QUESTION = "What does config.py do?"
 ANSWER = "config.py defines parse(), which returns 1."
-
-
-def quiet() -> Console:
-    return Console(file=open("/dev/null", "w"), width=120)  # noqa: SIM115 - closed with the process
 
 
 class ScriptedTeacher(BaseHTTPRequestHandler):
@@ -122,7 +117,7 @@ def adapter(setup: dict[str, Any]) -> Path:
         None, fine_tune_type="full", iters=60, batch_size=1, learning_rate=5e-3, num_layers=-1,
         steps_per_report=10, steps_per_eval=100, val_batches=1, max_seq_length=4096,
     )
-    result = train(root / "data", model, root / "adapter", config=config, console=quiet(), in_process=True)
+    result = train(root / "data", model, root / "adapter", config=config, in_process=True)
     assert result.final_val_loss < 1.0 < result.first_val_loss, result
     return root / "adapter"
 
@@ -178,18 +173,17 @@ def test_mlx_server_start_stop_and_failure(setup: dict[str, Any], tmp_path: Path
 
 def test_child_env_preloads_openblas_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import distill.teachers.mlx_server as mlx_server
-    from distill.trainer.train import openblas_available_but_inactive
+    from distill.teachers.mlx_server import openblas_missing
 
     fake = tmp_path / "libopenblas.so.0"
     monkeypatch.setattr(mlx_server, "OPENBLAS_PATH", fake)
     assert "LD_PRELOAD" not in mlx_child_env({"PATH": "/usr/bin"})  # not installed: nothing to preload
     fake.write_bytes(b"")
-    monkeypatch.setattr("distill.trainer.train.OPENBLAS_PATH", fake)
     env = mlx_child_env({"LD_PRELOAD": "/lib/other.so", "HF_HUB_CACHE": str(tmp_path / "hub")})
     assert env["LD_PRELOAD"] == f"{fake}:/lib/other.so"
     assert mlx_child_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
     assert Path(env["HF_HUB_CACHE"]).is_dir() and env["HF_HUB_OFFLINE"] == "1"
     monkeypatch.delenv("LD_PRELOAD", raising=False)
-    assert openblas_available_but_inactive() == (sys.platform == "linux")
+    assert openblas_missing() == (sys.platform == "linux")
     monkeypatch.setenv("LD_PRELOAD", str(fake))
-    assert not openblas_available_but_inactive()
+    assert not openblas_missing()

@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from rich.console import Console
+from mlx_lm.tuner.callbacks import TrainingCallback
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
 from distill.trainer.batches import MaskedDataset, iterate_batches, load_split, masked_loss
@@ -28,8 +28,31 @@ from distill.trainer.train import (
 )
 
 
-def quiet() -> Console:
-    return Console(file=open("/dev/null", "w"), width=120)  # noqa: SIM115 - closed with the process
+class Recorder(TrainingCallback):
+    """Every report mlx-lm's trainer hands its training callback, and every tokenize step."""
+
+    def __init__(self) -> None:
+        self.train: list[dict[str, Any]] = []
+        self.val: list[dict[str, Any]] = []
+        self.tokenized: list[tuple[str, int, int]] = []
+
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
+        self.train.append(dict(train_info))
+
+    def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        self.val.append(dict(val_info))
+
+    def on_tokenize(self, name: str, done: int, total: int) -> None:
+        self.tokenized.append((name, done, total))
+
+
+def assert_metrics_are_the_reports(metrics_file: Path, recorder: Recorder) -> None:
+    """metrics.jsonl holds exactly the losses mlx-lm reported to the callback, in order."""
+    rows = read_metrics(metrics_file)
+    assert recorder.train and [(r.iteration, r.loss, r.tokens_per_second, r.trained_tokens) for r in rows if r.kind == "train"] == [
+        (i["iteration"], i["train_loss"], i["tokens_per_second"], i["trained_tokens"]) for i in recorder.train
+    ]
+    assert [(r.iteration, r.loss) for r in rows if r.kind == "val"] == [(i["iteration"], i["val_loss"]) for i in recorder.val]
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +72,19 @@ def data_dir(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="module")
-def lora_run(tiny_model: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, TrainConfig]:
+def lora_run(tiny_model: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, TrainConfig, Recorder]:
     adapter = tmp_path_factory.mktemp("lora") / "adapter"
     config = load_train_config(
         None, iters=20, batch_size=2, learning_rate=1e-2, num_layers=-1, steps_per_report=5,
         steps_per_eval=10, save_every=10, rank=4, test=True,
     )
-    result = train(data_dir, tiny_model, adapter, config=config, console=quiet(), in_process=True)
-    return adapter, result, config
+    recorder = Recorder()
+    result = train(data_dir, tiny_model, adapter, config=config, callback=recorder, on_tokenize=recorder.on_tokenize, in_process=True)
+    return adapter, result, config, recorder
 
 
-def test_lora_training_lowers_loss_and_records_the_run(lora_run: tuple[Path, Any, TrainConfig], data_dir: Path) -> None:
-    adapter, result, config = lora_run
+def test_lora_training_lowers_loss_and_records_the_run(lora_run: tuple[Path, Any, TrainConfig, Recorder], data_dir: Path) -> None:
+    adapter, result, config, recorder = lora_run
     assert result.final_train_loss < result.first_train_loss - 0.5, result
     assert result.final_val_loss < result.first_val_loss, result
     assert result.test_loss is not None and np.isfinite(result.test_loss)
@@ -74,6 +98,12 @@ def test_lora_training_lowers_loss_and_records_the_run(lora_run: tuple[Path, Any
     assert [r.iteration for r in rows if r.kind == "val"] == [0, 9, 19]
     assert [r.kind for r in rows].count("test") == 1
     assert (adapter / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The metrics writer is mlx-lm's training callback and hands each report on to ours.
+    assert_metrics_are_the_reports(adapter / "metrics.jsonl", recorder)
+    assert [i["iteration"] for i in recorder.train] == [5, 10, 15, 20]
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        total = len(read_jsonl(data_dir / name))
+        assert [(n, d) for n, d, _ in recorder.tokenized if n == name] == [(name, d) for d in range(1, total + 1)]
 
     info = TrainInfo.model_validate_json((adapter / "distill_train.json").read_text())
     for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
@@ -84,20 +114,20 @@ def test_lora_training_lowers_loss_and_records_the_run(lora_run: tuple[Path, Any
     assert load_train_config(adapter / "train_config.yaml") == config
 
 
-def test_adapter_loads_in_mlx_lm_and_changes_the_model(lora_run: tuple[Path, Any, TrainConfig], tiny_model: Path) -> None:
+def test_adapter_loads_in_mlx_lm_and_changes_the_model(lora_run: tuple[Path, Any, TrainConfig, Recorder], tiny_model: Path) -> None:
     import mlx_lm
 
-    adapter, _, _ = lora_run
+    adapter, _, _, _ = lora_run
     base, tokenizer = mlx_lm.load(str(tiny_model))
     tuned, _ = mlx_lm.load(str(tiny_model), adapter_path=str(adapter))
     tokens = mx.array([tokenizer.encode("<|im_start|>assistant\n<tool_call>")])
     assert not mx.allclose(base(tokens), tuned(tokens), atol=1e-3).item()
 
 
-def test_fuse_gives_the_same_model_as_base_plus_adapter(lora_run: tuple[Path, Any, TrainConfig], tiny_model: Path, tmp_path: Path) -> None:
+def test_fuse_gives_the_same_model_as_base_plus_adapter(lora_run: tuple[Path, Any, TrainConfig, Recorder], tiny_model: Path, tmp_path: Path) -> None:
     import mlx_lm
 
-    adapter, _, _ = lora_run
+    adapter, _, _, _ = lora_run
     result = fuse(tiny_model, adapter, tmp_path / "fused")
     assert result.fused_modules > 0
     tuned, tokenizer = mlx_lm.load(str(tiny_model), adapter_path=str(adapter))
@@ -108,10 +138,10 @@ def test_fuse_gives_the_same_model_as_base_plus_adapter(lora_run: tuple[Path, An
         fuse(tiny_model, tmp_path, tmp_path / "f2")
 
 
-def test_resume_continues_from_the_saved_adapter(lora_run: tuple[Path, Any, TrainConfig], tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
-    adapter, first, config = lora_run
+def test_resume_continues_from_the_saved_adapter(lora_run: tuple[Path, Any, TrainConfig, Recorder], tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
+    adapter, first, config, _ = lora_run
     resumed = config.model_copy(update={"iters": 2, "steps_per_report": 1, "resume_adapter_file": adapter / "adapters.safetensors", "test": False})
-    result = train(data_dir, tiny_model, tmp_path / "resumed", config=resumed, console=quiet(), in_process=True)
+    result = train(data_dir, tiny_model, tmp_path / "resumed", config=resumed, in_process=True)
     # A fresh adapter starts near the untrained loss; a resumed one where the last run ended.
     assert result.first_train_loss < first.first_train_loss - 0.5
 
@@ -121,7 +151,7 @@ def test_dora_and_full_fine_tuning_save_loadable_adapters(kind: str, tiny_model:
     import mlx_lm
 
     config = load_train_config(None, fine_tune_type=kind, iters=2, batch_size=2, num_layers=1, steps_per_report=1, learning_rate=1e-3)
-    result = train(data_dir, tiny_model, tmp_path / kind, config=config, console=quiet(), in_process=True)
+    result = train(data_dir, tiny_model, tmp_path / kind, config=config, in_process=True)
     assert result.final_train_loss is not None
     assert json.loads((tmp_path / kind / "adapter_config.json").read_text())["fine_tune_type"] == kind
     mlx_lm.load(str(tiny_model), adapter_path=str(tmp_path / kind))
@@ -130,15 +160,21 @@ def test_dora_and_full_fine_tuning_save_loadable_adapters(kind: str, tiny_model:
 def test_training_in_a_child_process(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
     """The OpenBLAS path: training re-run in a child with mlx_child_env(), errors passed back."""
     config = load_train_config(None, iters=2, batch_size=2, num_layers=-1, steps_per_report=1)
-    result = train(data_dir, tiny_model, tmp_path / "child", config=config, console=quiet(), in_process=False)
+    recorder = Recorder()
+    result = train(data_dir, tiny_model, tmp_path / "child", config=config, callback=recorder,
+                   on_tokenize=recorder.on_tokenize, in_process=False)
     assert result.iterations == 2 and (tmp_path / "child" / "adapters.safetensors").is_file()
     assert not (tmp_path / "child" / ".train_job.json").exists()
+    # The child relays mlx-lm's reports to this process's callbacks.
+    assert_metrics_are_the_reports(tmp_path / "child" / "metrics.jsonl", recorder)
+    assert [i["iteration"] for i in recorder.train] == [1, 2] and recorder.val
+    assert ("train.jsonl", len(read_jsonl(data_dir / "train.jsonl")), len(read_jsonl(data_dir / "train.jsonl"))) in recorder.tokenized
 
     bad = tmp_path / "bad-data"
     bad.mkdir()
     (bad / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}], "tool": []}\n')
     with pytest.raises(TrainerError, match=r"bad-data/train.jsonl:1: field tool: unknown key$"):
-        train(bad, tiny_model, tmp_path / "child2", config=config, console=quiet(), in_process=False)
+        train(bad, tiny_model, tmp_path / "child2", config=config, in_process=False)
 
 
 def test_bad_data_is_reported_with_file_and_line(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
@@ -150,7 +186,7 @@ def test_bad_data_is_reported_with_file_and_line(tiny_model: Path, data_dir: Pat
         folder.mkdir()
         (folder / "train.jsonl").write_text("".join(lines))
         with pytest.raises(TrainerError) as caught:
-            train(folder, tiny_model, tmp_path / "out", config=config.model_copy(update=updates), console=quiet(), in_process=True)
+            train(folder, tiny_model, tmp_path / "out", config=config.model_copy(update=updates), in_process=True)
         return str(caught.value)
 
     ok = json.dumps(good) + "\n"
@@ -161,9 +197,9 @@ def test_bad_data_is_reported_with_file_and_line(tiny_model: Path, data_dir: Pat
     assert attempt([json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n"]).endswith("field messages: no assistant tokens to train on")
     assert "num_layers 16 > the model's 2 layers" in attempt([ok], num_layers=16)
     with pytest.raises(TrainerError, match="no training examples"):
-        train(tmp_path, tiny_model, tmp_path / "out", config=config, console=quiet())
+        train(tmp_path, tiny_model, tmp_path / "out", config=config)
     with pytest.raises(TrainerError, match="model directory not found"):
-        train(data_dir, tmp_path / "missing-model", tmp_path / "out", config=config, console=quiet())
+        train(data_dir, tmp_path / "missing-model", tmp_path / "out", config=config)
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:
@@ -212,8 +248,8 @@ def test_iterate_batches_pads_and_repeats_small_sets() -> None:
 
 def test_load_split_masks_assistant_turns(tiny_model: Path, data_dir: Path) -> None:
     tokenizer = load_tokenizer(tiny_model)
-    dataset = load_split(data_dir / "train.jsonl", tokenizer, max_seq_length=2048, console=quiet())
-    everything = load_split(data_dir / "train.jsonl", tokenizer, max_seq_length=2048, train_on="all", console=quiet())
+    dataset = load_split(data_dir / "train.jsonl", tokenizer, max_seq_length=2048)
+    everything = load_split(data_dir / "train.jsonl", tokenizer, max_seq_length=2048, train_on="all")
     assert len(dataset) == len(everything) > 0
     tokens, mask = dataset[0]
     assert np.array_equal(tokens, everything[0][0])

@@ -7,8 +7,7 @@ these carry a full mask per token so every assistant turn is trained. `iterate_b
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +15,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from distill.shared.errors import WHOLE_LINE, LineError, iter_jsonl, line_error
 from distill.trainer.errors import TrainerError, field_error
-from distill.trainer.render import MaskedTokens, render_all, render_masked
+from distill.trainer.render import MaskedTokens, render_all, render_masked, render_text
 
 # mlx-lm pads to a multiple of 32 too: fewer distinct shapes means fewer recompilations of the
 # compiled training step.
@@ -85,13 +83,17 @@ class MaskedDataset:
         return int(sum(mask.sum() for _, mask in self.examples))
 
 
+# (split file name, examples tokenised so far, examples in the file)
+TokenizeCallback = Callable[[str, int, int], Any]
+
+
 def load_split(
     path: Path,
     tokenizer: Any,
     *,
     max_seq_length: int,
     train_on: Literal["assistant", "all"] = "assistant",
-    console: Console | None = None,
+    on_progress: TokenizeCallback | None = None,
 ) -> MaskedDataset:
     """Read and tokenise one split file; a missing file is an empty split.
 
@@ -101,58 +103,52 @@ def load_split(
     """
     if not path.exists():
         return MaskedDataset([])
+    total = _count_examples(path)
     examples = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    progress = Progress(
-        TextColumn(f"[bold blue]tokenize {path.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console or Console(),
-        transient=True,
-    )
-    with progress:
-        for number, line in progress.track(list(enumerate(lines, start=1))):
-            if not line.strip():
-                continue
-            masked = _masked_line(path, number, line, tokenizer, train_on)
-            if len(masked.tokens) > max_seq_length:
-                raise field_error(
-                    path, number, "messages",
-                    f"{len(masked.tokens)} tokens > max_seq_length {max_seq_length}; "
-                    "run distill convert with the same --max-seq-length",
-                )
-            # The first token is never a target (nothing predicts it), so it cannot count.
-            if not any(masked.mask[1:]):
-                raise field_error(path, number, "messages", "no assistant tokens to train on")
-            examples.append((np.asarray(masked.tokens, np.int32), np.asarray(masked.mask, np.bool_)))
+    for done, (number, data) in enumerate(iter_jsonl(path), start=1):
+        if isinstance(data, LineError):
+            raise TrainerError(str(data))
+        examples.append(_example(path, number, data, tokenizer, max_seq_length, train_on))
+        if on_progress is not None:
+            on_progress(path.name, done, total)
     return MaskedDataset(examples)
 
 
-def _masked_line(path: Path, number: int, line: str, tokenizer: Any, train_on: str) -> MaskedTokens:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise TrainerError(f"{path}:{number}: not JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(data, dict):
-        raise TrainerError(f"{path}:{number}: expected a JSON object")
+def _count_examples(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for raw in handle if raw.strip())
+
+
+def _example(
+    path: Path, number: int, data: dict[str, Any], tokenizer: Any, max_seq_length: int, train_on: str
+) -> tuple[np.ndarray, np.ndarray]:
+    masked = _masked_line(path, number, data, tokenizer, train_on)
+    if len(masked.tokens) > max_seq_length:
+        raise field_error(
+            path, number, "messages",
+            f"{len(masked.tokens)} tokens > max_seq_length {max_seq_length}; "
+            "run distill convert with the same --max-seq-length",
+        )
+    # The first token is never a target (nothing predicts it), so it cannot count.
+    if not any(masked.mask[1:]):
+        raise field_error(path, number, "messages", "no assistant tokens to train on")
+    return np.asarray(masked.tokens, np.int32), np.asarray(masked.mask, np.bool_)
+
+
+def _masked_line(path: Path, number: int, data: dict[str, Any], tokenizer: Any, train_on: str) -> MaskedTokens:
     model = TextLine if "text" in data else ChatLine
     try:
         model.model_validate(data)
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "(line)"
-        message = {"missing": "is required", "extra_forbidden": "unknown key"}.get(problem["type"], problem["msg"])
-        raise field_error(path, number, field, message) from None
+        raise TrainerError(str(line_error(str(path), number, error))) from None
     try:
         if model is TextLine:
             return render_all(tokenizer, data["text"])
         if train_on == "all":
-            from distill.trainer.render import render_text
-
             return render_all(tokenizer, render_text(tokenizer, data["messages"], data.get("tools")))
         return render_masked(tokenizer, data["messages"], data.get("tools"))
     except TrainerError as error:
-        raise TrainerError(f"{path}:{number}: {error}") from None
+        raise TrainerError(str(LineError(str(path), number, WHOLE_LINE, str(error)))) from None
 
 
 def iterate_batches(

@@ -1,8 +1,10 @@
 """`distill train` and `distill fuse`: LoRA / DoRA / full fine-tuning through mlx-lm's own trainer.
 
-mlx-lm's `tuner.train` runs the loop; distill passes it a batch iterator and a loss that train
-every assistant turn (trainer/batches.py), a callback that draws progress and writes metrics,
-and records what is needed to reproduce the run next to the adapter:
+mlx-lm's `tuner.train` runs the loop and draws its own progress bar; distill passes it a batch
+iterator and a loss that train every assistant turn (trainer/batches.py) and a `MetricsWriter`,
+an mlx-lm `TrainingCallback` that writes every report and hands it on to the caller's callback
+(the CLI's display, distill/views.py). The steps follow mlx-lm's lora.py: `_run` -> `train_model`
+-> `evaluate_model`. Next to the adapter it records what is needed to reproduce the run:
 
     OUT/adapters.safetensors   OUT/adapter_config.json   (what mlx_lm.load(adapter_path=) reads)
     OUT/metrics.jsonl          every train and validation report
@@ -13,28 +15,30 @@ and records what is needed to reproduce the run next to the adapter:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from mlx_lm.tuner.callbacks import TrainingCallback
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from distill.teachers.mlx_server import OPENBLAS_PATH, mlx_child_env
+from distill.shared.errors import describe_validation_error
 from distill.shared.records import Record, utcnow
+from distill.teachers.mlx_server import mlx_child_env, openblas_missing
+from distill.trainer.batches import MaskedDataset, TokenizeCallback
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapters.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -123,10 +127,7 @@ def load_train_config(path: Path | None = None, **overrides: Any) -> TrainConfig
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "(config)"
-        message = {"extra_forbidden": "unknown key", "missing": "is required"}.get(problem["type"], problem["msg"])
-        raise TrainerError(f"{source}: field {field}: {message}") from None
+        raise TrainerError(describe_validation_error(error, source)) from None
 
 
 class MetricRecord(BaseModel):
@@ -207,15 +208,19 @@ def train(
     adapter_path: Path,
     *,
     config: TrainConfig | None = None,
-    console: Console | None = None,
+    callback: TrainingCallback | None = None,
+    on_tokenize: TokenizeCallback | None = None,
     in_process: bool | None = None,
 ) -> TrainResult:
     """Fine-tune `model` on DATA/{train,valid}.jsonl (from `distill convert`); write OUT files.
 
-    Loss covers every assistant turn (config.train_on). `in_process=None` re-runs the training
-    in a child process when an OpenBLAS preload is available but not active here (10-25x faster
-    on Linux CPU); True forces this process, False forces a child. Raises TrainerError for bad
-    data, config or model.
+    Loss covers every assistant turn (config.train_on). `callback` gets mlx-lm's train and
+    validation reports as they happen (after they are written to metrics.jsonl); `on_tokenize`
+    gets (file name, done, total) while the splits are tokenised. `in_process=None` re-runs the
+    training in a child process when an OpenBLAS preload is available but not active here (10-25x
+    faster on Linux CPU): the child relays both callbacks' calls, and mlx-lm's own progress bar
+    draws from the child on this process's terminal. True forces this process, False a child.
+    Raises TrainerError for bad data, config or model.
     """
     config = config or TrainConfig()
     data = Path(data)
@@ -223,17 +228,10 @@ def train(
     _check_data_dir(data)
     model_source = check_model_source(model)
     if in_process is None:
-        in_process = not openblas_available_but_inactive()
+        in_process = not openblas_missing()
     if not in_process:
-        return _train_in_child(data, model_source, adapter_path, config)
-    return _train_here(data, model_source, adapter_path, config, console or Console())
-
-
-def openblas_available_but_inactive() -> bool:
-    """True on Linux when Debian's OpenBLAS exists but this process did not start with it preloaded."""
-    if sys.platform != "linux" or not OPENBLAS_PATH.exists():
-        return False
-    return str(OPENBLAS_PATH) not in os.environ.get("LD_PRELOAD", "")
+        return _train_in_child(data, model_source, adapter_path, config, callback, on_tokenize)
+    return _run(data, model_source, adapter_path, config, callback, on_tokenize)
 
 
 def _check_data_dir(data: Path) -> None:
@@ -244,39 +242,109 @@ def _check_data_dir(data: Path) -> None:
         raise TrainerError(f"{data}: no training examples in train.jsonl (run distill convert first)")
 
 
-def _train_here(data: Path, model_source: str, adapter_path: Path, config: TrainConfig, console: Console) -> TrainResult:
+def _run(
+    data: Path,
+    model_source: str,
+    adapter_path: Path,
+    config: TrainConfig,
+    callback: TrainingCallback | None,
+    on_tokenize: TokenizeCallback | None,
+) -> TrainResult:
+    """Load, train, test, record: mlx-lm lora.py's `run` with distill's data and records."""
+    started_at, clock = utcnow(), time.perf_counter()
+    _seed(config.seed)
+    model, tokenizer = _load_model(model_source)
+    splits = load_splits(data, tokenizer, config, on_tokenize)
+    metrics = MetricsWriter(adapter_path / METRICS_FILE, wrapped_callback=callback)
+    with metrics:
+        train_model(config, model, model_source, splits, adapter_path, metrics)
+        test_loss = None
+        if config.test and len(splits["test"]):
+            test_loss = evaluate_model(config, model, splits["test"], metrics)
+    plot_file = plot_losses(metrics.path, adapter_path / PLOT_FILE)
+    result = _result(adapter_path, config, splits, metrics.records, plot_file, test_loss, time.perf_counter() - clock)
+    _write_info(data, model_source, config, result, started_at)
+    return result
+
+
+def _seed(seed: int) -> None:
     import mlx.core as mx
     import numpy as np
-    from mlx_lm.tuner import trainer as mlx_trainer
+
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def _load_model(model_source: str) -> tuple[Any, Any]:
     from mlx_lm.utils import load
 
-    from distill.trainer.batches import iterate_batches, load_split, masked_loss
-
-    started_at = utcnow()
-    clock = time.perf_counter()
-    np.random.seed(config.seed)
-    mx.random.seed(config.seed)
     try:
-        model, tokenizer = load(model_source)
+        return load(model_source)
     except Exception as error:  # noqa: BLE001 - any loader failure means a bad model argument
         raise TrainerError(f"{model_source}: cannot load the model ({type(error).__name__}: {error})") from None
+
+
+def load_splits(
+    data: Path, tokenizer: Any, config: TrainConfig, on_tokenize: TokenizeCallback | None = None
+) -> dict[str, MaskedDataset]:
+    """train, valid and test from DATA, tokenised with their loss masks; a missing split is empty."""
+    from distill.trainer.batches import load_split
+
     splits = {
         name: load_split(
             data / f"{name}.jsonl", tokenizer,
-            max_seq_length=config.max_seq_length, train_on=config.train_on, console=console,
+            max_seq_length=config.max_seq_length, train_on=config.train_on, on_progress=on_tokenize,
         )
         for name in ("train", "valid", "test")
     }
     if not splits["valid"]:
-        console.print(f"[yellow]warning:[/yellow] {data}/valid.jsonl is missing or empty: training without validation")
+        logger.warning("%s is missing or empty: training without validation", data / "valid.jsonl")
+    return splits
+
+
+def train_model(
+    config: TrainConfig,
+    model: Any,
+    model_source: str,
+    splits: dict[str, MaskedDataset],
+    adapter_path: Path,
+    callback: TrainingCallback,
+) -> None:
+    """Make the model trainable, save its configs next to the adapter, and run mlx-lm's loop."""
+    from mlx_lm.tuner import trainer as mlx_trainer
+
+    from distill.trainer.batches import iterate_batches, masked_loss
+
     _make_trainable(model, config)
     optimizer = _optimizer(config)
-
     adapter_path.mkdir(parents=True, exist_ok=True)
     _write_adapter_config(adapter_path, model_source, config)
     config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     (adapter_path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-    args = mlx_trainer.TrainingArgs(
+    trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
+    total = sum(v.size for _, v in _flatten(model.parameters()))
+    logger.info(
+        "distill train %s on %s: %d train / %d valid examples, %s trained tokens per epoch, "
+        "%.3fM of %.3fM parameters trainable",
+        config.fine_tune_type, model_source, len(splits["train"]), len(splits["valid"]),
+        f"{splits['train'].trained_tokens:,}", trainable / 1e6, total / 1e6,
+    )
+    mlx_trainer.train(
+        model=model,
+        optimizer=optimizer,
+        train_dataset=splits["train"],
+        val_dataset=splits["valid"] if len(splits["valid"]) else None,
+        args=_training_args(config, adapter_path),
+        loss=masked_loss,
+        iterate_batches=iterate_batches,
+        training_callback=callback,
+    )
+
+
+def _training_args(config: TrainConfig, adapter_path: Path) -> Any:
+    from mlx_lm.tuner.trainer import TrainingArgs
+
+    return TrainingArgs(
         batch_size=config.batch_size,
         iters=config.iters,
         val_batches=config.val_batches,
@@ -288,49 +356,43 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         grad_checkpoint=config.grad_checkpoint,
         grad_accumulation_steps=config.grad_accumulation_steps,
     )
-    trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
-    total = sum(v.size for _, v in _flatten(model.parameters()))
-    console.print(
-        f"[bold]distill train[/bold] {config.fine_tune_type} on {model_source}: "
-        f"{len(splits['train'])} train / {len(splits['valid'])} valid examples, "
-        f"{splits['train'].trained_tokens:,} trained tokens per epoch, "
-        f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
-    )
-    reporter = TrainProgress(console, config.iters, adapter_path / METRICS_FILE)
-    # mlx-lm draws its own progress bar; ours also shows peak memory and validation loss, and
-    # two live displays on one terminal garble each other, so theirs is swapped for ours.
-    with reporter, _replaced(mlx_trainer, "TrainUI", lambda *a, **k: reporter):
-        mlx_trainer.train(
-            model=model,
-            optimizer=optimizer,
-            train_dataset=splits["train"],
-            val_dataset=splits["valid"] if len(splits["valid"]) else None,
-            args=args,
-            loss=masked_loss,
-            iterate_batches=iterate_batches,
-            training_callback=reporter,
-        )
-        test_loss = None
-        if config.test and len(splits["test"]):
-            test_loss = mlx_trainer.evaluate(
-                model=model,
-                dataset=splits["test"],
-                batch_size=config.batch_size,
-                num_batches=config.test_batches,
-                max_seq_length=config.max_seq_length,
-                loss=masked_loss,
-                iterate_batches=iterate_batches,
-            )
-            reporter.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
-            console.print(f"test loss {test_loss:.3f}, perplexity {math.exp(min(test_loss, 50)):.2f}")
 
-    plot_file = plot_losses(reporter.metrics_file, adapter_path / PLOT_FILE)
-    train_rows = [r for r in reporter.records if r.kind == "train"]
-    val_rows = [r for r in reporter.records if r.kind == "val"]
-    result = TrainResult(
+
+def evaluate_model(config: TrainConfig, model: Any, test_set: MaskedDataset, metrics: MetricsWriter) -> float:
+    """The masked loss on the test split, recorded in metrics.jsonl as a `test` row."""
+    from mlx_lm.tuner import trainer as mlx_trainer
+
+    from distill.trainer.batches import iterate_batches, masked_loss
+
+    test_loss = mlx_trainer.evaluate(
+        model=model,
+        dataset=test_set,
+        batch_size=config.batch_size,
+        num_batches=config.test_batches,
+        max_seq_length=config.max_seq_length,
+        loss=masked_loss,
+        iterate_batches=iterate_batches,
+    )
+    metrics.record(MetricRecord(kind="test", iteration=config.iters, loss=test_loss))
+    logger.info("test loss %.3f, perplexity %.2f", test_loss, math.exp(min(test_loss, 50)))
+    return test_loss
+
+
+def _result(
+    adapter_path: Path,
+    config: TrainConfig,
+    splits: dict[str, MaskedDataset],
+    records: list[MetricRecord],
+    plot_file: Path | None,
+    test_loss: float | None,
+    seconds: float,
+) -> TrainResult:
+    train_rows = [r for r in records if r.kind == "train"]
+    val_rows = [r for r in records if r.kind == "val"]
+    return TrainResult(
         adapter_path=str(adapter_path),
         adapter_file=str(adapter_path / ADAPTER_FILE),
-        metrics_file=str(reporter.metrics_file),
+        metrics_file=str(adapter_path / METRICS_FILE),
         plot_file=str(plot_file) if plot_file else None,
         info_file=str(adapter_path / INFO_FILE),
         iterations=config.iters,
@@ -342,16 +404,8 @@ def _train_here(data: Path, model_source: str, adapter_path: Path, config: Train
         first_val_loss=val_rows[0].loss if val_rows else None,
         final_val_loss=val_rows[-1].loss if val_rows else None,
         test_loss=test_loss,
-        seconds=round(time.perf_counter() - clock, 3),
+        seconds=round(seconds, 3),
     )
-    _write_info(data, model_source, config, result, started_at)
-    console.print(
-        f"adapter: {result.adapter_file}  loss {result.first_train_loss or float('nan'):.3f} -> "
-        f"{result.final_train_loss or float('nan'):.3f}"
-        + (f", val {result.final_val_loss:.3f}" if result.final_val_loss is not None else "")
-        + f"  ({result.seconds:.1f}s)"
-    )
-    return result
 
 
 def _make_trainable(model: Any, config: TrainConfig) -> None:
@@ -422,20 +476,6 @@ def _flatten(tree: Any) -> list[tuple[str, Any]]:
     return tree_flatten(tree)
 
 
-@contextlib.contextmanager
-def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    """Temporarily set owner.name (only if it exists: older mlx-lm has no TrainUI)."""
-    if not hasattr(owner, name):
-        yield
-        return
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
-
-
 def _write_adapter_config(adapter_path: Path, model_source: str, config: TrainConfig) -> None:
     # The keys mlx_lm.load(adapter_path=...) / mlx_lm.server --adapter-path / fuse read, plus the
     # rest of the config for humans.
@@ -484,112 +524,61 @@ def _versions() -> dict[str, str]:
 # --- progress and metrics --------------------------------------------------------------------
 
 
-class TrainProgress:
-    """Rich progress bar + metrics.jsonl writer.
+class MetricsWriter(TrainingCallback):
+    """metrics.jsonl from mlx-lm's train and validation reports, each handed on to `wrapped_callback`.
 
-    It is an mlx-lm TrainingCallback (train and validation reports) and also stands in for
-    mlx-lm's TrainUI (per-iteration advance, validation sub-bar), so one bar shows it all.
+    The same shape as mlx-lm's own WandBCallback: record, then pass the report on (here to the
+    display the CLI passes in). Use it as a context manager around the training loop.
     """
 
-    def __init__(self, console: Console, total_iters: int, metrics_file: Path) -> None:
-        self.console = console
-        self.metrics_file = metrics_file
+    def __init__(self, path: Path, wrapped_callback: TrainingCallback | None = None) -> None:
+        self.path = Path(path)
+        self.wrapped_callback = wrapped_callback
         self.records: list[MetricRecord] = []
-        self.progress = Progress(
-            TextColumn("[bold blue]{task.description:<5}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s  peak {task.fields[mem]}"
-            ),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task("train", total=total_iters, loss="-", val="-", tps="-", mem="-")
         self._handle: Any = None
-        # Entered twice: by distill around the whole run, and by mlx-lm's loop as its TrainUI.
-        self._depth = 0
 
-    # context: the live display and the metrics file
-    def __enter__(self) -> TrainProgress:
-        self._depth += 1
-        if self._depth == 1:
-            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-            # A new run starts a new metrics file (a resumed run's history is in its parent's dir).
-            self._handle = self.metrics_file.open("w", encoding="utf-8")
-            self.progress.start()
+    def __enter__(self) -> MetricsWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A new run starts a new metrics file (a resumed run's history is in its parent's dir).
+        self._handle = self.path.open("w", encoding="utf-8")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.progress.stop()
-            self._handle.close()
-            self._handle = None
+        self._handle.close()
+        self._handle = None
 
     def record(self, row: MetricRecord) -> None:
         self.records.append(row)
         self._handle.write(row.model_dump_json() + "\n")
         self._handle.flush()  # a crashed run keeps every report so far
 
-    # mlx_lm TrainingCallback
-    def on_train_loss_report(self, info: dict[str, Any]) -> None:
-        peak = float(info.get("peak_memory", 0.0))
-        row = MetricRecord(
-            kind="train",
-            iteration=int(info["iteration"]),
-            loss=float(info["train_loss"]),
-            learning_rate=float(info["learning_rate"]) if "learning_rate" in info else None,
-            iterations_per_second=float(info.get("iterations_per_second", 0.0)),
-            tokens_per_second=float(info.get("tokens_per_second", 0.0)),
-            trained_tokens=int(info.get("trained_tokens", 0)),
-            peak_memory_gb=round(peak, 4),
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
+        self.record(
+            MetricRecord(
+                kind="train",
+                iteration=int(train_info["iteration"]),
+                loss=float(train_info["train_loss"]),
+                learning_rate=float(train_info["learning_rate"]) if "learning_rate" in train_info else None,
+                iterations_per_second=float(train_info.get("iterations_per_second", 0.0)),
+                tokens_per_second=float(train_info.get("tokens_per_second", 0.0)),
+                trained_tokens=int(train_info.get("trained_tokens", 0)),
+                peak_memory_gb=round(float(train_info.get("peak_memory", 0.0)), 4),
+            )
         )
-        self.record(row)
-        self.progress.update(
-            self.task,
-            completed=row.iteration,
-            loss=f"{row.loss:.3f}",
-            tps=f"{row.tokens_per_second or 0:,.0f}",
-            mem=f"{peak:.2f} GB",
+        if self.wrapped_callback is not None:
+            self.wrapped_callback.on_train_loss_report(train_info)
+
+    def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        self.record(
+            MetricRecord(
+                kind="val",
+                iteration=int(val_info["iteration"]),
+                loss=float(val_info["val_loss"]),
+                seconds=float(val_info.get("val_time", 0.0)),
+            )
         )
-        self.progress.console.print(
-            f"  iter {row.iteration:>5}  loss {row.loss:.3f}  {row.tokens_per_second or 0:,.0f} tok/s  "
-            f"lr {row.learning_rate or 0:.2e}  peak {peak:.2f} GB"
-        )
-
-    def on_val_loss_report(self, info: dict[str, Any]) -> None:
-        row = MetricRecord(
-            kind="val",
-            iteration=int(info["iteration"]),
-            loss=float(info["val_loss"]),
-            seconds=float(info.get("val_time", 0.0)),
-        )
-        self.record(row)
-        self.progress.update(self.task, val=f"{row.loss:.3f}")
-        self.progress.console.print(f"  iter {row.iteration:>5}  val loss {row.loss:.3f}  ({row.seconds:.1f}s)")
-
-    # mlx_lm.cli_ui.TrainUI's interface
-    def advance(self) -> None:
-        self.progress.advance(self.task)
-
-    def report_train(self, *args: Any, **kwargs: Any) -> None:
-        """Shown by on_train_loss_report instead (it has peak memory and the learning rate)."""
-
-    def report_val(self, *args: Any, **kwargs: Any) -> None:
-        """Shown by on_val_loss_report instead."""
-
-    def report_save(self, checkpoint: Path) -> None:
-        self.progress.console.print(f"  saved {checkpoint}")
-
-    @contextlib.contextmanager
-    def val_task(self, total: int) -> Iterator[Any]:
-        task = self.progress.add_task("val", total=max(total, 1), loss="", val="", tps="", mem="")
-        try:
-            yield lambda: self.progress.advance(task)
-        finally:
-            self.progress.remove_task(task)
+        if self.wrapped_callback is not None:
+            self.wrapped_callback.on_val_loss_report(val_info)
 
 
 def read_metrics(metrics_file: Path) -> list[MetricRecord]:
@@ -627,39 +616,7 @@ def plot_losses(metrics_file: Path, png: Path) -> Path | None:
     return png
 
 
-# --- running in a child process --------------------------------------------------------------
-
-
-class _ChildJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data: str
-    model: str
-    adapter_path: str
-    config: TrainConfig
-    error_file: str
-
-
-def _train_in_child(data: Path, model_source: str, adapter_path: Path, config: TrainConfig) -> TrainResult:
-    adapter_path.mkdir(parents=True, exist_ok=True)
-    job_file = adapter_path / ".train_job.json"
-    error_file = adapter_path / ".train_error"
-    error_file.unlink(missing_ok=True)
-    job = _ChildJob(
-        data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, error_file=str(error_file)
-    )
-    job_file.write_text(job.model_dump_json(), encoding="utf-8")
-    env = mlx_child_env()
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    completed = subprocess.run([sys.executable, "-m", "distill.trainer.train", str(job_file)], env=env, check=False)
-    job_file.unlink(missing_ok=True)
-    if completed.returncode != 0:
-        message = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""
-        error_file.unlink(missing_ok=True)
-        raise TrainerError(message or f"the training process exited with code {completed.returncode}")
-    info = TrainInfo.model_validate_json((adapter_path / INFO_FILE).read_text(encoding="utf-8"))
-    return info.result
+# --- fusing ------------------------------------------------------------------------------------
 
 
 def fuse(
@@ -698,14 +655,124 @@ def fuse(
     return FuseResult(save_path=str(save_path), fused_modules=len(fused))
 
 
-def _child_main(job_file: str) -> int:
-    job = _ChildJob.model_validate_json(Path(job_file).read_text(encoding="utf-8"))
+# --- running in a child process --------------------------------------------------------------
+
+
+class _ChildJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str
+    model: str
+    adapter_path: str
+    config: TrainConfig
+    # The write end of a pipe the child sends its events down (see _Relay), as JSON lines.
+    events_fd: int
+    relay_reports: bool
+    relay_tokenize: bool
+
+
+class _ChildEvent(BaseModel):
+    """One line from the training child: a report for the callbacks, or the error that ended it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["train", "val", "tokenize", "error"]
+    info: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+
+def _train_in_child(
+    data: Path,
+    model_source: str,
+    adapter_path: Path,
+    config: TrainConfig,
+    callback: TrainingCallback | None,
+    on_tokenize: TokenizeCallback | None,
+) -> TrainResult:
+    adapter_path.mkdir(parents=True, exist_ok=True)
+    job_file = adapter_path / ".train_job.json"
+    read_end, write_end = os.pipe()
+    job = _ChildJob(
+        data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, events_fd=write_end,
+        relay_reports=callback is not None, relay_tokenize=on_tokenize is not None,
+    )
+    job_file.write_text(job.model_dump_json(), encoding="utf-8")
     try:
-        train(Path(job.data), job.model, Path(job.adapter_path), config=job.config, in_process=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "distill.trainer.train", str(job_file)], env=mlx_child_env(), pass_fds=(write_end,)
+        )
+    finally:
+        os.close(write_end)
+    try:
+        error = _follow_child(read_end, callback, on_tokenize)
+        code = child.wait()
+    finally:
+        if child.poll() is None:  # the caller's callback raised (Ctrl+C): the child goes too
+            child.terminate()
+            child.wait()
+        job_file.unlink(missing_ok=True)
+    if error or code != 0:
+        raise TrainerError(error or f"the training process exited with code {code}")
+    return TrainInfo.model_validate_json((adapter_path / INFO_FILE).read_text(encoding="utf-8")).result
+
+
+def _follow_child(read_end: int, callback: TrainingCallback | None, on_tokenize: TokenizeCallback | None) -> str:
+    """Hand the child's reports to this process's callbacks until it closes the pipe; its error, if any."""
+    error = ""
+    with os.fdopen(read_end, encoding="utf-8") as events:
+        for line in events:
+            event = _ChildEvent.model_validate_json(line)
+            if event.kind == "error":
+                error = event.message
+            elif event.kind == "tokenize" and on_tokenize is not None:
+                on_tokenize(event.info["name"], event.info["done"], event.info["total"])
+            elif event.kind == "train" and callback is not None:
+                callback.on_train_loss_report(event.info)
+            elif event.kind == "val" and callback is not None:
+                callback.on_val_loss_report(event.info)
+    return error
+
+
+class _Relay(TrainingCallback):
+    """The child's side: every report, and the error that ends it, as one JSON line down the pipe."""
+
+    def __init__(self, events_fd: int) -> None:
+        self._pipe = os.fdopen(events_fd, "w", encoding="utf-8")
+
+    def send(self, event: _ChildEvent) -> None:
+        self._pipe.write(event.model_dump_json() + "\n")
+        self._pipe.flush()
+
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
+        self.send(_ChildEvent(kind="train", info=train_info))
+
+    def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        self.send(_ChildEvent(kind="val", info=val_info))
+
+    def on_tokenize(self, name: str, done: int, total: int) -> None:
+        self.send(_ChildEvent(kind="tokenize", info={"name": name, "done": done, "total": total}))
+
+    def close(self) -> None:
+        self._pipe.close()
+
+
+def _child_main(job_file: str) -> int:
+    """The training child's entry point: train here, send reports and errors to the parent."""
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("distill").setLevel(logging.INFO)
+    job = _ChildJob.model_validate_json(Path(job_file).read_text(encoding="utf-8"))
+    relay = _Relay(job.events_fd)
+    try:
+        train(
+            Path(job.data), job.model, Path(job.adapter_path), config=job.config, in_process=True,
+            callback=relay if job.relay_reports else None,
+            on_tokenize=relay.on_tokenize if job.relay_tokenize else None,
+        )
     except TrainerError as error:
-        Path(job.error_file).write_text(str(error), encoding="utf-8")
-        print(f"error: {error}", file=sys.stderr)
+        relay.send(_ChildEvent(kind="error", message=str(error)))
         return 2
+    finally:
+        relay.close()
     return 0
 
 
