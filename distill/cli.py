@@ -205,7 +205,7 @@ def train(
         grad_checkpoint=grad_checkpoint, save_every=save_every, resume_adapter_file=resume_adapter_file,
     )
     with tokenize_progress(err) as on_tokenize:
-        result = run_train(data, model, adapter_path, config=settings, callback=TrainDisplay(console_out),
+        result = run_train(data, model, adapter_path, config=settings, callback=TrainDisplay(),
                            on_tokenize=on_tokenize, in_process=True)
     console_out.print(train_summary(result), highlight=False)
 

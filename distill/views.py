@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlx_lm.cli_ui import make_console
 from mlx_lm.tuner.callbacks import TrainingCallback
 from rich.console import Console
 from rich.progress import (
@@ -147,12 +148,13 @@ def eval_progress(console: Console) -> Iterator[PromptCallback]:
 class TrainDisplay(TrainingCallback):
     """What mlx-lm's own bar and loss lines leave out: learning rate, speed and peak memory.
 
-    mlx-lm's trainer draws the progress bar and prints loss, tokens/s and validation loss itself;
-    a line printed here while its bar is live lands above the bar (rich redirects stdout then).
+    mlx-lm's trainer draws the progress bar and prints loss, tokens/s and validation loss itself.
+    Lines go through mlx-lm's shared console, the one its bar is live on, so they land above the
+    bar (another rich console would write straight onto the bar's line).
     """
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or make_console()
 
     def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
         self.console.print(
@@ -190,9 +192,13 @@ def train_summary(result: TrainResult) -> str:
         f"adapter: {result.adapter_file}",
         f"metrics: {result.metrics_file}",
         f"loss plot: {result.plot_file}",
-        f"train loss {result.first_train_loss} -> {result.final_train_loss}, "
-        f"validation loss {result.first_val_loss} -> {result.final_val_loss} ({result.seconds:.0f} s)",
+        f"train loss {_loss(result.first_train_loss)} -> {_loss(result.final_train_loss)}, "
+        f"validation loss {_loss(result.first_val_loss)} -> {_loss(result.final_val_loss)} ({result.seconds:.0f} s)",
     ]
     if result.test_loss is not None:
         lines.append(f"test loss {result.test_loss:.3f}, perplexity {math.exp(min(result.test_loss, 50)):.2f}")
     return "\n".join(lines)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distill.shared.errors import describe_validation_error
 from distill.shared.records import Record, utcnow
 from distill.teachers.mlx_server import mlx_child_env, openblas_missing
-from distill.trainer.batches import MaskedDataset, TokenizeCallback
+from distill.trainer.batches import MaskedDataset, TokenizeCallback, iterate_batches, load_split, masked_loss
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
 
@@ -288,8 +288,6 @@ def load_splits(
     data: Path, tokenizer: Any, config: TrainConfig, on_tokenize: TokenizeCallback | None = None
 ) -> dict[str, MaskedDataset]:
     """train, valid and test from DATA, tokenised with their loss masks; a missing split is empty."""
-    from distill.trainer.batches import load_split
-
     splits = {
         name: load_split(
             data / f"{name}.jsonl", tokenizer,
@@ -313,22 +311,10 @@ def train_model(
     """Make the model trainable, save its configs next to the adapter, and run mlx-lm's loop."""
     from mlx_lm.tuner import trainer as mlx_trainer
 
-    from distill.trainer.batches import iterate_batches, masked_loss
-
     _make_trainable(model, config)
     optimizer = _optimizer(config)
-    adapter_path.mkdir(parents=True, exist_ok=True)
-    _write_adapter_config(adapter_path, model_source, config)
-    config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    (adapter_path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-    trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
-    total = sum(v.size for _, v in _flatten(model.parameters()))
-    logger.info(
-        "distill train %s on %s: %d train / %d valid examples, %s trained tokens per epoch, "
-        "%.3fM of %.3fM parameters trainable",
-        config.fine_tune_type, model_source, len(splits["train"]), len(splits["valid"]),
-        f"{splits['train'].trained_tokens:,}", trainable / 1e6, total / 1e6,
-    )
+    _write_configs(adapter_path, model_source, config)
+    _log_start(config, model, model_source, splits)
     mlx_trainer.train(
         model=model,
         optimizer=optimizer,
@@ -338,6 +324,24 @@ def train_model(
         loss=masked_loss,
         iterate_batches=iterate_batches,
         training_callback=callback,
+    )
+
+
+def _write_configs(adapter_path: Path, model_source: str, config: TrainConfig) -> None:
+    adapter_path.mkdir(parents=True, exist_ok=True)
+    _write_adapter_config(adapter_path, model_source, config)
+    config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    (adapter_path / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+
+
+def _log_start(config: TrainConfig, model: Any, model_source: str, splits: dict[str, MaskedDataset]) -> None:
+    trainable = sum(v.size for _, v in _flatten(model.trainable_parameters()))
+    total = sum(v.size for _, v in _flatten(model.parameters()))
+    logger.info(
+        "distill train %s on %s: %d train / %d valid examples, %s trained tokens per epoch, "
+        "%.3fM of %.3fM parameters trainable",
+        config.fine_tune_type, model_source, len(splits["train"]), len(splits["valid"]),
+        f"{splits['train'].trained_tokens:,}", trainable / 1e6, total / 1e6,
     )
 
 
@@ -361,8 +365,6 @@ def _training_args(config: TrainConfig, adapter_path: Path) -> Any:
 def evaluate_model(config: TrainConfig, model: Any, test_set: MaskedDataset, metrics: MetricsWriter) -> float:
     """The masked loss on the test split, recorded in metrics.jsonl as a `test` row."""
     from mlx_lm.tuner import trainer as mlx_trainer
-
-    from distill.trainer.batches import iterate_batches, masked_loss
 
     test_loss = mlx_trainer.evaluate(
         model=model,
