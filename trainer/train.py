@@ -192,6 +192,17 @@ class TrainInfo(Record):
     result: TrainResult
 
 
+class TrainJob(BaseModel):
+    """One run's inputs, checked; also what the training child process is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    model: str
+    adapter_path: Path
+    config: TrainConfig
+
+
 class FuseResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -222,16 +233,13 @@ def train(
     draws from the child on this process's terminal. True forces this process, False a child.
     Raises TrainerError for bad data, config or model.
     """
-    config = config or TrainConfig()
-    data = Path(data)
-    adapter_path = Path(adapter_path)
-    _check_data_dir(data)
-    model_source = check_model_source(model)
+    _check_data_dir(Path(data))
+    job = TrainJob(data=data, model=check_model_source(model), adapter_path=adapter_path, config=config or TrainConfig())
     if in_process is None:
         in_process = not openblas_missing()
     if not in_process:
-        return _train_in_child(data, model_source, adapter_path, config, callback, on_tokenize)
-    return _run(data, model_source, adapter_path, config, callback, on_tokenize)
+        return _train_in_child(job, callback, on_tokenize)
+    return _run(job, callback, on_tokenize)
 
 
 def _check_data_dir(data: Path) -> None:
@@ -242,28 +250,23 @@ def _check_data_dir(data: Path) -> None:
         raise TrainerError(f"{data}: no training examples in train.jsonl (run distill convert first)")
 
 
-def _run(
-    data: Path,
-    model_source: str,
-    adapter_path: Path,
-    config: TrainConfig,
-    callback: TrainingCallback | None,
-    on_tokenize: TokenizeCallback | None,
-) -> TrainResult:
+def _run(job: TrainJob, callback: TrainingCallback | None, on_tokenize: TokenizeCallback | None) -> TrainResult:
     """Load, train, test, record: mlx-lm lora.py's `run` with distill's data and records."""
     started_at, clock = utcnow(), time.perf_counter()
+    config = job.config
     _seed(config.seed)
-    model, tokenizer = _load_model(model_source)
-    splits = load_splits(data, tokenizer, config, on_tokenize)
-    metrics = MetricsWriter(adapter_path / METRICS_FILE, wrapped_callback=callback)
+    model, tokenizer = _load_model(job.model)
+    splits = load_splits(job.data, tokenizer, config, on_tokenize)
+    metrics = MetricsWriter(job.adapter_path / METRICS_FILE, wrapped_callback=callback)
     with metrics:
-        train_model(config, model, model_source, splits, adapter_path, metrics)
+        train_model(config, model, job.model, splits, job.adapter_path, metrics)
         test_loss = None
         if config.test and len(splits["test"]):
             test_loss = evaluate_model(config, model, splits["test"], metrics)
-    plot_file = plot_losses(metrics.path, adapter_path / PLOT_FILE)
-    result = _result(adapter_path, config, splits, metrics.records, plot_file, test_loss, time.perf_counter() - clock)
-    _write_info(data, model_source, config, result, started_at)
+    plot_file = plot_losses(metrics.path, job.adapter_path / PLOT_FILE)
+    seconds = time.perf_counter() - clock
+    result = _result(job.adapter_path, config, splits, metrics.records, plot_file, test_loss, seconds)
+    _write_info(job, result, started_at)
     return result
 
 
@@ -455,14 +458,15 @@ def _optimizer(config: TrainConfig) -> Any:
         raise TrainerError(f"optimizer {config.optimizer} / lr_schedule: {error}") from None
 
 
-def _write_info(data: Path, model_source: str, config: TrainConfig, result: TrainResult, started_at: datetime) -> None:
+def _write_info(job: TrainJob, result: TrainResult, started_at: datetime) -> None:
+    data = job.data
     info = TrainInfo(
-        model=model_source,
-        model_files=_model_fingerprint(model_source),
+        model=job.model,
+        model_files=_model_fingerprint(job.model),
         data_dir=str(data),
         data_files={name: _data_file(data / name) for name in SPLIT_FILES if (data / name).exists()},
-        config=config,
-        config_sha256=hashlib.sha256(canonical_json(config.model_dump(mode="json")).encode()).hexdigest(),
+        config=job.config,
+        config_sha256=hashlib.sha256(canonical_json(job.config.model_dump(mode="json")).encode()).hexdigest(),
         versions=_versions(),
         command=list(sys.argv),
         started_at=started_at,
@@ -663,10 +667,7 @@ def fuse(
 class _ChildJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: str
-    model: str
-    adapter_path: str
-    config: TrainConfig
+    job: TrainJob
     # The write end of a pipe the child sends its events down (see _Relay), as JSON lines.
     events_fd: int
     relay_reports: bool
@@ -683,22 +684,15 @@ class _ChildEvent(BaseModel):
     message: str = ""
 
 
-def _train_in_child(
-    data: Path,
-    model_source: str,
-    adapter_path: Path,
-    config: TrainConfig,
-    callback: TrainingCallback | None,
-    on_tokenize: TokenizeCallback | None,
-) -> TrainResult:
+def _train_in_child(job: TrainJob, callback: TrainingCallback | None, on_tokenize: TokenizeCallback | None) -> TrainResult:
+    adapter_path = job.adapter_path
     adapter_path.mkdir(parents=True, exist_ok=True)
     job_file = adapter_path / ".train_job.json"
     read_end, write_end = os.pipe()
-    job = _ChildJob(
-        data=str(data), model=model_source, adapter_path=str(adapter_path), config=config, events_fd=write_end,
-        relay_reports=callback is not None, relay_tokenize=on_tokenize is not None,
+    child_job = _ChildJob(
+        job=job, events_fd=write_end, relay_reports=callback is not None, relay_tokenize=on_tokenize is not None
     )
-    job_file.write_text(job.model_dump_json(), encoding="utf-8")
+    job_file.write_text(child_job.model_dump_json(), encoding="utf-8")
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "distill.trainer.train", str(job_file)], env=mlx_child_env(), pass_fds=(write_end,)
@@ -762,13 +756,13 @@ def _child_main(job_file: str) -> int:
     """The training child's entry point: train here, send reports and errors to the parent."""
     logging.basicConfig(format="%(message)s")
     logging.getLogger("distill").setLevel(logging.INFO)
-    job = _ChildJob.model_validate_json(Path(job_file).read_text(encoding="utf-8"))
-    relay = _Relay(job.events_fd)
+    child_job = _ChildJob.model_validate_json(Path(job_file).read_text(encoding="utf-8"))
+    relay = _Relay(child_job.events_fd)
     try:
-        train(
-            Path(job.data), job.model, Path(job.adapter_path), config=job.config, in_process=True,
-            callback=relay if job.relay_reports else None,
-            on_tokenize=relay.on_tokenize if job.relay_tokenize else None,
+        _run(
+            child_job.job,
+            callback=relay if child_job.relay_reports else None,
+            on_tokenize=relay.on_tokenize if child_job.relay_tokenize else None,
         )
     except TrainerError as error:
         relay.send(_ChildEvent(kind="error", message=str(error)))
