@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +178,30 @@ def test_training_in_a_child_process(tiny_model: Path, data_dir: Path, tmp_path:
     (bad / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}], "tool": []}\n')
     with pytest.raises(TrainerError, match=r"bad-data/train.jsonl:1: field tool: unknown key$"):
         train(bad, tiny_model, tmp_path / "child2", config=config, in_process=False)
+
+
+def test_cli_train_shows_mlx_lm_progress_with_our_report_lines(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
+    """`distill train` as a user runs it: mlx-lm's own report lines and ours, the files, a one-line error."""
+    out = tmp_path / "cli-adapter"
+    command = [sys.executable, "-m", "distill", "train", "--data", str(data_dir), "--model", str(tiny_model),
+               "--adapter-path", str(out), "--iters", "4", "--batch-size", "2", "--num-layers", "-1"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = read_metrics(out / "metrics.jsonl")
+    val = [r for r in rows if r.kind == "val"]
+    (train_row,) = [r for r in rows if r.kind == "train"]
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)  # mlx-lm's console always colours
+    assert f"val {val[0].loss:.3f}" in shown  # mlx-lm's TrainUI, not patched away
+    assert f"  iter     4  lr {train_row.learning_rate:.2e}" in shown  # views.TrainDisplay via the callback
+    assert f"train loss {train_row.loss:.3f} -> {train_row.loss:.3f}" in shown  # the CLI's summary
+    assert (out / "adapters.safetensors").is_file() and (out / "loss.png").is_file()
+
+    bad = tmp_path / "bad-data"
+    bad.mkdir()
+    (bad / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}], "tool": []}\n')
+    run = subprocess.run([*command[:5], str(bad), *command[6:]], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().endswith("bad-data/train.jsonl:1: field tool: unknown key"), run.stderr
 
 
 def test_bad_data_is_reported_with_file_and_line(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:

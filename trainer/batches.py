@@ -179,18 +179,21 @@ def iterate_batches(
         np.random.seed(seed)
     while True:
         for index in np.random.permutation(len(batches)):
-            rows = [dataset[j] for j in batches[index]]
-            longest = max(len(tokens) for tokens, _ in rows)
-            width = min(max_seq_length, PAD_MULTIPLE * -(-longest // PAD_MULTIPLE))
-            width = max(width, longest)
-            tokens = np.zeros((len(rows), width), np.int32)
-            mask = np.zeros((len(rows), width), np.bool_)
-            for row, (row_tokens, row_mask) in enumerate(rows):
-                tokens[row, : len(row_tokens)] = row_tokens
-                mask[row, : len(row_mask)] = row_mask
-            yield mx.array(tokens), mx.array(mask)
+            yield _padded([dataset[j] for j in batches[index]], max_seq_length)
         if not loop:
             break
+
+
+def _padded(rows: list[tuple[np.ndarray, np.ndarray]], max_seq_length: int) -> tuple[mx.array, mx.array]:
+    """One [batch, width] pair of tokens and mask, zero-padded to a multiple of PAD_MULTIPLE."""
+    longest = max(len(tokens) for tokens, _ in rows)
+    width = max(longest, min(max_seq_length, PAD_MULTIPLE * -(-longest // PAD_MULTIPLE)))
+    tokens = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), np.bool_)
+    for row, (row_tokens, row_mask) in enumerate(rows):
+        tokens[row, : len(row_tokens)] = row_tokens
+        mask[row, : len(row_mask)] = row_mask
+    return mx.array(tokens), mx.array(mask)
 
 
 def masked_loss(model: nn.Module, tokens: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
