@@ -31,7 +31,7 @@ import yaml
 from mlx_lm.tuner.callbacks import TrainingCallback
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.shared.errors import describe_validation_error
+from distill.shared.errors import LineError, describe_validation_error, iter_jsonl, line_error
 from distill.shared.records import Record, utcnow
 from distill.teachers.mlx_server import mlx_child_env, openblas_missing
 from distill.trainer.batches import MaskedDataset, TokenizeCallback, iterate_batches, load_split, masked_loss
@@ -588,12 +588,16 @@ class MetricsWriter(TrainingCallback):
 
 
 def read_metrics(metrics_file: Path) -> list[MetricRecord]:
-    """The records of a metrics.jsonl."""
-    return [
-        MetricRecord.model_validate_json(line)
-        for line in Path(metrics_file).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    """The records of a metrics.jsonl; TrainerError `file:line: ...` for a line that is not one."""
+    rows = []
+    for number, data in iter_jsonl(Path(metrics_file)):
+        if isinstance(data, LineError):
+            raise TrainerError(str(data))
+        try:
+            rows.append(MetricRecord.model_validate(data))
+        except ValidationError as error:
+            raise TrainerError(str(line_error(str(metrics_file), number, error))) from None
+    return rows
 
 
 def plot_losses(metrics_file: Path, png: Path) -> Path | None:
