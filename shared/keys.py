@@ -15,6 +15,17 @@ KIND_FIELD = "kind"
 DATA_FIELD = "data"
 
 
+# Between a prompt id and its sample number in a task key. Prompt ids may not hold control
+# characters (shared/prompts.py), so no id can spell another prompt's sample.
+SAMPLE_SEPARATOR = "\x1f"
+
+
+def task_key(task_id: str, sample: int = 0) -> str:
+    """What runs exactly once: one sample of one prompt. Sample 0 is the bare prompt id, as it was
+    before several samples per prompt existed, so older runs resume unchanged."""
+    return task_id if sample == 0 else f"{task_id}{SAMPLE_SEPARATOR}{sample}"
+
+
 def endpoint_leases_key(base_url: str, model: str) -> str:
     """Sorted set of request leases on one endpoint, shared by every run that uses it."""
     digest = hashlib.sha256(f"{base_url}|{model}".encode()).hexdigest()[:16]
@@ -51,32 +62,33 @@ class RunKeys:
 
     @property
     def prompt_digests(self) -> str:
-        """Hash task_id -> content digest: one id, one content, across reruns."""
+        """Hash prompt id -> content digest: one id, one content, across reruns. A prompt's entry
+        also marks its sample 0 as queued."""
         return f"{self.prefix}:digests"
 
     @property
     def enqueued(self) -> str:
-        """Set of task ids ever put on the tasks stream (idempotent enqueue)."""
+        """Set of task keys of samples 1.. ever put on the tasks stream (idempotent enqueue)."""
         return f"{self.prefix}:enqueued"
 
     @property
     def done(self) -> str:
-        """Set of task ids whose record is on disk (rebuilt from the files on start)."""
+        """Set of task keys (`task_key`) whose record is on disk (rebuilt from the files on start)."""
         return f"{self.prefix}:done"
 
     @property
     def attempts(self) -> str:
-        """Hash task_id -> attempts started."""
+        """Hash task key -> attempts started."""
         return f"{self.prefix}:attempts"
 
     @property
     def last_error(self) -> str:
-        """Hash task_id -> the last attempt's error, for the dead letter."""
+        """Hash task key -> the last attempt's error, for the dead letter."""
         return f"{self.prefix}:last_error"
 
     @property
     def last_endpoint(self) -> str:
-        """Hash task_id -> the endpoint its last failed attempt used (the retry avoids it)."""
+        """Hash task key -> the endpoint its last failed attempt used (the retry avoids it)."""
         return f"{self.prefix}:last_endpoint"
 
     @property

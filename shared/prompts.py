@@ -1,6 +1,7 @@
 """Reading a prompts file, one line at a time, with an error for every bad line.
 
-Format: JSONL, one object a line: {"prompt": str, "id"?: str, "system"?: str, "metadata"?: object}.
+Format: JSONL, one object a line: {"prompt": str, "id"?: str, "system"?: str, "metadata"?: object,
+"expected"?: str | {"any": [str]} | {"all": [str]} | {"regex": str}} (see shared/verdicts.py).
 Blank lines are skipped. Unknown keys are refused (a typo such as "promt" must not silently lose a
 field); put anything extra under "metadata".
 """
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
 from distill.shared.records import PromptTask
+from distill.shared.verdicts import Expected
 
 MAX_PROMPT_CHARS = 200_000
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -34,6 +36,15 @@ class PromptLine(BaseModel):
     id: str | None = Field(default=None, min_length=1, max_length=200)
     system: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    expected: Expected | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, value: str | None) -> str | None:
+        # Task keys join an id and a sample number with a control character (shared/keys.py).
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -70,4 +81,5 @@ def _task(path: str, number: int, data: dict[str, Any], run: str) -> PromptTask 
         system=line.system,
         metadata=line.metadata,
         source_line=number,
+        expected=line.expected,
     )

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill.shared.keys import task_key
+from distill.shared.verdicts import Expected, Verdict
+
 SCHEMA_VERSION = 1
 
 # The files of a run folder (data/runs/<run>/), written by the coordinator, read by everyone else.
@@ -52,6 +55,18 @@ class PromptTask(Record):
     system: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     source_line: int = 0
+    # The reference answer the final answer is checked against (shared/verdicts.py).
+    expected: Expected | None = None
+    # Which of the prompt's samples this is (`distill generate --samples N`: 0 .. N-1).
+    sample: int = Field(default=0, ge=0)
+
+    @property
+    def key(self) -> str:
+        """What runs exactly once: this sample of this prompt."""
+        return task_key(self.task_id, self.sample)
+
+    def for_sample(self, sample: int) -> PromptTask:
+        return self.model_copy(update={"sample": sample})
 
     @staticmethod
     def stable_id(prompt: str, system: str | None) -> str:
@@ -60,7 +75,11 @@ class PromptTask(Record):
 
     def content_digest(self) -> str:
         """What "the same prompt" means when an id shows up twice."""
-        body = json.dumps([self.prompt, self.system, self.metadata], sort_keys=True)
+        parts: list[Any] = [self.prompt, self.system, self.metadata]
+        if self.expected is not None:
+            # Only when present, so prompts without a reference keep the digests older runs stored.
+            parts.append(self.expected if isinstance(self.expected, str) else self.expected.model_dump())
+        body = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
@@ -146,6 +165,7 @@ class Conversation(Record):
     """A captured teacher conversation whose every tool call carries its real result."""
 
     task_id: str
+    sample: int = Field(default=0, ge=0)
     run: str
     prompt: str
     status: ConversationStatus
@@ -161,6 +181,23 @@ class Conversation(Record):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # pydantic-ai's own history (ModelMessagesTypeAdapter JSON) for lossless replay.
     raw_messages: list[Any] = Field(default_factory=list)
+    # The prompt's reference answer, kept so the record can be checked again without the prompts file.
+    expected: Expected | None = None
+    # Whether the answer is right, decided when the conversation ended; RUN/verdicts.jsonl can
+    # hold a later one (`distill verify`), which readers prefer.
+    verdict: Verdict = Field(default_factory=Verdict)
+
+    @property
+    def key(self) -> str:
+        return task_key(self.task_id, self.sample)
+
+    @property
+    def final_answer(self) -> str | None:
+        """The last assistant message's text when it ends the conversation, else None."""
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "assistant" or last.tool_calls or not (last.content or "").strip():
+            return None
+        return last.content
 
     @field_validator("messages")
     @classmethod
@@ -225,6 +262,7 @@ class DeadLetter(Record):
     """A prompt that could not become a conversation, and why."""
 
     task_id: str
+    sample: int = Field(default=0, ge=0)
     run: str
     prompt: str
     reason: str
@@ -236,6 +274,10 @@ class DeadLetter(Record):
     worker: WorkerInfo | None = None
     created_at: datetime = Field(default_factory=utcnow)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return task_key(self.task_id, self.sample)
 
 
 ResultKind = Literal["conversation", "dead"]
