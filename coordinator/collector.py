@@ -1,5 +1,7 @@
 """Results stream -> `conversations.jsonl` and `dead.jsonl`, each task exactly once.
 
+A task is one sample of one prompt, named by its task key (shared/keys.py: `task_key`).
+
 The order of every step is what makes the output exact:
 1. append the batch's new lines, flush and fsync;
 2. then mark their task ids done in Redis;
@@ -20,7 +22,7 @@ from typing import IO
 
 import redis
 
-from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys
+from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys, task_key
 from distill.shared.queue import DEAD_STREAM_MAXLEN, parse_result
 from distill.shared.errors import DistillError
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, Conversation, DeadLetter
@@ -47,13 +49,15 @@ class Drained:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def iter_task_ids(path: Path) -> Iterator[str]:
+def iter_task_keys(path: Path) -> Iterator[str]:
+    """The task key of every record in a results file (a record without `sample` is sample 0)."""
     if not path.exists():
         return
     with path.open("rb") as handle:
         for raw in handle:
             if raw.strip():
-                yield json.loads(raw)["task_id"]
+                record = json.loads(raw)
+                yield task_key(record["task_id"], record.get("sample", 0))
 
 
 def cut_partial_line(path: Path) -> bool:
@@ -97,8 +101,8 @@ class Collector:
                 raise OutputError(f"cannot write {path}: it is not a regular file")
             cut_partial_line(path)
             batch: list[str] = []
-            for task_id in iter_task_ids(path):
-                batch.append(task_id)
+            for key in iter_task_keys(path):
+                batch.append(key)
                 on_disk += 1
                 if len(batch) >= RECOVER_BATCH:
                     self.client.sadd(self.keys.done, *batch)
@@ -130,18 +134,18 @@ class Collector:
         fresh: list[tuple[str, Conversation | DeadLetter, str]] = []
         # A pending entry deleted under us comes back without fields: only its ack is left to do.
         live = [(entry_id, fields[DATA_FIELD], parse_result(fields)) for entry_id, fields in entries if fields]
-        done = self.client.smismember(self.keys.done, [record.task_id for _, _, record in live]) if live else []
+        done = self.client.smismember(self.keys.done, [record.key for _, _, record in live]) if live else []
         seen: set[str] = set()
         for (entry_id, data, record), already in zip(live, done):
-            if already or record.task_id in seen:
+            if already or record.key in seen:
                 drained.duplicates += 1
                 continue
-            seen.add(record.task_id)
+            seen.add(record.key)
             fresh.append((entry_id, record, data))
         self._append(fresh)
         pipe = self.client.pipeline(transaction=True)
         if fresh:
-            pipe.sadd(self.keys.done, *[record.task_id for _, record, _ in fresh])
+            pipe.sadd(self.keys.done, *[record.key for _, record, _ in fresh])
         for _, record, data in fresh:
             if isinstance(record, DeadLetter):
                 pipe.xadd(self.keys.dead, {DATA_FIELD: data}, maxlen=DEAD_STREAM_MAXLEN, approximate=True)

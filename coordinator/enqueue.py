@@ -36,15 +36,22 @@ if known and known ~= ARGV[2] then return 'changed' end
 return 'ok'
 """
 
-# KEYS: digests, done, tasks; ARGV: id, digest, payload. Returns 1 if queued now.
+# KEYS: digests, done, tasks, enqueued; ARGV: id, digest, then a (task key, payload) pair per
+# sample, sample 0 first. Returns how many samples were queued now. Sample 0 is marked queued by
+# the prompt's digest entry (as before samples existed), samples 1.. by the enqueued set, so a
+# rerun with a larger --samples queues only the new samples.
 ENQUEUE_SCRIPT = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-  return 0
+local queued = 0
+local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1
+for i = 3, #ARGV, 2 do
+  local fresh = first
+  if i > 3 then fresh = redis.call('SADD', KEYS[4], ARGV[i]) == 1 end
+  if fresh and redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    redis.call('XADD', KEYS[3], '*', '%s', ARGV[i + 1])
+    queued = queued + 1
+  end
 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', KEYS[3], '*', '%s', ARGV[3])
-return 1
+return queued
 """ % DATA_FIELD
 
 
@@ -125,8 +132,12 @@ def enqueue_prompts(
     path: Path,
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    samples: int = 1,
 ) -> int:
-    """Pass 2: queue every good prompt not queued or finished before; returns how many were new."""
+    """Pass 2: queue every sample of every good prompt not queued or finished before.
+
+    Returns how many (prompt, sample) tasks were new.
+    """
     enqueue = client.register_script(ENQUEUE_SCRIPT)
     queued = 0
     batch: list[PromptTask] = []
@@ -137,11 +148,11 @@ def enqueue_prompts(
             return
         pipe = client.pipeline(transaction=False)
         for task in batch:
-            enqueue(
-                keys=[keys.prompt_digests, keys.done, keys.tasks],
-                args=[task.task_id, task.content_digest(), task.model_dump_json()],
-                client=pipe,
-            )
+            args: list[str] = [task.task_id, task.content_digest()]
+            for sample in range(samples):
+                one = task.for_sample(sample)
+                args += [one.key, one.model_dump_json()]
+            enqueue(keys=[keys.prompt_digests, keys.done, keys.tasks, keys.enqueued], args=args, client=pipe)
         queued += sum(pipe.execute())
         if on_batch is not None:
             on_batch(len(batch))
@@ -153,3 +164,8 @@ def enqueue_prompts(
             flush()
     flush()
     return queued
+
+
+def tasks_total(client: redis.Redis, keys: RunKeys) -> int:
+    """(prompt, sample) tasks ever queued in the run: every prompt's sample 0, and the others."""
+    return int(client.hlen(keys.prompt_digests)) + int(client.scard(keys.enqueued))

@@ -20,7 +20,7 @@ import redis
 from rich.markup import escape
 
 from distill.coordinator.collector import Collector, Drained
-from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts
+from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
 from distill.coordinator.progress import RunProgress, console, write_progress_snapshot
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
@@ -152,6 +152,9 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
     started = time.monotonic()
     with launched_teachers(settings.teachers, run_dir / "logs"), redis_for(settings, run_dir) as run_redis:
         plan = plan_teachers(settings)  # a missing key or an unusable policy fails before anything is queued
+        if settings.samples > 1:
+            plan.warnings += [f"--samples {settings.samples}: teacher {t.name!r} has no temperature set; a deterministic "
+                              "endpoint gives the same answer to every sample" for t in plan.teachers if t.temperature is None]
         for warning in plan.warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
@@ -191,10 +194,10 @@ def _coordinate(run: Run) -> RunResult:
     if check.bad_count and not settings.skip_invalid:
         raise RunRefused(f"{run.prompts_file}: {check.bad_count} bad line(s); fix them or pass --skip-invalid", check)
     ensure_groups(client, keys)
-    queued_now = enqueue_prompts(client, keys, run.prompts_file, settings.limit)
+    queued_now = enqueue_prompts(client, keys, run.prompts_file, settings.limit, samples=settings.samples)
     orphans = requeue_orphans(client, keys)
     client.delete(keys.stop)
-    run.total = int(client.hlen(keys.prompt_digests))
+    run.total = tasks_total(client, keys)
     manifest = _write_manifest(settings, run.prompts_file, run.run_dir, run.total, check, run.redis.url)
     progress = RunProgress(settings.run, run.total, enabled=run.show_progress)
     progress.start(already=int(client.scard(keys.done)))

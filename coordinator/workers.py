@@ -32,10 +32,13 @@ class WorkerPool:
             max_attempts=settings.max_attempts,
             visibility_timeout_s=settings.visibility_timeout_s,
             retry_backoff_s=settings.retry_backoff_s,
+            judge=settings.judge,
+            judge_rubric=settings.judge.rubric() if settings.judge else None,
         ).model_dump_json()
         self.run = settings.run
         # Keys travel to the workers as an actor argument only (never in the spec, records or logs).
-        self.secrets = {t.api_key_env: t.api_key() for t in settings.teachers if t.api_key_env}
+        endpoints = [*settings.teachers, *([settings.judge] if settings.judge else [])]
+        self.secrets = {t.api_key_env: t.api_key() for t in endpoints if t.api_key_env}
         self.actors: list[Any] = []
         self.reports: list[dict[str, Any]] = []
         self.refs: list[Any] = []

@@ -52,6 +52,9 @@ class TeacherConfig(BaseModel):
     max_concurrency: int = Field(default=8, gt=0)
     api_key_env: str | None = None
     max_tokens: int = Field(default=1024, gt=0)
+    # Sampling temperature sent with every request; unset, the endpoint's own default applies.
+    # `--samples N` needs it above 0, or a deterministic endpoint answers N times the same.
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     timeout_s: float = Field(default=120.0, gt=0)
     priority: int = 0
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -92,6 +95,36 @@ class TeacherConfig(BaseModel):
         return key
 
 
+class JudgeConfig(TeacherConfig):
+    """An OpenAI-compatible model that judges answers (the `[judge]` table, `distill verify --judge`).
+
+    It is an endpoint like a teacher and shares a teacher's global caps, leases and breaker: a
+    judge and a teacher on the same base_url and model share one `max_concurrency`.
+    """
+
+    name: str = "judge"
+    temperature: float | None = Field(default=0.0, ge=0.0, le=2.0)
+    # What a passing answer must do, beyond answering the question correctly (a text file).
+    rubric_file: Path | None = None
+    # Each tool result is shown to the judge up to this many characters.
+    max_result_chars: int = Field(default=4_000, gt=100)
+
+    @model_validator(mode="after")
+    def _not_launched(self) -> JudgeConfig:
+        if self.launch:
+            raise ValueError("a judge is not launched by distill; serve it yourself and give its base_url")
+        return self
+
+    def rubric(self) -> str | None:
+        """The rubric's text, or None; ConfigError if the file can't be read."""
+        if self.rubric_file is None:
+            return None
+        try:
+            return self.rubric_file.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{self.rubric_file}: cannot read the judge's rubric ({error})") from None
+
+
 def eligible_teachers(teachers: Sequence[TeacherConfig], policy: Policy) -> list[TeacherConfig]:
     """The teachers a policy lets a run use."""
     if policy == "local-only":
@@ -128,6 +161,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     ray_address: str | None = None
     teachers: list[TeacherConfig] = Field(default_factory=list)
+    # Judges every conversation that has no reference answer while the run generates.
+    judge: JudgeConfig | None = None
+    # Each prompt runs this many times (sample 0 .. N-1), each sample exactly once.
+    samples: int = Field(default=1, ge=1, le=1000)
     # local-first: cloud teachers take only the overflow; local-only is the fallback mode.
     policy: Policy = "local-first"
     breaker_failures: int = Field(default=3, gt=0)

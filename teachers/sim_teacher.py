@@ -40,6 +40,11 @@ class SimTeacherConfig:
     hang_s: float = 3600.0
     seed: int = 0
     model: str = "sim-teacher"
+    # Scripted final answers: a prompt containing KEY is answered with the next text of its list,
+    # in turn (so samples of one prompt can be right on some and wrong on others).
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    # As a judge (a request offering pydantic-ai's output tool): fail a transcript containing any of these.
+    judge_fail_markers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +63,8 @@ class SimTeacherStats:
 
 
 TRACE_MAX = 200_000
+# pydantic-ai asks for structured output through a tool of this name (pydantic_ai._output).
+OUTPUT_TOOL = "final_result"
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
 RESULT_PATH = re.compile(r"^([^\s:]+\.[A-Za-z0-9]+):\d+:", re.MULTILINE)
 STOPWORDS = {"what", "where", "which", "does", "this", "that", "with", "from", "file", "code", "when",
@@ -70,6 +77,7 @@ class SimTeacher:
         self.stats = SimTeacherStats()
         self._random = random.Random(self.config.seed)
         self._lock = threading.Lock()
+        self._answer_turns: dict[str, int] = {}
         # (start, end, opens a conversation) per answered request: the benchmark's saturation window.
         # Bounded, so a long-lived `distill sim-teacher` keeps a flat footprint.
         self.trace: deque[tuple[float, float, bool]] = deque(maxlen=TRACE_MAX)
@@ -242,6 +250,8 @@ class SimTeacher:
         """The next assistant message for this conversation: a tool call, or the final answer."""
         messages = body.get("messages", [])
         offered = {t["function"]["name"] for t in body.get("tools") or []}
+        if OUTPUT_TOOL in offered:
+            return self._judge(messages), "tool_calls"
         rounds = sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
         results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
@@ -254,9 +264,31 @@ class SimTeacher:
             call = {"id": f"call_{rounds}_{len(messages)}", "type": "function",
                     "function": {"name": name, "arguments": raw}}
             return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        scripted = self._scripted_answer(prompt)
+        if scripted is not None:
+            return {"role": "assistant", "content": scripted}, "stop"
         summary = results[-1][:200] if results else "I could answer without looking at files."
         answer = f"Answer to {prompt[:60]!r}. The tools showed:\n{summary}"
         return {"role": "assistant", "content": answer}, "stop"
+
+    def _scripted_answer(self, prompt: str) -> str | None:
+        for key, texts in self.config.answers.items():
+            if key in prompt and texts:
+                with self._lock:
+                    turn = self._answer_turns.get(key, 0)
+                    self._answer_turns[key] = turn + 1
+                return texts[turn % len(texts)]
+        return None
+
+    def _judge(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """A verdict through the output tool, as pydantic-ai asks a model for structured output."""
+        seen = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+        failed = [marker for marker in self.config.judge_fail_markers if marker in seen]
+        verdict = {"passed": not failed, "score": 0.0 if failed else 1.0,
+                   "reason": f"the answer says {failed[0]!r}" if failed else "the answer is supported by the tool results"}
+        call = {"id": f"call_judge_{len(messages)}", "type": "function",
+                "function": {"name": OUTPUT_TOOL, "arguments": json.dumps(verdict)}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
 
     @staticmethod
     def _plan(rounds: int, prompt: str, results: list[str], offered: set[str]) -> tuple[str, dict[str, Any]]:

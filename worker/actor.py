@@ -34,8 +34,10 @@ from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
 from distill.shared.queue import result_fields
 from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from distill.shared.connection import redact_url
-from distill.shared.settings import GenerationLimits, Policy, TeacherConfig
+from distill.shared.settings import GenerationLimits, JudgeConfig, Policy, TeacherConfig
+from distill.shared.verdicts import Verdict
 from distill.worker.agent import ConversationFailed, Conversations
+from distill.worker.judge import Judge, JudgeUnavailable
 from distill.worker.pool import EndpointPool, Seat
 from distill.worker.tools import ToolLimits, Workspace
 
@@ -66,6 +68,9 @@ class WorkerSpec(BaseModel):
     visibility_timeout_s: float = 120.0
     retry_backoff_s: float = 1.0
     read_block_ms: int = 500
+    # Judges the conversations that have no reference answer (the `[judge]` table).
+    judge: JudgeConfig | None = None
+    judge_rubric: str | None = None
 
 
 class WorkerReport(BaseModel):
@@ -93,6 +98,8 @@ class GenerationLoop:
         self.report = WorkerReport(actor=actor_name, node=self.info.node)
         self.redis: aioredis.Redis | None = None
         self.pool: EndpointPool | None = None
+        self.judge = Judge(spec.judge, spec.judge_rubric) if spec.judge else None
+        self.judge_pool: EndpointPool | None = None
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.slot_freed = asyncio.Event()
         self.stopping = False
@@ -116,12 +123,19 @@ class GenerationLoop:
             breaker_failures=self.spec.breaker_failures,
             breaker_cooldown_s=self.spec.breaker_cooldown_s,
         )
+        if self.spec.judge is not None:
+            # The judge's requests take leases like a teacher's: one cap per endpoint, over every worker.
+            self.judge_pool = EndpointPool([self.spec.judge], self.redis, "spread",
+                                           breaker_failures=self.spec.breaker_failures,
+                                           breaker_cooldown_s=self.spec.breaker_cooldown_s)
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._loop()
         finally:
             heartbeat.cancel()
             await self.conversations.aclose()
+            if self.judge is not None:
+                await self.judge.aclose()
             await self.redis.aclose()
         self.report.cpu_s = time.process_time() - cpu_started
         return self.report
@@ -210,16 +224,16 @@ class GenerationLoop:
         task = PromptTask.model_validate_json(fields[DATA_FIELD])
         # One round trip: is it done already, count this attempt, where did it fail last.
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(self.keys.done, task.task_id)
-        pipe.hincrby(self.keys.attempts, task.task_id, 1)
-        pipe.hget(self.keys.last_endpoint, task.task_id)
+        pipe.sismember(self.keys.done, task.key)
+        pipe.hincrby(self.keys.attempts, task.key, 1)
+        pipe.hget(self.keys.last_endpoint, task.key)
         done, attempt, last_endpoint = await pipe.execute()
         if done:
             await self._ack(entry_id)
             return
         attempt = int(attempt)
         if attempt > self.spec.max_attempts:
-            last = await self.redis.hget(self.keys.last_error, task.task_id)
+            last = await self.redis.hget(self.keys.last_error, task.key)
             reason = last or "the worker running it died (no error was recorded)"
             await self._publish_dead(entry_id, task, f"gave up after {self.spec.max_attempts} attempts: {reason}",
                                      "AttemptsExhausted", attempt - 1, [])
@@ -244,8 +258,23 @@ class GenerationLoop:
             assert error is not None
             await self._failed(entry_id, task, attempt, teacher, error)
             return
+        if self.judge is not None and record.verdict.passed is None and record.status == "final_answer":
+            record.verdict = await self._judged(record)
         await self._publish(entry_id, record)
         self.report.finished += 1
+
+    async def _judged(self, record: Conversation) -> Verdict:
+        """The judge's verdict, or an open one saying why there is none: a judge that fails never
+        costs the conversation (`distill verify` can judge it later)."""
+        assert self.judge is not None and self.judge_pool is not None
+        async with self.judge_pool.seat() as seat:
+            try:
+                verdict = await self.judge.verdict(record, slot=seat.request)
+            except JudgeUnavailable as failure:
+                self.judge_pool.record_failure(seat, failure.retry_after_s)
+                return Verdict(detail=f"judge unavailable: {failure.reason}"[:500])
+            self.judge_pool.record_success(seat)
+        return verdict
 
     async def _account(self, seat: Seat, record: Conversation | None, error: ConversationFailed | None) -> None:
         """Per-endpoint numbers for progress, summary and status; the breaker learns the outcome."""
@@ -273,8 +302,8 @@ class GenerationLoop:
     ) -> None:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.keys.last_error, task.task_id, failure.reason)
-        pipe.hset(self.keys.last_endpoint, task.task_id, teacher.name)
+        pipe.hset(self.keys.last_error, task.key, failure.reason)
+        pipe.hset(self.keys.last_endpoint, task.key, teacher.name)
         await pipe.execute()
         if failure.retryable and attempt < self.spec.max_attempts:
             backoff = self.spec.retry_backoff_s * 2 ** (attempt - 1)
@@ -305,6 +334,7 @@ class GenerationLoop:
     ) -> None:
         dead = DeadLetter(
             task_id=task.task_id,
+            sample=task.sample,
             run=task.run,
             prompt=task.prompt,
             reason=reason,

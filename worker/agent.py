@@ -35,6 +35,7 @@ from distill.shared.records import (
 )
 from distill.shared.connection import redact_url
 from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.shared.verdicts import reference_verdict
 from distill.worker.capture import raw_history, to_chat_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tools import Workspace, builtin_tools, load_custom_tool
@@ -201,6 +202,8 @@ class Conversations:
         exchanges = Exchanges(slot)
         agent = self.agent(task.system or self.system_prompt)
         settings = ModelSettings(max_tokens=teacher.max_tokens)
+        if teacher.temperature is not None:
+            settings["temperature"] = teacher.temperature
         if teacher.extra_body:
             settings["extra_body"] = teacher.extra_body
         started_at, started = utcnow(), time.monotonic()
@@ -219,7 +222,7 @@ class Conversations:
             except UnexpectedModelBehavior as misbehaviour:
                 history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
             except ModelAPIError as failure:
-                raise _classify(failure, captured, exchanges.count) from None
+                raise classify_failure(failure, captured, exchanges.count) from None
             except (asyncio.TimeoutError, TimeoutError):
                 raise TeacherUnavailable(
                     f"conversation took longer than {limits.conversation_timeout_s:g}s",
@@ -236,6 +239,7 @@ class Conversations:
         finished_at = utcnow()
         return Conversation(
             task_id=task.task_id,
+            sample=task.sample,
             run=task.run,
             prompt=task.prompt,
             status=status,  # type: ignore[arg-type]
@@ -254,6 +258,10 @@ class Conversations:
             worker=self.worker,
             metadata=task.metadata,
             raw_messages=raw_history(history),
+            expected=task.expected,
+            # The reference is checked where the conversation ends; without one the verdict stays
+            # open (a judge may give it later).
+            verdict=reference_verdict(task.expected, chat.final_text if status == "final_answer" else None),
         )
 
 
@@ -277,7 +285,7 @@ async def run_conversation(
         await conversations.aclose()
 
 
-def _classify(failure: ModelAPIError, captured: list[ModelMessage], requests: int) -> ConversationFailed:
+def classify_failure(failure: ModelAPIError, captured: list[ModelMessage], requests: int) -> ConversationFailed:
     partial = raw_history(list(captured))
     kind = type(failure).__name__
     retry_after = None
@@ -285,14 +293,14 @@ def _classify(failure: ModelAPIError, captured: list[ModelMessage], requests: in
         retry_after = failure.retry_after
         if 400 <= failure.status_code < 500 and failure.status_code not in RETRYABLE_STATUS:
             return ConversationFailed(
-                f"teacher refused the request: HTTP {failure.status_code}: {_short(failure)}",
+                f"teacher refused the request: HTTP {failure.status_code}: {short_text(failure)}",
                 retryable=False,
                 error_type=kind,
                 partial=partial,
                 requests=requests,
             )
     return TeacherUnavailable(
-        f"{kind}: {_short(failure)}",
+        f"{kind}: {short_text(failure)}",
         retryable=True,
         error_type=kind,
         partial=partial,
@@ -301,7 +309,7 @@ def _classify(failure: ModelAPIError, captured: list[ModelMessage], requests: in
     )
 
 
-def _short(failure: BaseException, limit: int = 300) -> str:
+def short_text(failure: BaseException, limit: int = 300) -> str:
     text = " ".join(str(failure).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
