@@ -48,9 +48,11 @@ def generate(
     workers: Annotated[Optional[int], typer.Option(help="Ray worker actors.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="local-first | spread | local-only | cloud-only.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad prompt lines and go on without them.")] = False,
+    samples: Annotated[Optional[int], typer.Option(help="Run each prompt N times (at the teacher's temperature); one record per sample.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature for --teacher.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
-    """Run the teacher on every prompt with real tools; write one record per prompt."""
+    """Run the teacher on every prompt with real tools; write one record per prompt and sample."""
     from distill.coordinator.collector import OutputError
     from distill.coordinator.progress import endpoints_table, summary_table
     from distill.shared.prompts import PromptsFileError
@@ -70,13 +72,16 @@ def generate(
             workers=workers,
             policy=policy,
             skip_invalid=skip_invalid or None,
+            samples=samples,
         )
         if max_tool_calls is not None:
             settings.limits = GenerationLimits.model_validate({**settings.limits.model_dump(), "max_tool_calls": max_tool_calls})
         if teacher or teacher_model:
             if not (teacher and teacher_model):
                 fail("--teacher and --teacher-model go together")
-            settings.teachers = [TeacherConfig(name="cli", base_url=teacher, model=teacher_model)]
+            settings.teachers = [TeacherConfig(name="cli", base_url=teacher, model=teacher_model, temperature=temperature)]
+        elif temperature is not None:
+            settings.teachers = [t.model_copy(update={"temperature": temperature}) for t in settings.teachers]
         if not settings.workspace.is_dir():
             fail(f"workspace {settings.workspace} is not a folder")
         result = run_generate(settings, prompts, show_progress=not no_progress)
@@ -114,6 +119,63 @@ def status(
         fail(f"no run {run!r} in {out_dir}")
     for table in status_tables(run_dir):
         console_out.print(table)
+
+
+@app.command()
+def verify(
+    run: Annotated[str, typer.Argument(help="A run folder, or a run name under --out-dir.")],
+    judge: Annotated[Optional[str], typer.Option(help="Judge base URL (OpenAI-compatible, ending in /v1); default: [judge] in the config.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="Model name to send to the judge.")] = None,
+    rubric: Annotated[Optional[Path], typer.Option(help="Text file: what a passing answer must do.")] = None,
+    config: ConfigOption = None,
+    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
+    redis_url: Annotated[Optional[str], typer.Option(help="Share the judge's caps with runs on this Redis (default: a private one).")] = None,
+    rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge again the records a judge already decided.")] = False,
+) -> None:
+    """Judge a run's answers with an LLM; verdicts go to RUN/verdicts.jsonl (references are never overruled)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from distill.coordinator.verify import verify_run
+    from distill.shared.errors import DistillError
+    from distill.shared.settings import JudgeConfig
+
+    run_dir = Path(run) if Path(run).is_dir() else out_dir / run
+    if not run_dir.is_dir():
+        fail(f"no run folder {run} (nor {out_dir / run})")
+    try:
+        settings = load_settings(config)
+        if judge or judge_model:
+            if not (judge and judge_model):
+                fail("--judge and --judge-model go together")
+            base = settings.judge.model_dump(exclude={"name", "base_url", "model"}) if settings.judge else {}
+            settings.judge = JudgeConfig(**base, base_url=judge, model=judge_model)
+        if settings.judge is None:
+            fail("no judge: give --judge URL --judge-model MODEL, or a [judge] table in distill.toml")
+        if rubric is not None:
+            settings.judge = settings.judge.model_copy(update={"rubric_file": rubric})
+        progress = Progress(TextColumn("[bold blue]verify"), BarColumn(bar_width=None),
+                            TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err, transient=True)
+        with progress:
+            bar = progress.add_task("verify", total=None, counts="")
+            result = verify_run(run_dir, settings.judge, redis_url=redis_url, rejudge=rejudge, on_verdict=lambda r: progress.update(
+                bar, completed=r.judged, counts=f"{r.judged} judged: {r.passed} passed, {r.failed} failed, {r.unverified} open"))
+    except (ConfigError, DistillError) as error:
+        fail(str(error))
+    except ValueError as error:  # pydantic validation of a flag value
+        fail(str(error).splitlines()[0])
+    table = Table(title=f"distill verify: {result.records} conversations in {run_dir}")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for label, count, style in (("judged: passed", result.passed, "green"), ("judged: failed", result.failed, "red"),
+                                ("judged: no verdict (judge failed)", result.unverified, "yellow"),
+                                ("skipped: checked against a reference answer", result.skipped_reference, ""),
+                                ("skipped: judged before (--rejudge to redo)", result.skipped_judged, "")):
+        table.add_row(label, str(count), style=style)
+    console_out.print(table)
+    for detail in result.details[:20]:
+        err.print(f"  {detail}", highlight=False, markup=False, soft_wrap=True)
+    console_out.print(f"verdicts: {result.verdicts_file}", highlight=False)
 
 
 @app.command()
