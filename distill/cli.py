@@ -124,7 +124,7 @@ def status(
 @app.command()
 def verify(
     run: Annotated[str, typer.Argument(help="A run folder, or a run name under --out-dir.")],
-    judge: Annotated[Optional[str], typer.Option(help="Judge base URL (OpenAI-compatible, ending in /v1); default: [judge] in the config.")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Judge base URL (OpenAI-compatible, ending in /v1); default: the \\[judge] table of the config.")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="Model name to send to the judge.")] = None,
     rubric: Annotated[Optional[Path], typer.Option(help="Text file: what a passing answer must do.")] = None,
     config: ConfigOption = None,
@@ -133,49 +133,29 @@ def verify(
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge again the records a judge already decided.")] = False,
 ) -> None:
     """Judge a run's answers with an LLM; verdicts go to RUN/verdicts.jsonl (references are never overruled)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
     from distill.coordinator.verify import verify_run
-    from distill.shared.errors import DistillError
     from distill.shared.settings import JudgeConfig
+    from distill.views import verify_progress, verify_table
 
     run_dir = Path(run) if Path(run).is_dir() else out_dir / run
     if not run_dir.is_dir():
         fail(f"no run folder {run} (nor {out_dir / run})")
-    try:
-        settings = load_settings(config)
-        if judge or judge_model:
-            if not (judge and judge_model):
-                fail("--judge and --judge-model go together")
-            base = settings.judge.model_dump(exclude={"name", "base_url", "model"}) if settings.judge else {}
-            settings.judge = JudgeConfig(**base, base_url=judge, model=judge_model)
-        if settings.judge is None:
-            fail("no judge: give --judge URL --judge-model MODEL, or a [judge] table in distill.toml")
-        if rubric is not None:
-            settings.judge = settings.judge.model_copy(update={"rubric_file": rubric})
-        progress = Progress(TextColumn("[bold blue]verify"), BarColumn(bar_width=None),
-                            TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err, transient=True)
-        with progress:
-            bar = progress.add_task("verify", total=None, counts="")
-            result = verify_run(run_dir, settings.judge, redis_url=redis_url, rejudge=rejudge, on_verdict=lambda r: progress.update(
-                bar, completed=r.judged, counts=f"{r.judged} judged: {r.passed} passed, {r.failed} failed, {r.unverified} open"))
-    except (ConfigError, DistillError) as error:
-        fail(str(error))
-    except ValueError as error:  # pydantic validation of a flag value
-        fail(str(error).splitlines()[0])
-    table = Table(title=f"distill verify: {result.records} conversations in {run_dir}")
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    for label, count, style in (("judged: passed", result.passed, "green"), ("judged: failed", result.failed, "red"),
-                                ("judged: no verdict (judge failed)", result.unverified, "yellow"),
-                                ("skipped: checked against a reference answer", result.skipped_reference, ""),
-                                ("skipped: judged before (--rejudge to redo)", result.skipped_judged, "")):
-        table.add_row(label, str(count), style=style)
-    console_out.print(table)
+    settings = load_settings(config)
+    if judge or judge_model:
+        if not (judge and judge_model):
+            fail("--judge and --judge-model go together")
+        kept = settings.judge.model_dump(exclude={"name", "base_url", "model"}) if settings.judge else {}
+        settings.judge = JudgeConfig(**kept, base_url=judge, model=judge_model)
+    if settings.judge is None:
+        fail("no judge: give --judge URL --judge-model MODEL, or a [judge] table in distill.toml")
+        return
+    if rubric is not None:
+        settings.judge = settings.judge.model_copy(update={"rubric_file": rubric})
+    with verify_progress(err) as on_verdict:
+        result = verify_run(run_dir, settings.judge, redis_url=redis_url, rejudge=rejudge, on_verdict=on_verdict)
+    console_out.print(verify_table(result))
     for detail in result.details[:20]:
         err.print(f"  {detail}", highlight=False, markup=False, soft_wrap=True)
-    console_out.print(f"verdicts: {result.verdicts_file}", highlight=False)
 
 
 @app.command()
@@ -188,6 +168,8 @@ def convert(
     split: Annotated[str, typer.Option(help="train,valid,test ratios.")] = "0.8,0.1,0.1",
     format: Annotated[str, typer.Option("--format", help="chat ({messages, tools}) or text (rendered).")] = "chat",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
+    require_verified: Annotated[bool, typer.Option("--require-verified", help="Keep only trajectories whose answer passed verification.")] = False,
+    best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
@@ -203,7 +185,7 @@ def convert(
     with convert_progress(err, conversations_path(source)) as on_progress:
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
-                             on_progress=on_progress)
+                             require_verified=require_verified, best_of=best_of, on_progress=on_progress)
     console_out.print(convert_table(report))
 
 

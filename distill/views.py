@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
@@ -40,12 +41,20 @@ def convert_table(report: ConvertReport) -> Table:
             table.add_row(f"dropped: {DROP_DESCRIPTIONS[reason]}", str(count), style="yellow")
     for name in SPLITS:
         table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
+    lines = [verification_line(report)] if report.verification.records else []
     if report.kept:
-        table.caption = (
-            f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
-            f"report: {Path(report.out_dir) / REPORT_FILE}"
-        )
+        lines.append(f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
+                     f"report: {Path(report.out_dir) / REPORT_FILE}")
+    table.caption = "\n".join(lines) or None
     return table
+
+
+def verification_line(report: ConvertReport) -> str:
+    """Pass rate over the records, pass@k over the prompts."""
+    stats = report.verification
+    return (f"answers: {stats.passed} passed, {stats.failed} failed, {stats.unverified} unverified of {stats.records} "
+            f"(pass rate {stats.pass_rate:.0%}); prompts with a passing sample: {stats.prompts_passed} of "
+            f"{stats.prompts} (pass@{stats.k} {stats.pass_at_k:.0%})")
 
 
 @contextmanager
@@ -202,3 +211,41 @@ def train_summary(result: TrainResult) -> str:
 
 def _loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def verify_table(result: VerifyResult) -> Table:
+    """What the judge decided, and what it was not asked about."""
+    table = Table(title=f"distill verify: {result.records} conversations in {result.run_dir}")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    rows = (
+        ("judged: passed", result.passed, "green"),
+        ("judged: failed", result.failed, "red"),
+        ("judged: no verdict (the judge failed)", result.unverified, "yellow"),
+        ("skipped: checked against a reference answer", result.skipped_reference, ""),
+        ("skipped: judged before (--rejudge to redo)", result.skipped_judged, ""),
+    )
+    for label, count, style in rows:
+        table.add_row(label, str(count), style=style)
+    table.caption = f"verdicts: {result.verdicts_file}"
+    return table
+
+
+@contextmanager
+def verify_progress(console: Console) -> Iterator[Callable[[VerifyResult], None]]:
+    """A running count of verdicts as the judge returns them."""
+    progress = Progress(
+        TextColumn("[bold blue]verify"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("verify", total=None, counts="starting the judge")
+
+        def update(result: VerifyResult) -> None:
+            counts = f"{result.judged} judged: {result.passed} passed, {result.failed} failed, {result.unverified} open"
+            progress.update(task, counts=counts)
+
+        yield update

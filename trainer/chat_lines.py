@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distill.shared.errors import LineError, line_error
+from distill.shared.verdicts import Verdict
 
 
 class RawFunction(BaseModel):
@@ -55,6 +56,9 @@ class Trajectory:
     tools: list[dict[str, Any]]
     status: str = "final_answer"
     error: str | None = None
+    # Which sample of its prompt, and whether its answer is right (a plain line: 0, and open).
+    sample: int = 0
+    verdict: Verdict = field(default_factory=Verdict)
     # Fields of a distill record that a plain line does not have; kept for repair's output.
     extra: dict[str, Any] = field(default_factory=dict)
 

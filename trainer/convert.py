@@ -7,6 +7,11 @@ first reason that rejects it, so a report says exactly what was thrown away and 
 
 It reads distill's own records and plain chat lines (`{"messages", "tools"}`, as mlx-lm and most
 datasets write them; see trainer/chat_lines.py) alike, with the same rules for both.
+
+Verdicts (is the answer right?) come from each record and from RUN/verdicts.jsonl, whose later
+verdict wins. `require_verified` keeps only passing trajectories; `best_of` keeps one per prompt
+(the passing one with the fewest tool calls, then the fewest tokens). The report gives the pass
+rate over all records and pass@k over the prompts.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +38,7 @@ from distill.shared.records import (
     tool_result_problem,
     utcnow,
 )
+from distill.shared.verdicts import VERDICTS_FILE, Verdict, latest_verdicts
 from distill.trainer.chat_lines import (
     ArgumentsNotObject,
     RawMessage,
@@ -54,6 +60,8 @@ class DropReason(StrEnum):
 
     INVALID_RECORD = "invalid_record"
     NOT_FINAL_ANSWER = "status_not_final_answer"
+    FAILED_VERIFICATION = "failed_verification"
+    UNVERIFIED = "unverified"
     BAD_TOOL_RESULT = "missing_or_placeholder_tool_result"
     ARGUMENTS_NOT_JSON = "arguments_not_json_object"
     INVALID_ARGUMENTS = "arguments_fail_schema"
@@ -62,11 +70,14 @@ class DropReason(StrEnum):
     NO_FINAL_ANSWER = "no_final_text_answer"
     TOO_LONG = "longer_than_max_seq_length"
     DUPLICATE = "exact_duplicate"
+    NOT_BEST_OF = "not_best_of_samples"
 
 
 DROP_DESCRIPTIONS = {
     DropReason.INVALID_RECORD: "invalid record (bad JSON, unknown schema, missing fields)",
     DropReason.NOT_FINAL_ANSWER: "status is not final_answer",
+    DropReason.FAILED_VERIFICATION: "failed verification (the answer is wrong)",
+    DropReason.UNVERIFIED: "unverified (no reference answer or verdict)",
     DropReason.BAD_TOOL_RESULT: "a tool result is missing, empty or a placeholder",
     DropReason.ARGUMENTS_NOT_JSON: "tool-call arguments are not a JSON object",
     DropReason.INVALID_ARGUMENTS: "unknown tool or arguments that fail its schema",
@@ -75,6 +86,7 @@ DROP_DESCRIPTIONS = {
     DropReason.NO_FINAL_ANSWER: "no final text answer",
     DropReason.TOO_LONG: "longer than max_seq_length tokens",
     DropReason.DUPLICATE: "exact duplicate of a kept conversation",
+    DropReason.NOT_BEST_OF: "another sample of the prompt was kept (best-of)",
 }
 
 
@@ -83,6 +95,7 @@ class DroppedRecord(BaseModel):
 
     line: int
     task_id: str | None = None
+    sample: int = 0
     reason: DropReason
     detail: str
 
@@ -95,6 +108,25 @@ class TokenStats(BaseModel):
     mean: float = 0.0
 
 
+class VerificationStats(BaseModel):
+    """How many answers were right, over every valid record (before any filter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: int = 0
+    passed: int = 0
+    failed: int = 0
+    unverified: int = 0
+    # passed / records.
+    pass_rate: float = 0.0
+    prompts: int = 0
+    prompts_passed: int = 0
+    # The most samples any prompt has: pass@k is over up to k samples per prompt.
+    k: int = 0
+    # prompts_passed / prompts: the share of prompts with at least one passing sample.
+    pass_at_k: float = 0.0
+
+
 class ConvertReport(Record):
     """What `distill convert` kept and dropped; written to OUT/report.json."""
 
@@ -105,11 +137,14 @@ class ConvertReport(Record):
     max_tool_calls: int
     max_seq_length: int
     split_ratios: tuple[float, float, float]
+    require_verified: bool = False
+    best_of: bool = False
     records: int = 0
     kept: int = 0
     dropped: dict[DropReason, int] = Field(default_factory=lambda: {r: 0 for r in DropReason})
     splits: dict[str, int] = Field(default_factory=lambda: {s: 0 for s in SPLITS})
     tokens: TokenStats = Field(default_factory=TokenStats)
+    verification: VerificationStats = Field(default_factory=VerificationStats)
     drops: list[DroppedRecord] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -188,7 +223,8 @@ def record_trajectory(record: Any) -> Trajectory:
     """A distill record (validated as _RawConversation) as a Trajectory; its other fields ride along."""
     extra = record.model_dump(mode="json", exclude={"messages", "tools", "task_id", "status", "error"})
     return Trajectory(task_id=record.task_id, messages=record.messages, tools=record.tools,
-                      status=record.status, error=record.error, extra=extra)
+                      status=record.status, error=record.error, sample=record.sample, verdict=record.verdict,
+                      extra=extra)
 
 
 # --- filtering -------------------------------------------------------------------------------
@@ -261,7 +297,7 @@ def _describe(message: dict[str, Any]) -> str:
 
 
 def split_of(task_id: str, ratios: tuple[float, float, float]) -> str:
-    """Deterministic split from the task id, so every attempt of a task lands in the same split."""
+    """Deterministic split from the prompt id, so every attempt and sample of a prompt lands in the same split."""
     bucket = int(hashlib.sha256(task_id.encode()).hexdigest()[:15], 16) / 16**15
     if bucket < ratios[0]:
         return "train"
@@ -308,6 +344,84 @@ class _Kept:
     split: str
     payload: dict[str, Any]
     tokens: int
+    line: int = 0
+    task_id: str = ""
+    sample: int = 0
+    tool_calls: int = 0
+    verdict: Verdict = field(default_factory=Verdict)
+
+
+class Verification:
+    """Each record's verdict (a later one from verdicts.jsonl wins), counted, and required if asked."""
+
+    def __init__(self, later: dict[tuple[str, int], Verdict], *, require: bool) -> None:
+        self.later = later
+        self.require = require
+        self.counts: Counter[str] = Counter()
+        self.samples: Counter[str] = Counter()
+        self.prompts_passed: set[str] = set()
+
+    def verdict_of(self, conversation: Any) -> Verdict:
+        """The record's verdict, counted toward the pass rate and pass@k."""
+        verdict = self.later.get((conversation.task_id, conversation.sample), conversation.verdict)
+        self.counts[verdict.outcome] += 1
+        self.samples[conversation.task_id] += 1
+        if verdict.passed:
+            self.prompts_passed.add(conversation.task_id)
+        return verdict
+
+    def check(self, verdict: Verdict) -> None:
+        """With `require`, only a passed verdict goes on; _Rejected says why another does not."""
+        if not self.require or verdict.passed:
+            return
+        reason = DropReason.UNVERIFIED if verdict.passed is None else DropReason.FAILED_VERIFICATION
+        detail = verdict.detail or ("nothing verified the answer" if verdict.passed is None else "the answer is wrong")
+        raise _Rejected(reason, f"{verdict.method or 'no verdict'}: {detail}"[:300])
+
+    def stats(self) -> VerificationStats:
+        records = sum(self.counts.values())
+        prompts = len(self.samples)
+        return VerificationStats(
+            records=records,
+            passed=self.counts["passed"],
+            failed=self.counts["failed"],
+            unverified=self.counts["unverified"],
+            pass_rate=round(self.counts["passed"] / records, 4) if records else 0.0,
+            prompts=prompts,
+            prompts_passed=len(self.prompts_passed),
+            k=max(self.samples.values(), default=0),
+            pass_at_k=round(len(self.prompts_passed) / prompts, 4) if prompts else 0.0,
+        )
+
+
+class BestOf:
+    """One trajectory per prompt: passed before unverified before failed, then the fewest tool
+    calls, then the fewest tokens, then the earliest line. Every other one is dropped."""
+
+    OUTCOME_ORDER = {"passed": 0, "unverified": 1, "failed": 2}
+
+    def __init__(self) -> None:
+        self.best: dict[str, _Kept] = {}
+
+    @classmethod
+    def rank(cls, kept: _Kept) -> tuple[int, int, int, int]:
+        return (cls.OUTCOME_ORDER[kept.verdict.outcome], kept.tool_calls, kept.tokens, kept.line)
+
+    def offer(self, kept: _Kept) -> DroppedRecord | None:
+        """Hold `kept` if it beats the prompt's best so far; returns the loser as a drop, if any."""
+        current = self.best.get(kept.task_id)
+        if current is None:
+            self.best[kept.task_id] = kept
+            return None
+        winner, loser = (kept, current) if self.rank(kept) < self.rank(current) else (current, kept)
+        self.best[kept.task_id] = winner
+        detail = (f"sample {winner.sample} (line {winner.line}: {winner.verdict.outcome}, {winner.tool_calls} tool calls, "
+                  f"{winner.tokens} tokens) was kept")
+        return DroppedRecord(line=loser.line, task_id=loser.task_id, sample=loser.sample,
+                             reason=DropReason.NOT_BEST_OF, detail=detail)
+
+    def winners(self) -> list[_Kept]:
+        return sorted(self.best.values(), key=lambda kept: kept.line)
 
 
 ProgressCallback = Callable[[int, int, int], Any]
@@ -324,6 +438,8 @@ def convert(
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     format: Literal["chat", "text"] = "chat",  # noqa: A002 - mirrors the --format flag
     skip_invalid: bool = False,
+    require_verified: bool = False,
+    best_of: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
@@ -333,7 +449,9 @@ def convert(
     chat template. `format="chat"` writes mlx-lm's `{"messages", "tools"}` lines, `"text"` the
     rendered `{"text"}`. Bad lines raise TrainerError (`file:line: field X: reason`) unless
     `skip_invalid`, which counts them as dropped. Empty splits are not written (mlx-lm cannot
-    read an empty file). Returns the report; the caller shows it.
+    read an empty file). `require_verified` drops every trajectory whose verdict is not passed;
+    `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
+    from the verdicts.jsonl beside the conversations file. Returns the report; the caller shows it.
     """
     ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     path = conversations_path(source)
@@ -348,16 +466,26 @@ def convert(
         max_tool_calls=max_tool_calls,
         max_seq_length=max_seq_length,
         split_ratios=ratios,
+        require_verified=require_verified,
+        best_of=best_of,
     )
+    verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
     lengths: list[int] = []
+    picker = BestOf() if best_of else None
     with _SplitFiles(out) as files:
-        for outcome in _filtered(path, student, report, skip_invalid, on_progress):
+        for outcome in _filtered(path, student, report, skip_invalid, verification, on_progress):
+            if isinstance(outcome, _Kept) and picker is not None:
+                outcome = picker.offer(outcome)
             if isinstance(outcome, DroppedRecord):
                 report.drops.append(outcome)
-            else:
+            elif outcome is not None:
                 files.write(outcome)
                 lengths.append(outcome.tokens)
+        for kept in picker.winners() if picker is not None else []:
+            files.write(kept)
+            lengths.append(kept.tokens)
         report.splits = files.finish()
+    report.verification = verification.stats()
     _summarize(report, lengths)
     (out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return report
@@ -376,14 +504,19 @@ def _check_options(
 
 
 def _filtered(
-    path: Path, tokenizer: Any, report: ConvertReport, skip_invalid: bool, on_progress: ProgressCallback | None
+    path: Path,
+    tokenizer: Any,
+    report: ConvertReport,
+    skip_invalid: bool,
+    verification: Verification,
+    on_progress: ProgressCallback | None,
 ) -> Iterator[_Kept | DroppedRecord]:
     """Every line of the file, judged in order: kept (with its split) or dropped (with the reason)."""
     seen_texts: set[str] = set()
     kept = dropped = 0
     for line in read_conversations(path):
         report.records += 1
-        outcome = _convert_one(line, tokenizer, report, seen_texts, skip_invalid)
+        outcome = _convert_one(line, tokenizer, report, seen_texts, skip_invalid, verification)
         kept, dropped = (kept, dropped + 1) if isinstance(outcome, DroppedRecord) else (kept + 1, dropped)
         yield outcome
         if on_progress is not None:
@@ -444,13 +577,19 @@ def _convert_one(
     report: ConvertReport,
     seen_texts: set[str],
     skip_invalid: bool,
+    verification: Verification,
 ) -> DroppedRecord | _Kept:
     if line.error is not None:
         if not skip_invalid:
             raise TrainerError(line.error)
         return DroppedRecord(line=line.number, reason=DropReason.INVALID_RECORD, detail=line.error)
     conversation = line.conversation
+    verdict = verification.verdict_of(conversation)
     try:
+        if conversation.status == "final_answer":
+            # After the status (a conversation that never ended has no answer to verify), before
+            # every other check: a wrong answer is not data, whatever its shape.
+            verification.check(verdict)
         messages = training_messages(conversation, max_tool_calls=report.max_tool_calls)
         tools = conversation.tools
         text = render_text(tokenizer, messages, tools)
@@ -464,12 +603,13 @@ def _convert_one(
             raise _Rejected(DropReason.DUPLICATE, "same rendered conversation as an earlier line")
         seen_texts.add(digest)
     except _Rejected as rejected:
-        return DroppedRecord(
-            line=line.number, task_id=conversation.task_id, reason=rejected.reason, detail=rejected.detail
-        )
+        return DroppedRecord(line=line.number, task_id=conversation.task_id, sample=conversation.sample,
+                             reason=rejected.reason, detail=rejected.detail)
     except TrainerError as error:
         raise TrainerError(f"{report.source}:{line.number}: {error}") from None
     payload: dict[str, Any] = {"text": text} if report.format == "text" else {"messages": messages}
     if report.format == "chat" and tools:
         payload["tools"] = tools
-    return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length)
+    calls = sum(len(message.get("tool_calls") or []) for message in messages)
+    return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length, line=line.number,
+                 task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict)
