@@ -270,8 +270,8 @@ def fuse(
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Option(help="Student model folder.")],
-    prompts: Annotated[Path, typer.Option(help="Held-out prompts (JSONL).")],
+    prompts: Annotated[Path, typer.Option(help="Held-out prompts (JSONL; `expected` answers are scored).")],
+    model: Annotated[Optional[str], typer.Option(help="Student model folder (leave out to evaluate only --teacher).")] = None,
     workspace: Annotated[Path, typer.Option(help="Folder the tools work in.")] = Path("."),
     adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json and the PNG.")] = None,
@@ -279,14 +279,25 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 512,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
+    teacher: Annotated[Optional[str], typer.Option(help="Also run this teacher (base URL ending in /v1) on the same prompts and tools.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --teacher.")] = None,
 ) -> None:
-    """Serve the student (base and adapter) and measure: 1-3 tool calls and an answer, or a loop?"""
+    """Run the student (base and adapter), and the teacher if given, on held-out prompts: tool calls, loops, correct answers."""
     from distill.trainer.evaluate import evaluate
     from distill.views import eval_progress, eval_table
 
+    endpoint = None
+    if teacher or teacher_model:
+        if not (teacher and teacher_model):
+            fail("--teacher and --teacher-model go together")
+        endpoint = TeacherConfig(name="teacher", base_url=teacher, model=teacher_model, max_concurrency=1,
+                                 max_tokens=max_tokens)
+    if model is None and endpoint is None:
+        fail("give --model (the student), --teacher with --teacher-model, or both")
     with eval_progress(err) as on_prompt:
         report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
-                          max_tokens=max_tokens, include_base=not no_base, limit=limit, on_prompt=on_prompt)
+                          max_tokens=max_tokens, include_base=not no_base, teacher=endpoint, limit=limit,
+                          on_prompt=on_prompt)
     console_out.print(eval_table(report))
 
 

@@ -113,18 +113,22 @@ EVAL_ROWS = (
     ("final answers", "final_answers"),
     ("hit the tool limit (loop)", "tool_limit_hits"),
     ("errors", "errors"),
+    ("prompts with an expected answer", "with_reference"),
+    ("correct answers", "correct"),
 )
 
 
 def eval_table(report: EvalReport) -> Table:
     """Totals side by side: one column per variant."""
     prompts = report.variants[0].totals.prompts if report.variants else 0
-    table = Table(title=f"distill eval: {report.model} on {prompts} held-out prompts")
+    table = Table(title=f"distill eval: {report.model or 'the teacher'} on {prompts} held-out prompts")
     table.add_column("")
     for variant in report.variants:
         table.add_column(variant.name, justify="right")
     for label, field in EVAL_ROWS:
         table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
+    if any(v.totals.with_reference for v in report.variants):
+        table.add_row("accuracy", *(f"{v.totals.accuracy:.0%}" for v in report.variants), style="bold")
     out = Path(report.plot_file).parent if report.plot_file else None
     if out is not None:
         table.caption = f"report: {out / EVAL_FILE}  chart: {report.plot_file}"

@@ -2,7 +2,10 @@
 
 The student is served by a real `mlx_lm.server` and driven by the same agent loop and the same
 real tools that captured the teacher's data, so what is measured is the behaviour that matters:
-does it call tools, call them validly, stop repeating itself, and end with an answer?
+does it call tools, call them validly, stop repeating itself, and end with an answer? Where a
+held-out prompt has an `expected` answer, is the answer right (shared/verdicts.py, the same rule
+generation uses)? The teacher itself can run the same prompts with the same tools, as the bar the
+student is measured against.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
+from distill.shared.connection import redact_url
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from distill.shared.verdicts import reference_verdict
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
 from distill.trainer.schema_check import argument_errors, tool_schemas
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PromptCallback = Callable[[str, int, int, int], object]
 """Called after each prompt: (variant, prompts done, prompts in all, tool calls so far)."""
-Variant = Literal["base", "adapter"]
+Variant = Literal["base", "adapter", "teacher"]
 
 
 class PromptEval(BaseModel):
@@ -51,6 +56,9 @@ class PromptEval(BaseModel):
     hit_tool_limit: bool = False
     calls: list[str] = Field(default_factory=list)
     answer: str | None = None
+    # Right by the prompt's `expected` answer; None where the prompt has none.
+    correct: bool | None = None
+    verdict: str = ""
     error: str | None = None
     seconds: float = 0.0
 
@@ -67,22 +75,29 @@ class EvalTotals(BaseModel):
     tool_limit_hits: int = 0
     errors: int = 0
     mean_calls_per_prompt: float = 0.0
+    # Prompts with an `expected` answer, and how many of them were answered correctly.
+    with_reference: int = 0
+    correct: int = 0
+    # correct / with_reference (0 when no prompt has a reference).
+    accuracy: float = 0.0
 
 
 class VariantEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["base", "adapter"]
+    name: Variant
     adapter_path: str | None = None
-    server_log: str
+    # The mlx_lm.server log of a served student; None for the teacher (an endpoint of its own).
+    server_log: str | None = None
+    endpoint: str | None = None
     prompts: list[PromptEval]
     totals: EvalTotals
 
 
 class EvalReport(Record):
-    """eval.json: base vs adapter on the same held-out prompts."""
+    """eval.json: base vs adapter (vs the teacher) on the same held-out prompts."""
 
-    model: str
+    model: str | None
     adapter_path: str | None
     prompts_file: str
     workspace: str
@@ -94,7 +109,7 @@ class EvalReport(Record):
 
 
 def evaluate(
-    model: str | Path,
+    model: str | Path | None,
     prompts: Path,
     workspace: Path,
     *,
@@ -106,6 +121,7 @@ def evaluate(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     custom_tools: Sequence[str] = (),
     include_base: bool = True,
+    teacher: TeacherConfig | None = None,
     limit: int | None = None,
     request_timeout_s: float = 300.0,
     ready_timeout_s: float = 180.0,
@@ -113,14 +129,20 @@ def evaluate(
 ) -> EvalReport:
     """Serve `model` (base, then with `adapter_path`) and run the agent on every held-out prompt.
 
-    Writes OUT/eval.json, OUT/tool_calls.png and the servers' logs (OUT defaults to
-    ADAPTER/eval, or ./eval without an adapter) and returns the report; the caller shows it.
-    `max_tool_calls` is the loop guard (hitting it counts as a loop); `limit` evaluates only the
-    first N prompts. Raises TrainerError for bad inputs or a server that won't start.
+    With `teacher`, that endpoint runs the same prompts with the same tools too (variant
+    "teacher"); `model` may then be None to evaluate the teacher alone. Writes OUT/eval.json,
+    OUT/tool_calls.png and the servers' logs (OUT defaults to ADAPTER/eval, or ./eval without an
+    adapter) and returns the report; the caller shows it. `max_tool_calls` is the loop guard
+    (hitting it counts as a loop); `limit` evaluates only the first N prompts. Prompts with an
+    `expected` answer are scored correct or not. Raises TrainerError for bad inputs or a server
+    that won't start.
     """
-    model_source = check_model_source(model)
+    model_source = check_model_source(model) if model is not None else None
+    if model_source is None and adapter_path is not None:
+        raise TrainerError("an adapter needs the model it was trained on")
     tasks = read_eval_prompts(Path(prompts), limit=limit)
-    workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base)
+    include_base = include_base and model_source is not None
+    workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base or teacher is not None)
     out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
     limits = GenerationLimits(
@@ -132,7 +154,10 @@ def evaluate(
     variants = [
         evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
         for name, adapter in _variants(include_base, adapter_path)
+        if model_source is not None
     ]
+    if teacher is not None:
+        variants.append(evaluate_endpoint("teacher", teacher, tasks, run))
     report = EvalReport(
         model=model_source,
         adapter_path=str(adapter_path) if adapter_path else None,
@@ -168,7 +193,7 @@ def _check_paths(workspace: Path, adapter_path: Path | None, include_base: bool)
         if not (adapter_path / "adapters.safetensors").is_file():
             raise TrainerError(f"{adapter_path}: no adapters.safetensors here (run distill train first)")
     if adapter_path is None and not include_base:
-        raise TrainerError("nothing to evaluate: no adapter, and the base model is excluded")
+        raise TrainerError("nothing to evaluate: no adapter, no teacher, and the base model is excluded")
     return workspace, adapter_path
 
 
@@ -216,6 +241,14 @@ def evaluate_variant(
     )
 
 
+def evaluate_endpoint(name: Variant, endpoint: TeacherConfig, tasks: list[PromptTask], agent: _Agent) -> VariantEval:
+    """Run every prompt against an endpoint that is already serving (the teacher)."""
+    log.info("distill eval %s: %s at %s", name, endpoint.model, redact_url(endpoint.base_url))
+    results = asyncio.run(_run_prompts(tasks, endpoint, agent, name, None))
+    return VariantEval(name=name, endpoint=f"{endpoint.model} at {redact_url(endpoint.base_url)}",
+                       prompts=results, totals=totals_of(results))
+
+
 def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTask]:
     """Held-out prompts through the coordinator's reader (same format and errors as generate)."""
     from distill.shared.prompts import BadLine, PromptsFileError, read_prompts
@@ -250,11 +283,13 @@ async def _run_prompts(
             )
             result = prompt_eval(task, conversation)
         except TeacherUnavailable as failure:
-            if not server.alive():
+            if server is not None and not server.alive():
                 raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
-            result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500])
+            result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500],
+                                **_unanswered(task))
         except ConversationFailed as failure:
-            result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500])
+            result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500],
+                                **_unanswered(task))
         result.seconds = round(time.monotonic() - started, 3)
         results.append(result)
         if agent.on_prompt is not None:
@@ -262,8 +297,14 @@ async def _run_prompts(
     return results
 
 
+def _unanswered(task: PromptTask) -> dict[str, Any]:
+    """A prompt the variant never answered: wrong where there is a reference to miss."""
+    verdict = reference_verdict(task.expected, None)
+    return {"correct": verdict.passed, "verdict": verdict.detail}
+
+
 def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
-    """Tool-call statistics of one conversation."""
+    """Tool-call statistics of one conversation, and whether its answer is right."""
     schemas = tool_schemas(conversation.tools)
     seen: set[str] = set()
     calls: list[str] = []
@@ -279,6 +320,8 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
     last = conversation.messages[-1] if conversation.messages else None
     answer = last.content if last is not None and last.role == "assistant" and not last.tool_calls else None
     final = conversation.status == "final_answer" and bool((answer or "").strip())
+    # The same rule as generation: an answer counts only if the conversation ended with it.
+    verdict = reference_verdict(task.expected, answer if final else None)
     return PromptEval(
         id=task.task_id,
         prompt=task.prompt,
@@ -293,6 +336,8 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
         hit_tool_limit=conversation.status == "tool_limit",
         calls=calls,
         answer=(answer or "")[:2000] if answer is not None else None,
+        correct=verdict.passed,
+        verdict=verdict.detail,
         error=conversation.error,
     )
 
@@ -300,6 +345,8 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
 def totals_of(results: list[PromptEval]) -> EvalTotals:
     count = len(results)
     calls = sum(r.tool_calls for r in results)
+    with_reference = sum(r.correct is not None for r in results)
+    correct = sum(r.correct is True for r in results)
     return EvalTotals(
         prompts=count,
         tool_calls=calls,
@@ -310,27 +357,36 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         tool_limit_hits=sum(r.hit_tool_limit for r in results),
         errors=sum(r.status in ("error", "unavailable") for r in results),
         mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
+        with_reference=with_reference,
+        correct=correct,
+        accuracy=round(correct / with_reference, 4) if with_reference else 0.0,
     )
 
 
 def plot_tool_calls(report: EvalReport, png: Path) -> Path:
-    """Bar charts: tool calls per prompt, and how many prompts made 0, 1, 2... calls; base vs adapter."""
+    """Three bar charts, one bar per variant: tool calls per prompt; how many prompts made 0, 1,
+    2... calls; and the outcomes that matter (final answers, correct answers, loops)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    figure, (per_prompt, distribution) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (per_prompt, distribution, outcomes) = plt.subplots(1, 3, figsize=(16, 4))
     count = len(report.variants)
     width = 0.8 / max(count, 1)
     prompts = len(report.variants[0].prompts) if report.variants else 0
     most = max((p.tool_calls for v in report.variants for p in v.prompts), default=0)
+    references = report.variants[0].totals.with_reference if report.variants else 0
+    labels = ["final answers", f"correct (of {references})", "loops"]
     for index, variant in enumerate(report.variants):
         shift = (index - (count - 1) / 2) * width
         calls = [p.tool_calls for p in variant.prompts]
         per_prompt.bar([i + shift for i in range(prompts)], calls, width, label=variant.name)
         histogram = [sum(p.tool_calls == n for p in variant.prompts) for n in range(most + 1)]
         distribution.bar([n + shift for n in range(most + 1)], histogram, width, label=variant.name)
+        totals = variant.totals
+        outcomes.bar([n + shift for n in range(3)], [totals.final_answers, totals.correct, totals.tool_limit_hits],
+                     width, label=variant.name)
     per_prompt.set_xlabel("prompt")
     per_prompt.set_ylabel("tool calls")
     per_prompt.set_title("tool calls per prompt")
@@ -339,7 +395,10 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
     distribution.set_ylabel("prompts")
     distribution.set_title(f"distribution (loop guard at {report.max_tool_calls})")
     distribution.set_xticks(range(most + 1))
-    for axes in (per_prompt, distribution):
+    outcomes.set_ylabel("prompts")
+    outcomes.set_title(f"answers on {prompts} held-out prompts")
+    outcomes.set_xticks(range(3), labels)
+    for axes in (per_prompt, distribution, outcomes):
         axes.legend()
         axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
