@@ -60,6 +60,8 @@ class SimTeacherStats:
     last_response_at: float | None = None
     # Seconds the answered requests were made to take (latency + tokens model): the ideal's input.
     service_s: float = 0.0
+    # Requests by the sampling temperature they asked for ("none" when they sent none).
+    temperatures: dict[str, int] = field(default_factory=dict)
 
 
 TRACE_MAX = 200_000
@@ -178,6 +180,8 @@ class SimTeacher:
             if self.stats.first_request_at is None:
                 self.stats.first_request_at = time.time()
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            temperature = str(body.get("temperature", "none"))
+            self.stats.temperatures[temperature] = self.stats.temperatures.get(temperature, 0) + 1
             roll = self._random.random()
             length = 1.0 + self.config.length_jitter * (2 * self._random.random() - 1)
         try:

@@ -103,6 +103,7 @@ def test_bad_prompts_refuse_to_start_and_name_file_line_field(tmp_path, sim_teac
         b'{"prompt": "other", "id": "a"}\n'
         b'{"prompt": "\xff\xfe"}\n'
         b'["a list"]\n'
+        b'{"prompt": "y", "expected": {"regex": "("}}\n'
     )
     command = [
         sys.executable, "-m", "distill", "generate", str(prompts), "--run", "bad",
@@ -121,6 +122,7 @@ def test_bad_prompts_refuse_to_start_and_name_file_line_field(tmp_path, sim_teac
         f"{prompts}:6: field id: duplicate id 'a' with different content (first on line 1)",
         f"{prompts}:7: not UTF-8",
         f"{prompts}:8: expected a JSON object",
+        f'{prompts}:9: field expected: "regex" not a valid regular expression',
     ]:
         assert expected in refused.stderr, refused.stderr
     assert sim_teacher.snapshot()["requests"] == 0

@@ -316,3 +316,31 @@ def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, cod
     saved = EvalReport.model_validate_json((tmp_path / "scored" / "eval.json").read_text())
     assert saved == scored
     assert (tmp_path / "scored" / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_model):  # noqa: F811
+    def sample(task_id: str, number: int, calls: int, answer: str, passed: bool | None) -> dict[str, Any]:
+        record = conversation(task_id, calls=[("read_file", {"path": f"f{i}.py"}) for i in range(calls)], answer=answer)
+        record["sample"] = number
+        record["verdict"] = {"passed": passed, "method": None if passed is None else "reference"}
+        return record
+
+    records = [
+        sample("p", 0, 1, "wrong but short", False),
+        sample("p", 1, 2, "right, two calls", True),
+        sample("p", 2, 1, "right with one call and a longer answer", True),
+        sample("p", 3, 1, "right, one call", True),
+        sample("q", 0, 2, "two calls", None),
+        sample("q", 1, 1, "one call", None),
+        sample("r", 0, 1, "only wrong ones", False),
+    ]
+    run_dir = tmp_path / "run"
+    write_jsonl(run_dir / CONVERSATIONS_FILE, records)
+    report = convert(run_dir, tiny_model, tmp_path / "data", best_of=True, split=(1.0, 0.0, 0.0), max_seq_length=8192)
+    kept = {example["messages"][-1]["content"] for example in read_jsonl(tmp_path / "data" / "train.jsonl")
+            + read_jsonl(tmp_path / "data" / "valid.jsonl")}
+    # Without --require-verified a prompt keeps its best sample even when none passed.
+    assert kept == {"right, one call", "one call", "only wrong ones"}
+    assert report.dropped[DropReason.NOT_BEST_OF] == 4
+    assert (report.verification.passed, report.verification.failed, report.verification.unverified) == (3, 2, 2)
+    assert (report.verification.prompts_passed, report.verification.k) == (1, 4)

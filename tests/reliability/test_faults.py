@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,36 @@ def test_coordinator_sigkill_then_rerun(tmp_path, code_workspace):
         teacher.stop()
     assert second.returncode == 0, second.stderr.decode()[-2000:]
     account("coordinator SIGKILL, same command rerun", f"SIGKILL after {written_before} records", run_dir, ids(40))
+
+
+def test_coordinator_sigkill_with_samples_writes_each_sample_exactly_once(tmp_path, code_workspace):
+    teacher = sim(latency_s=0.15)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
+    command = [
+        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "sampled", "--samples", "3",
+        "--temperature", "0.7", "--workspace", str(code_workspace), "--teacher", teacher.base_url,
+        "--teacher-model", "sim", "--out-dir", str(tmp_path / "runs"), "--concurrency", "4", "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "runs" / "sampled"
+    try:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_lines(run_dir / CONVERSATIONS_FILE, 8)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        written_before = (run_dir / CONVERSATIONS_FILE).read_bytes().count(b"\n")
+        assert written_before < 36, "the kill came too late to prove anything"
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+        seen = teacher.snapshot()
+    finally:
+        teacher.stop()
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    records = [json.loads(line) for name in (CONVERSATIONS_FILE, "dead.jsonl") if (run_dir / name).exists()
+               for line in (run_dir / name).read_text().splitlines() if line.strip()]
+    written = Counter((record["task_id"], record.get("sample", 0)) for record in records)
+    assert set(written.values()) == {1}, [key for key, count in written.items() if count > 1]
+    assert set(written) == {(task_id, sample) for task_id in ids(12) for sample in range(3)}
+    assert seen["temperatures"] == {"0.7": seen["requests"]}  # every sample sampled at the teacher's temperature
 
 
 def test_redis_killed_and_restarted_mid_run(tmp_path, ray_session, code_workspace, run_name):
