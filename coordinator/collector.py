@@ -43,6 +43,10 @@ class Drained:
     input_tokens: int = 0
     output_tokens: int = 0
     tool_calls: int = 0
+    # Verdicts of the conversations written (passed / failed / no verdict).
+    passed: int = 0
+    failed: int = 0
+    unverified: int = 0
 
     def add(self, other: Drained) -> None:
         for name in self.__dataclass_fields__:
@@ -159,6 +163,8 @@ class Collector:
                 drained.input_tokens += record.usage.input_tokens
                 drained.output_tokens += record.usage.output_tokens
                 drained.tool_calls += record.usage.tool_calls
+                outcome = record.verdict.outcome
+                setattr(drained, outcome, getattr(drained, outcome) + 1)
             else:
                 drained.dead += 1
         return drained

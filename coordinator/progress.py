@@ -101,6 +101,7 @@ def summary_table(result: RunResult) -> Table:
         ("duplicate deliveries dropped", f"{result.duplicates_dropped:,}"),
         ("bad prompt lines skipped", f"{result.check.bad_count:,}"),
         ("tool calls (this command)", f"{result.tool_calls:,}"),
+        ("answers passed / failed / unverified (this command)", f"{result.passed:,} / {result.failed:,} / {result.unverified:,}"),
         ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
         ("elapsed", f"{result.elapsed_s:.1f} s"),
         ("records per second", f"{rate:.2f}"),

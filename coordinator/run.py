@@ -62,6 +62,10 @@ class RunResult:
     endpoints: dict[str, dict[str, Any]]
     policy: str
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
+    # Verdicts of the conversations this command wrote.
+    passed: int = 0
+    failed: int = 0
+    unverified: int = 0
 
     @property
     def complete(self) -> bool:
@@ -155,6 +159,9 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
         if settings.samples > 1:
             plan.warnings += [f"--samples {settings.samples}: teacher {t.name!r} has no temperature set; a deterministic "
                               "endpoint gives the same answer to every sample" for t in plan.teachers if t.temperature is None]
+        if settings.judge is not None:
+            settings.judge.api_key()  # a missing key or rubric fails before anything is queued
+            settings.judge.rubric()
         for warning in plan.warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
@@ -232,6 +239,9 @@ def _coordinate(run: Run) -> RunResult:
         endpoints=final["endpoints"],
         policy=settings.policy,
         worker_reports=run.worker_reports,
+        passed=run.totals.passed,
+        failed=run.totals.failed,
+        unverified=run.totals.unverified,
     )
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,12 +20,26 @@ from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil a teacher's real tool use into training data, and train a student on it.")
 console_out = Console()
+T = TypeVar("T")
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def endpoint_from_flags(config_class: type[T], flag: str, **fields: Any) -> T:
+    """A TeacherConfig/JudgeConfig built from flags; a bad value ends as one line naming the flag."""
+    from pydantic import ValidationError
+
+    from distill.shared.errors import describe_validation_error
+
+    try:
+        return config_class.model_validate(fields)  # type: ignore[attr-defined]
+    except ValidationError as error:
+        fail(describe_validation_error(error, flag))
+        raise
 
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML config (default: ./distill.toml if present).")]
@@ -81,7 +95,8 @@ def generate(
                 fail("--teacher and --teacher-model go together")
             settings.teachers = [TeacherConfig(name="cli", base_url=teacher, model=teacher_model, temperature=temperature)]
         elif temperature is not None:
-            settings.teachers = [t.model_copy(update={"temperature": temperature}) for t in settings.teachers]
+            settings.teachers = [TeacherConfig.model_validate({**t.model_dump(), "temperature": temperature})
+                                 for t in settings.teachers]
         if not settings.workspace.is_dir():
             fail(f"workspace {settings.workspace} is not a folder")
         result = run_generate(settings, prompts, show_progress=not no_progress)
@@ -145,7 +160,7 @@ def verify(
         if not (judge and judge_model):
             fail("--judge and --judge-model go together")
         kept = settings.judge.model_dump(exclude={"name", "base_url", "model"}) if settings.judge else {}
-        settings.judge = JudgeConfig(**kept, base_url=judge, model=judge_model)
+        settings.judge = endpoint_from_flags(JudgeConfig, "--judge", **kept, base_url=judge, model=judge_model)
     if settings.judge is None:
         fail("no judge: give --judge URL --judge-model MODEL, or a [judge] table in distill.toml")
         return
@@ -290,8 +305,8 @@ def eval_command(
     if teacher or teacher_model:
         if not (teacher and teacher_model):
             fail("--teacher and --teacher-model go together")
-        endpoint = TeacherConfig(name="teacher", base_url=teacher, model=teacher_model, max_concurrency=1,
-                                 max_tokens=max_tokens)
+        endpoint = endpoint_from_flags(TeacherConfig, "--teacher", name="teacher", base_url=teacher, model=teacher_model,
+                                       max_concurrency=1, max_tokens=max_tokens)
     if model is None and endpoint is None:
         fail("give --model (the student), --teacher with --teacher-model, or both")
     with eval_progress(err) as on_prompt:

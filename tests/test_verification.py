@@ -91,6 +91,26 @@ def test_bad_expected_names_file_line_and_field(tmp_path: Path) -> None:
     ]
 
 
+def test_judge_table_in_distill_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.shared.settings import ConfigError, load_settings
+
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Name the file.\n")
+    config = tmp_path / "distill.toml"
+    config.write_text(f'samples = 3\n[judge]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "judge"\n'
+                      f'max_concurrency = 2\nrubric_file = "{rubric}"\napi_key_env = "JUDGE_KEY_FOR_TEST"\n')
+    settings = load_settings(config)
+    assert settings.samples == 3 and settings.judge is not None
+    assert (settings.judge.name, settings.judge.max_concurrency, settings.judge.temperature) == ("judge", 2, 0.0)
+    assert settings.judge.rubric() == "Name the file."
+    monkeypatch.delenv("JUDGE_KEY_FOR_TEST", raising=False)
+    with pytest.raises(ConfigError, match="JUDGE_KEY_FOR_TEST is not set"):
+        settings.judge.api_key()
+    config.write_text('[judge]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "judge"\nlaunch = true\n')
+    with pytest.raises(ConfigError, match="field judge"):
+        load_settings(config)
+
+
 def test_records_written_before_verdicts_still_load() -> None:
     old = conversation("old-1")
     assert "verdict" not in old and "sample" not in old
@@ -163,6 +183,7 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
     finally:
         teacher.stop()
     assert result.complete and result.total == 12 and result.dead == 0
+    assert (result.passed, result.failed, result.unverified) == (4, 5, 3)  # the summary table's row
     records = read_conversations(settings.run_dir())
     assert sorted((r.task_id, r.sample) for r in records) == sorted((p["id"], s) for p in PROMPTS for s in range(3))
     # The worker checked every reference when the conversation ended; the teacher's temperature went out.
