@@ -365,3 +365,18 @@ def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_
     assert report.dropped[DropReason.NOT_BEST_OF] == 4
     assert (report.verification.passed, report.verification.failed, report.verification.unverified) == (3, 2, 2)
     assert (report.verification.prompts_passed, report.verification.k) == (1, 4)
+
+
+def test_verify_with_the_judge_down_leaves_the_verdict_open_and_says_why(tmp_path):
+    from distill.shared.connection import free_port
+
+    run_dir = tmp_path / "run"
+    write_jsonl(run_dir / CONVERSATIONS_FILE, [conversation("t0")])
+    config = JudgeConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="judge", timeout_s=5)
+    result = verify_run(run_dir, config)
+    assert (result.judged, result.unverified, result.passed, result.failed) == (1, 1, 0, 0)
+    (line,) = read_jsonl(run_dir / VERDICTS_FILE)
+    assert line["verdict"]["passed"] is None and line["verdict"]["method"] is None
+    assert line["verdict"]["detail"].startswith("judge unavailable after 3 tries")
+    # An open verdict is judged again by the next verify.
+    assert verify_run(run_dir, config).judged == 1
