@@ -93,7 +93,7 @@ def summary_table(result: RunResult) -> Table:
     table.add_column("value", justify="right")
     rate = (result.conversations + result.dead) / result.elapsed_s if result.elapsed_s else 0.0
     rows = [
-        ("prompts in the run", f"{result.total:,}"),
+        ("prompts in the run (x samples)", f"{result.total:,}"),
         ("conversations written", f"{result.conversations:,}"),
         ("dead letters", f"{result.dead:,}"),
         ("queued by this command", f"{result.queued_now:,}"),
