@@ -154,7 +154,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         redis_before = redis_cpu_s(client)
         teacher_before = sum(stats(t.base_url)["process_cpu_s"] for t in teachers)
         with CpuSampler() as sampler:
-            result = generate(settings, prompts_file, show_progress=False)
+            result = generate(settings, prompts_file)
         redis_cpu = redis_cpu_s(client) - redis_before
         commands = int(client.info("stats")["total_commands_processed"]) - commands_before
         teacher_stats = [stats(t.base_url) for t in teachers]

@@ -39,7 +39,7 @@ def measure(concurrency: int, prompts: int, max_tokens: int = 64) -> dict:
                 limits=GenerationLimits(max_tool_calls=2, max_requests=3),
             )
             started = time.monotonic()
-            result = generate(settings, write_prompts(root / "p.jsonl", prompts), show_progress=False)
+            result = generate(settings, write_prompts(root / "p.jsonl", prompts))
             elapsed = time.monotonic() - started
         finally:
             ray.shutdown()

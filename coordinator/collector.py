@@ -127,8 +127,11 @@ class Collector:
             RESULTS_GROUP, CONSUMER, {self.keys.results: start}, count=count, block=None if start == "0" else block_ms
         )
         entries = response[0][1] if response else []
-        if start == "0" and not entries:
-            self._read_pending_first = False
+        if not entries:
+            # Idle: look at our own un-acked entries on the next turn. The client retries a read
+            # whose answer a dropped connection lost (distill.shared.retry), and entries it had
+            # delivered are then ours but never come again with ">".
+            self._read_pending_first = start == ">"
         return self._write(entries)
 
     def _write(self, entries: list[tuple[str, dict[str, str]]]) -> Drained:

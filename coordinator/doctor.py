@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,10 +26,10 @@ from pydantic import BaseModel
 from rich.markup import escape
 from rich.table import Table
 
+from distill.coordinator.teachers import PROBE_TIMEOUT_S, ask
 from distill.shared.connection import redact_url
-from distill.shared.settings import Settings, TeacherConfig
+from distill.shared.settings import Settings, TeacherConfig, eligible_teachers
 
-MODELS_TIMEOUT_S = 5.0
 CHAT_TIMEOUT_S = 60.0
 TCP_TIMEOUT_S = 3.0
 RAY_NODES_TIMEOUT_S = 90.0
@@ -275,9 +272,9 @@ def _check_ray_nodes(nodes: list[dict[str, Any]], settings: Settings) -> Check:
 
     workspace = str(settings.workspace.resolve())
     endpoints = []
-    for teacher in settings.teachers:
+    for teacher in eligible_teachers(settings.teachers, settings.policy):
         parts = urlsplit(teacher.base_url)
-        if not teacher.launch and parts.hostname and _used_by_policy(teacher, settings):
+        if not teacher.launch and parts.hostname:
             endpoints.append((f"teacher {teacher.name!r}", parts.hostname,
                               parts.port or (443 if parts.scheme == "https" else 80)))
     if settings.redis_url:
@@ -351,10 +348,10 @@ def check_teachers(settings: Settings) -> list[Check]:
                       hint="add [[teachers]] to distill.toml (see deploy/config/), or pass --teacher/--teacher-model "
                            "to generate")]
     checks: list[Check] = []
+    used = {teacher.name for teacher in eligible_teachers(settings.teachers, settings.policy)}
     for teacher in settings.teachers:
-        used = _used_by_policy(teacher, settings)
         label = f"teacher {teacher.name}"
-        if not used:
+        if teacher.name not in used:
             checks.append(Check(name=label, ok=True, required=False,
                                 detail=f"not used under policy {settings.policy}; not checked"))
             continue
@@ -376,14 +373,6 @@ def check_teachers(settings: Settings) -> list[Check]:
         else:
             checks.append(check_teacher_endpoint(teacher, key))
     return checks
-
-
-def _used_by_policy(teacher: TeacherConfig, settings: Settings) -> bool:
-    if settings.policy == "local-only":
-        return teacher.kind == "local"
-    if settings.policy == "cloud-only":
-        return teacher.kind == "cloud"
-    return True
 
 
 def _check_launchable(teacher: TeacherConfig) -> Check:
@@ -412,9 +401,9 @@ def check_teacher_endpoint(teacher: TeacherConfig, api_key: str | None) -> Check
     """GET /models (is the model there?), then a one-token chat with one tool (are tools accepted?)."""
     label = f"teacher {teacher.name}"
     where = f"{redact_url(teacher.base_url)} ({teacher.kind})"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     notes: list[str] = []
-    status, payload, error = _http("GET", f"{teacher.base_url}/models", headers, None, MODELS_TIMEOUT_S)
+    models = ask(teacher, "/models", api_key, timeout_s=PROBE_TIMEOUT_S)
+    status, payload, error = models.status, models.payload, models.error
     if error is not None:
         return Check(name=label, ok=False, detail=f"{where}: no answer ({error})", hint=_unreachable_hint(teacher))
     if status in (401, 403):
@@ -434,8 +423,9 @@ def check_teacher_endpoint(teacher: TeacherConfig, api_key: str | None) -> Check
     else:
         # mlx_lm.server 0.32 can answer /v1/models with a traceback while chat works (facts.md).
         notes.append(f"GET /models answered HTTP {status}")
-    status, payload, error = _http("POST", f"{teacher.base_url}/chat/completions", headers,
-                                   _tool_probe_body(teacher), min(teacher.timeout_s, CHAT_TIMEOUT_S))
+    chat = ask(teacher, "/chat/completions", api_key, body=_tool_probe_body(teacher),
+               timeout_s=min(teacher.timeout_s, CHAT_TIMEOUT_S))
+    status, payload, error = chat.status, chat.payload, chat.error
     if error is not None:
         return Check(name=label, ok=False, detail=f"{where}: chat with tools got no answer ({error})",
                      hint="the server answers /models but not chat: is the model still loading? raise timeout_s")
@@ -464,30 +454,6 @@ def _tool_probe_body(teacher: TeacherConfig) -> dict[str, Any]:
         max_tokens=1,
     )
     return body
-
-
-def _http(method: str, url: str, headers: dict[str, str], body: dict[str, Any] | None,
-          timeout_s: float) -> tuple[int, Any, str | None]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={**headers, **({"Content-Type": "application/json"} if data else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, _json_or_text(response.read()), None
-    except urllib.error.HTTPError as error:
-        with contextlib.suppress(Exception):
-            return error.code, _json_or_text(error.read()), None
-        return error.code, None, None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        return 0, None, _first_line(reason) or type(reason).__name__
-
-
-def _json_or_text(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", errors="replace")[:300]
 
 
 def _model_ids(payload: Any) -> list[str]:

@@ -84,7 +84,7 @@ def _valid_tasks(path: Path, run: str, limit: int | None, report: CheckReport | 
 def check_prompts(client: redis.Redis, keys: RunKeys, path: Path, limit: int | None = None) -> CheckReport:
     """Pass 1: every line parsed, ids checked for duplicates inside the file and against the run."""
     report = CheckReport()
-    scratch = f"{keys.prefix}:check:{secrets.token_hex(6)}"
+    scratch = keys.check_scratch(secrets.token_hex(6))
     check = client.register_script(CHECK_SCRIPT)
     try:
         batch: list[PromptTask] = []

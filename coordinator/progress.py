@@ -2,6 +2,7 @@
 
 The coordinator also writes `progress.json` in the run folder every second, so `distill status`
 can describe a run without its Redis password, whether the run is live or long finished.
+Nothing here prints: the bar draws on the console its caller gives, the tables are returned.
 """
 
 from __future__ import annotations
@@ -10,24 +11,25 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from distill.coordinator.run import RunResult
+from distill.coordinator.result import RunResult
+from distill.coordinator.stats import count_records
 
 PROGRESS_FILE = "progress.json"
-console = Console(stderr=True)
 
 
 class RunProgress:
-    def __init__(self, run: str, total: int, *, enabled: bool = True) -> None:
+    """The live bar of a run, drawn on `console`; without one it keeps count and draws nothing."""
+
+    def __init__(self, run: str, total: int, *, console: Console | None = None) -> None:
         self.total = total
-        self.enabled = enabled
+        self.enabled = console is not None
         self._started = time.monotonic()
         self._first_done: int | None = None
         self._bar = Progress(
@@ -107,6 +109,8 @@ def summary_table(result: RunResult) -> Table:
         ("records per second", f"{rate:.2f}"),
         ("output", str(result.run_dir)),
     ]
+    if result.worker_logs is not None:
+        rows.append(("worker logs", str(result.worker_logs / "worker-*.log")))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -128,8 +132,6 @@ def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = N
 
 def status_table(run_dir: Path) -> Table:
     """`distill status`: the files are the truth for what is done; the snapshot tells the rest."""
-    from distill.coordinator.run import count_records
-
     counts = count_records(run_dir)
     snapshot = read_progress_snapshot(run_dir) or {}
     total = int(snapshot.get("total", 0))

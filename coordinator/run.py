@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import time
@@ -17,20 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rich.markup import escape
+from rich.console import Console
 
 from distill.coordinator.collector import Collector, Drained
 from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
-from distill.coordinator.progress import RunProgress, console, write_progress_snapshot
+from distill.coordinator.progress import RunProgress, write_progress_snapshot
+from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError
+from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
-from distill.coordinator.workers import WorkerPool, running_workers
+from distill.coordinator.workers import WorkerPool, running_workers, run_log_dir
+from distill.shared.connection import connect, redact_url
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
 from distill.shared.records import RunManifest, utcnow
-from distill.coordinator.redis_server import EmbeddedRedis
-from distill.shared.connection import connect, redact_url
+from distill.shared.retry import outlast_redis
 from distill.shared.settings import Settings
+
+__all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
@@ -42,34 +49,6 @@ class RunRefused(Exception):
     def __init__(self, message: str, bad_lines: CheckReport | None = None) -> None:
         super().__init__(message)
         self.report = bad_lines
-
-
-@dataclass
-class RunResult:
-    run: str
-    run_dir: Path
-    total: int
-    conversations: int
-    dead: int
-    duplicates_dropped: int
-    queued_now: int
-    requeued_orphans: int
-    elapsed_s: float
-    input_tokens: int
-    output_tokens: int
-    tool_calls: int
-    check: CheckReport
-    endpoints: dict[str, dict[str, Any]]
-    policy: str
-    worker_reports: list[dict[str, Any]] = field(default_factory=list)
-    # Verdicts of the conversations this command wrote.
-    passed: int = 0
-    failed: int = 0
-    unverified: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.conversations + self.dead >= self.total
 
 
 @dataclass
@@ -114,7 +93,7 @@ def run_lock(client: redis.Redis, keys: RunKeys, run_dir: Path) -> Iterator[str]
         handle.close()
         raise RunRefused(f"run {keys.run!r} is already running on this machine ({run_dir})") from None
     me = f"{socket.gethostname()}:{os.getpid()}"
-    lock_key = f"{keys.prefix}:lock"
+    lock_key = keys.lock
     try:
         if not client.set(lock_key, me, nx=True, ex=LOCK_TTL_S):
             holder = str(client.get(lock_key) or "")
@@ -142,19 +121,22 @@ class Run:
     client: redis.Redis
     lock_key: str
     started: float
-    show_progress: bool
+    console: Console | None
     total: int = 0
     totals: Drained = field(default_factory=Drained)
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
-def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = True) -> RunResult:
-    """Run the teacher on every prompt of the file that has no record yet; resumable."""
+def generate(settings: Settings, prompts_file: Path, *, console: Console | None = None) -> RunResult:
+    """Run the teacher on every prompt of the file that has no record yet; resumable.
+
+    With a `console`, a live progress bar is drawn on it while the run works.
+    """
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = RunKeys(settings.run)
     started = time.monotonic()
-    with launched_teachers(settings.teachers, run_dir / "logs"), redis_for(settings, run_dir) as run_redis:
+    with launched_teachers(settings.teachers, run_log_dir(run_dir)), redis_for(settings, run_dir) as run_redis:
         plan = plan_teachers(settings)  # a missing key or an unusable policy fails before anything is queued
         if settings.samples > 1:
             plan.warnings += [f"--samples {settings.samples}: teacher {t.name!r} has no temperature set; a deterministic "
@@ -163,12 +145,12 @@ def generate(settings: Settings, prompts_file: Path, *, show_progress: bool = Tr
             settings.judge.api_key()  # a missing key or rubric fails before anything is queued
             settings.judge.rubric()
         for warning in plan.warnings:
-            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+            log.warning("%s", warning)
         settings = settings.model_copy(update={"teachers": plan.teachers, "policy": plan.policy})
         client = _connect_checked(run_redis.url)
         try:
             with run_lock(client, keys, run_dir) as lock_key:
-                run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, show_progress)
+                run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, console)
                 return _coordinate(run)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise RedisLost(f"Redis at {redact_url(run_redis.url)} is unreachable ({error}); "
@@ -206,7 +188,7 @@ def _coordinate(run: Run) -> RunResult:
     client.delete(keys.stop)
     run.total = tasks_total(client, keys)
     manifest = _write_manifest(settings, run.prompts_file, run.run_dir, run.total, check, run.redis.url)
-    progress = RunProgress(settings.run, run.total, enabled=run.show_progress)
+    progress = RunProgress(settings.run, run.total, console=run.console)
     progress.start(already=int(client.scard(keys.done)))
     try:
         if int(client.scard(keys.done)) < run.total:
@@ -222,6 +204,7 @@ def _coordinate(run: Run) -> RunResult:
     counts = count_records(run.run_dir)
     final = snapshot(client, keys, run.total, counts, settings.teachers, finished=manifest.finished)
     write_progress_snapshot(run.run_dir, final)
+    logs = run_log_dir(run.run_dir)
     return RunResult(
         run=settings.run,
         run_dir=run.run_dir,
@@ -242,6 +225,7 @@ def _coordinate(run: Run) -> RunResult:
         passed=run.totals.passed,
         failed=run.totals.failed,
         unverified=run.totals.unverified,
+        worker_logs=logs if logs.is_dir() else None,
     )
 
 
@@ -275,20 +259,12 @@ def _wait_for_redis(run: Run, collector: Collector) -> None:
     When it is back, the done set is rebuilt from the files: whatever Redis lost in the crash
     (the last acks, the last done marks) is re-derived, so nothing is written twice.
     """
-    deadline = time.monotonic() + run.settings.redis_outage_s
-    delay = 0.2
-    console.print(f"[yellow]warning:[/] lost Redis at {redact_url(run.redis.url)}; waiting for it", highlight=False)
-    while True:
-        try:
+    log.warning("lost Redis at %s; waiting for it", redact_url(run.redis.url))
+    for attempt in outlast_redis(run.settings.redis_outage_s, also=(OSError, RedisStartError)):
+        with attempt:
             run.redis.revive()
             run.client.ping()
-            break
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(5.0, delay * 2)
-    console.print("Redis is back; re-reading the output files", highlight=False)
+    log.warning("Redis is back; re-reading the output files")
     collector.recover()
     collector.restart_from_pending()
 

@@ -3,26 +3,55 @@
 A cloud teacher without its key, or that doesn't answer, is left out with a warning, and with no
 cloud teacher left the run falls back to `local-only`. A local teacher that doesn't answer stays
 in (its server may still be loading a model; the breaker handles it if it never comes up).
+
+`ask` is the one way distill's coordinator side talks HTTP to a teacher: the run's probe here and
+`distill doctor`'s checks (coordinator/doctor.py) both use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib.error
-import urllib.request
+import httpx2
 
-from rich.console import Console
-
-from distill.shared.settings import ConfigError, Policy, Settings, TeacherConfig
+from distill.shared.settings import ConfigError, Policy, Settings, TeacherConfig, eligible_teachers
 
 PROBE_TIMEOUT_S = 5.0
-console = Console(stderr=True)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    """A teacher's answer to one request: status 0 and `error` when nothing came back."""
+
+    status: int
+    payload: Any = None
+    error: str | None = None
+
+
+def ask(teacher: TeacherConfig, path: str, api_key: str | None, *, body: dict[str, Any] | None = None,
+        timeout_s: float = PROBE_TIMEOUT_S) -> Answer:
+    """GET (or, with a body, POST as JSON) `base_url + path`; JSON answers parsed, others kept as text."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx2.request("POST" if body is not None else "GET", f"{teacher.base_url}{path}",
+                                  headers=headers, json=body, timeout=timeout_s)
+    except (httpx2.HTTPError, OSError, ValueError) as error:
+        text = str(error).strip()
+        return Answer(0, error=text.splitlines()[0] if text else type(error).__name__)
+    try:
+        payload = json.loads(response.content)
+    except ValueError:
+        payload = response.content.decode("utf-8", errors="replace")[:300]
+    return Answer(response.status_code, payload)
 
 
 @dataclass
@@ -35,16 +64,10 @@ class TeacherPlan:
 
 def probe(teacher: TeacherConfig, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """None when `GET /v1/models` answers; otherwise why not (never echoing the key)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    request = urllib.request.Request(f"{teacher.base_url}/models", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s):
-            return None
-    except urllib.error.HTTPError as error:
-        status = error.code
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        return f"{type(reason).__name__ if not isinstance(reason, str) else reason}"
+    answer = ask(teacher, "/models", api_key, timeout_s=timeout_s)
+    if answer.error is not None:
+        return answer.error
+    status = answer.status
     if status in (401, 403):
         return f"HTTP {status} (check the key in {teacher.api_key_env})"
     if status >= 500 and status != 503:
@@ -56,10 +79,15 @@ def probe(teacher: TeacherConfig, api_key: str | None = None, timeout_s: float =
 def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> TeacherPlan:
     if not settings.teachers:
         raise ConfigError("no teacher: give --teacher URL --teacher-model MODEL, or [[teachers]] in distill.toml")
+    policy = settings.policy
+    # A teacher the policy never uses is not asked for its key nor probed.
+    candidates = eligible_teachers(settings.teachers, policy)
+    if not candidates:  # only local-only and cloud-only leave teachers out
+        raise ConfigError(f"policy {policy}, but no {policy.removesuffix('-only')} teacher is configured")
     usable: list[TeacherConfig] = []
     warnings: list[str] = []
     reachable: dict[str, bool] = {}
-    for teacher in settings.teachers:
+    for teacher in candidates:
         try:
             key = teacher.api_key()
         except ConfigError as missing:
@@ -77,16 +105,11 @@ def plan_teachers(settings: Settings, *, probe_endpoints: bool = True) -> Teache
         usable.append(teacher)
     if not usable:
         raise ConfigError("no teacher is usable: " + "; ".join(warnings))
-    policy = settings.policy
-    has_cloud = any(t.kind == "cloud" for t in usable)
-    has_local = any(t.kind == "local" for t in usable)
-    if policy in ("local-first", "spread") and not has_cloud and any(t.kind == "cloud" for t in settings.teachers):
+    # Local teachers are never left out, so only the cloud can go missing from a mixed plan.
+    if policy in ("local-first", "spread") and not any(t.kind == "cloud" for t in usable) \
+            and any(t.kind == "cloud" for t in settings.teachers):
         warnings.append("no cloud teacher is usable: running local-only")
         policy = "local-only"
-    if policy == "local-only" and not has_local:
-        raise ConfigError("policy local-only, but no local teacher is configured")
-    if policy == "cloud-only" and not has_cloud:
-        raise ConfigError("policy cloud-only, but no cloud teacher is usable")
     return TeacherPlan(usable, policy, warnings, reachable)
 
 
@@ -99,7 +122,7 @@ def launched_teachers(teachers: list[TeacherConfig], log_dir: Path) -> Iterator[
     try:
         for teacher in teachers:
             if teacher.launch:
-                console.print(f"starting local teacher {teacher.name!r} ({teacher.model}) ...", highlight=False)
+                log.info("starting local teacher %r (%s) ...", teacher.name, teacher.model)
                 options = ServeOptions(model=teacher.model, port=urlsplit(teacher.base_url).port,
                                        adapter_path=teacher.launch_adapter_path, extra_args=teacher.launch_args,
                                        log_dir=log_dir)

@@ -1,12 +1,26 @@
-"""The run's Ray worker actors: started, watched, replaced, stopped."""
+"""The run's Ray worker actors: started, watched, replaced, stopped.
+
+Each worker writes its own log to RUN_DIR/logs/<actor>.log (worker/actor.py); Ray's copy of its
+output stays in Ray's session folder and is not streamed to the coordinator's terminal.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from distill.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+LOGS_DIR = "logs"
+
+
+def run_log_dir(run_dir: Path) -> Path:
+    """The run's logs: each worker's (written on the node it runs on) and launched teachers'."""
+    return run_dir.resolve() / LOGS_DIR
 
 
 class WorkerPool:
@@ -34,7 +48,9 @@ class WorkerPool:
             retry_backoff_s=settings.retry_backoff_s,
             judge=settings.judge,
             judge_rubric=settings.judge.rubric() if settings.judge else None,
+            log_dir=str(run_log_dir(settings.run_dir())),
         ).model_dump_json()
+        self.log_dir = run_log_dir(settings.run_dir())
         self.run = settings.run
         # Keys travel to the workers as an actor argument only (never in the spec, records or logs).
         endpoints = [*settings.teachers, *([settings.judge] if settings.judge else [])]
@@ -63,7 +79,10 @@ class WorkerPool:
             index = self.refs.index(ref)
             try:
                 ray.get(ref)
-            except Exception:  # noqa: BLE001 - the actor is gone for good: start another
+            except Exception as error:  # noqa: BLE001 - the actor is gone for good: start another
+                log.warning("worker-%d is gone (%s); starting another. Its log: %s", index,
+                            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                            self.log_dir / f"worker-{index}.log")
                 self._launch(index)
 
     def stop(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
@@ -71,11 +90,16 @@ class WorkerPool:
 
         reports = []
         ready, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=timeout_s)
-        for ref in ready:
-            with contextlib.suppress(Exception):
+        for index, ref in enumerate(self.refs):
+            if ref not in ready:
+                continue
+            try:
                 reports.append(ray.get(ref))
+            except Exception as error:  # noqa: BLE001 - one lost report must not hide the others
+                log.warning("worker-%d ended with %s; its log: %s", index, type(error).__name__,
+                            self.log_dir / f"worker-{index}.log")
         for actor in self.actors:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # already gone is fine: the goal is "not running"
                 ray.kill(actor, no_restart=True)
         self.reports = reports
         return reports

@@ -99,7 +99,7 @@ def generate(
                                  for t in settings.teachers]
         if not settings.workspace.is_dir():
             fail(f"workspace {settings.workspace} is not a folder")
-        result = run_generate(settings, prompts, show_progress=not no_progress)
+        result = run_generate(settings, prompts, console=None if no_progress else err)
     except (ConfigError, PromptsFileError) as error:
         fail(str(error))
     except (OutputError, RedisLost) as error:

@@ -59,7 +59,7 @@ def run_demo(
         limit=limit, limits=GenerationLimits(max_tool_calls=3, max_requests=6),
     )
     console.rule("2/3 generate: embedded Redis, local Ray, real tools on this repository")
-    result = generate(settings, prompts)
+    result = generate(settings, prompts, console=console)
     data_dir, adapter_dir, kept = _convert_and_train(settings.run_dir(), model, train_iters, console)
     return DemoResult(result, data_dir, adapter_dir, kept, time.monotonic() - started)
 

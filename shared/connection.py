@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from distill.shared.retry import client_retry
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -26,7 +28,11 @@ def redact_url(url: str) -> str:
 
 
 def connect(url: str) -> redis.Redis:
-    """A client that answers str, with a socket timeout so a vanished server is an error, not a hang."""
+    """A client that answers str, with a socket timeout so a vanished server is an error, not a hang.
+
+    Commands retry a brief outage themselves (distill.shared.retry); a longer one is the caller's.
+    """
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=30, socket_connect_timeout=10, health_check_interval=30
+        url, decode_responses=True, socket_timeout=30, socket_connect_timeout=10, health_check_interval=30,
+        retry=client_retry(),
     )

@@ -102,15 +102,14 @@ class RunKeys:
         return f"{self.prefix}:stop"
 
     @property
-    def meta(self) -> str:
-        """Hash with the run's totals (prompts enqueued, invalid lines)."""
-        return f"{self.prefix}:meta"
+    def lock(self) -> str:
+        """host:pid of the coordinator running the run, with a short TTL it keeps renewing."""
+        return f"{self.prefix}:lock"
+
+    def check_scratch(self, token: str) -> str:
+        """Hash id -> digest:line of one check of a prompts file (deleted when the check ends)."""
+        return f"{self.prefix}:check:{token}"
 
     def endpoint_stats(self, name: str) -> str:
         """Hash of one endpoint's counters in this run (requests, errors, tokens, latency)."""
         return f"{self.prefix}:endpoint:{name}"
-
-    @property
-    def endpoints(self) -> str:
-        """Set of endpoint names that have stats in this run."""
-        return f"{self.prefix}:endpoints"

@@ -2,18 +2,26 @@
 
 Delivery is at-least-once (consumer groups, XAUTOCLAIM); the coordinator's de-duplication by task
 id on write turns that into exactly-once output.
+
+The transactions that move a task on (`add_requeue`, `add_publish`, `add_ack`) only queue their
+commands on a pipeline the caller made and executes: redis-py queues pipeline commands
+synchronously on the sync and the asyncio client alike, so the coordinator (sync) and the workers
+(asyncio) share one definition, and a caller can add its own counters to the same transaction.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import redis
+import redis.asyncio
 
 from distill.shared.keys import DATA_FIELD, KIND_FIELD, RESULTS_GROUP, TASKS_GROUP, RunKeys
 from distill.shared.records import Conversation, DeadLetter, ResultKind
 
 DEAD_STREAM_MAXLEN = 10_000
+
+Pipeline = Union[redis.client.Pipeline, redis.asyncio.client.Pipeline]
 
 
 def ensure_groups(client: redis.Redis, keys: RunKeys) -> None:
@@ -59,7 +67,23 @@ def requeue_orphans(client: redis.Redis, keys: RunKeys, consumer: str = "coordin
 
 def requeue(client: redis.Redis, keys: RunKeys, entry_id: str, payload: str) -> None:
     pipe = client.pipeline(transaction=True)
-    pipe.xadd(keys.tasks, {DATA_FIELD: payload})
+    add_requeue(pipe, keys, entry_id, payload)
+    pipe.execute()
+
+
+def add_ack(pipe: Pipeline, keys: RunKeys, entry_id: str) -> None:
+    """The task entry is finished with: acknowledged and deleted (the stream keeps only live work)."""
     pipe.xack(keys.tasks, TASKS_GROUP, entry_id)
     pipe.xdel(keys.tasks, entry_id)
-    pipe.execute()
+
+
+def add_requeue(pipe: Pipeline, keys: RunKeys, entry_id: str, payload: str) -> None:
+    """The task goes back as a fresh entry and the old one is acknowledged, in one transaction."""
+    pipe.xadd(keys.tasks, {DATA_FIELD: payload})
+    add_ack(pipe, keys, entry_id)
+
+
+def add_publish(pipe: Pipeline, keys: RunKeys, entry_id: str, record: Conversation | DeadLetter) -> None:
+    """The task's record goes on the results stream and the task is acknowledged, in one transaction."""
+    pipe.xadd(keys.results, result_fields(record))
+    add_ack(pipe, keys, entry_id)

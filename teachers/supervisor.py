@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tenacity
+
+from distill.shared.retry import backoff
 from distill.teachers.mlx_server import MlxServer, MlxServerError, free_port, start_mlx_server
 
 log = logging.getLogger("distill.teacher")
@@ -88,7 +91,6 @@ class TeacherSupervisor:
         )
 
     def _watch(self) -> None:
-        backoff = self.options.backoff_s
         while not self._stopping.is_set():
             server = self.server
             if server is not None and server.alive():
@@ -97,17 +99,29 @@ class TeacherSupervisor:
             code = server.process.returncode if server is not None else None
             why = _describe_exit(code)
             tail = server.log_tail(3).replace("\n", " | ") if server is not None else ""
-            log.warning("teacher server on port %s %s; restarting in %.1fs. Last log: %s", self.port, why, backoff, tail)
-            if self._stopping.wait(backoff):
+            log.warning("teacher server on port %s %s; restarting in %.1fs. Last log: %s", self.port, why,
+                        self.options.backoff_s, tail)
+            # A server that dies at once is not restarted at once: give its port and memory back first.
+            if self._stopping.wait(self.options.backoff_s):
                 return
             try:
-                self.server = self._launch()
-                self.restarts += 1
-                log.warning("teacher server on port %s is back (restart %d)", self.port, self.restarts)
-                backoff = self.options.backoff_s
-            except MlxServerError as error:
-                log.warning("teacher server restart failed: %s", str(error).splitlines()[0])
-                backoff = min(self.options.max_backoff_s, backoff * 2)
+                self.server = self._relaunch()
+            except MlxServerError:
+                return  # stopping while it failed to come back
+            self.restarts += 1
+            log.warning("teacher server on port %s is back (restart %d)", self.port, self.restarts)
+
+    def _relaunch(self) -> MlxServer:
+        """Start the server again until it answers, with growing pauses between failed starts."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(MlxServerError),
+            wait=backoff(self.options.backoff_s, self.options.max_backoff_s),
+            stop=tenacity.stop_when_event_set(self._stopping),
+            sleep=self._stopping.wait,
+            before_sleep=_log_failed_start,
+            reraise=True,
+        )
+        return retrying(self._launch)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,6 +129,13 @@ class TeacherSupervisor:
             self._watcher.join(10)
         if self.server is not None:
             self.server.stop()
+
+
+def _log_failed_start(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    first_line = (str(error).splitlines() or [type(error).__name__])[0]
+    log.warning("teacher server restart failed: %s; next try in %.1fs", first_line, wait)
 
 
 def _describe_exit(code: int | None) -> str:

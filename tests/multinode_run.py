@@ -162,7 +162,7 @@ def main() -> int:
         prompts = write_prompts(workdir / "prompts.jsonl", PROMPTS)
         mark = time.monotonic()
         # The run joins the cluster itself (settings.ray_address), as `--ray-address` does.
-        result = generate(settings, prompts, show_progress=False)
+        result = generate(settings, prompts)
         timings["generate_s"] = time.monotonic() - mark
         assert not ray.is_initialized(), "generate leaves the cluster it joined"
         time.sleep(0.3)  # let MONITOR deliver the last releases

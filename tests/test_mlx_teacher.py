@@ -32,7 +32,7 @@ def test_generate_launches_a_real_mlx_server_and_records_every_prompt(
                             launch=True, max_tokens=24, timeout_s=60)
     settings = Settings(run=run_name, out_dir=tmp_path / "runs", workspace=code_workspace, redis_url=redis_url,
                         teachers=[teacher], concurrency=2)
-    result = generate(settings, write_prompts(tmp_path / "p.jsonl", 3), show_progress=False)
+    result = generate(settings, write_prompts(tmp_path / "p.jsonl", 3))
 
     conversations, dead = assert_exactly_once(settings.run_dir(), {"q00000", "q00001", "q00002"})
     assert result.complete and not dead
@@ -55,7 +55,7 @@ def test_supervisor_restarts_a_killed_server_and_no_prompt_is_lost(
                         breaker_cooldown_s=1.0)
     prompts = write_prompts(tmp_path / "p.jsonl", 8)
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=generate(settings, prompts, show_progress=False)))
+    runner = threading.Thread(target=lambda: outcome.update(result=generate(settings, prompts)))
     try:
         runner.start()
         written = settings.run_dir() / CONVERSATIONS_FILE

@@ -56,7 +56,7 @@ def test_thirty_prompts_give_thirty_records_with_real_tool_results(
     prompts = write_prompts(tmp_path / "prompts.jsonl", 30)
     settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url, concurrency=8, workers=2)
 
-    result = generate(settings, prompts, show_progress=False)
+    result = generate(settings, prompts)
 
     assert (result.total, result.conversations, result.dead) == (30, 30, 0)
     conversations, _ = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(30)})
@@ -81,11 +81,11 @@ def test_thirty_prompts_give_thirty_records_with_real_tool_results(
 def test_rerun_resumes_without_redoing_finished_prompts(tmp_path, ray_session, redis_url, sim_teacher, code_workspace, run_name):
     prompts = write_prompts(tmp_path / "prompts.jsonl", 10)
     settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url)
-    generate(settings, prompts, show_progress=False)
+    generate(settings, prompts)
     requests_after_first = sim_teacher.snapshot()["requests"]
 
     write_prompts(tmp_path / "prompts.jsonl", 14)  # the file grew by four prompts
-    second = generate(settings, prompts, show_progress=False)
+    second = generate(settings, prompts)
 
     assert second.queued_now == 4
     assert sim_teacher.snapshot()["requests"] - requests_after_first == 4 * 3
@@ -133,7 +133,7 @@ def test_skip_invalid_runs_the_good_prompts_only(tmp_path, ray_session, redis_ur
     prompts = tmp_path / "mixed.jsonl"
     prompts.write_text('{"prompt": "Where is Collector defined?", "id": "good"}\n{"prompt": ""}\n\n')
     settings = settings_for(run_name, tmp_path, sim_teacher, code_workspace, redis_url, skip_invalid=True)
-    result = generate(settings, prompts, show_progress=False)
+    result = generate(settings, prompts)
     assert (result.total, result.conversations, result.check.bad_count) == (1, 1, 1)
 
 
@@ -144,7 +144,32 @@ def test_unreachable_teacher_ends_as_dead_letters_with_the_reason(tmp_path, ray_
         teachers=[TeacherConfig(name="gone", base_url="http://127.0.0.1:9/v1", model="m", timeout_s=2)],
         max_attempts=2, retry_backoff_s=0.05,
     )
-    result = generate(settings, prompts, show_progress=False)
+    result = generate(settings, prompts)
     conversations, dead = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(3)})
     assert result.complete and not conversations
     assert all(d.attempts == 2 and "gave up after 2 attempts" in d.reason and "Connection" in d.reason for d in dead)
+
+
+def test_a_worker_failure_reaches_the_run_log(tmp_path, ray_session, redis_url, code_workspace, run_name):
+    """Workers run in Ray processes whose output the user never sees: their failures go to RUN_DIR/logs."""
+    from distill.coordinator.progress import summary_table
+    from distill.teachers.sim_teacher import SimTeacherConfig
+
+    teacher = SimTeacher(SimTeacherConfig(fail_rate=1.0))  # every chat request: HTTP 500
+    teacher.start()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=2, workers=1,
+                            max_attempts=2, retry_backoff_s=0.01, breaker_failures=100)
+    try:
+        result = generate(settings, prompts)
+    finally:
+        teacher.stop()
+    _, dead = assert_exactly_once(settings.run_dir(), {"q00000", "q00001"})
+    assert result.worker_logs == settings.run_dir().resolve() / "logs"
+    log_text = (result.worker_logs / "worker-0.log").read_text()
+    assert "worker worker-0 started" in log_text
+    for letter in dead:
+        # The retry and the final failure, each with the teacher's own error.
+        assert f"task {letter.task_id}: attempt 1 on sim failed" in log_text, log_text
+        assert f"task {letter.task_id}: dead letter after attempt 2 on sim: {letter.reason}" in log_text, log_text
+    assert "worker logs" in {str(cell) for cell in summary_table(result).columns[0].cells}

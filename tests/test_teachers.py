@@ -23,7 +23,7 @@ def started(**config) -> SimTeacher:  # type: ignore[no-untyped-def]
 def run_with(tmp_path, run_name, redis_url, workspace, teachers, count, **extra):  # type: ignore[no-untyped-def]
     settings = Settings(run=run_name, out_dir=tmp_path / "runs", workspace=workspace, redis_url=redis_url,
                         teachers=teachers, **extra)
-    result = generate(settings, write_prompts(tmp_path / "prompts.jsonl", count), show_progress=False)
+    result = generate(settings, write_prompts(tmp_path / "prompts.jsonl", count))
     assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(count)})
     return result
 

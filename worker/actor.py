@@ -11,6 +11,8 @@ The contract, in one place:
   fresh stream entry (acknowledging the old one in the same transaction).
 - A non-retryable failure, or a task that has used `max_attempts`: a dead letter with the reason.
 - The coordinator sets the run's stop key when every prompt has ended; workers then return.
+- Redis away: the worker waits for it (distill.shared.retry); its tasks stay pending meanwhile.
+- Every failure is logged; a worker started by the coordinator logs to RUN_DIR/logs/<actor>.log.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -26,14 +29,13 @@ from typing import Any
 
 import ray
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from pydantic import BaseModel, ConfigDict
 
-from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
-from distill.shared.queue import result_fields
-from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from distill.shared.connection import redact_url
+from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
+from distill.shared.queue import add_ack, add_publish, add_requeue
+from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
+from distill.shared.retry import REDIS_DOWN, async_client_retry, outlast_redis_async
 from distill.shared.settings import GenerationLimits, JudgeConfig, Policy, TeacherConfig
 from distill.shared.verdicts import Verdict
 from distill.worker.agent import ConversationFailed, Conversations
@@ -41,6 +43,7 @@ from distill.worker.judge import Judge, JudgeUnavailable
 from distill.worker.pool import EndpointPool, Seat
 from distill.worker.tools import ToolLimits, Workspace
 
+log = logging.getLogger(__name__)
 
 PUBLISH_PATIENCE_S = 300.0
 # How often the loop looks for the stop key and for dead workers' tasks. Doing both on every refill
@@ -71,6 +74,8 @@ class WorkerSpec(BaseModel):
     # Judges the conversations that have no reference answer (the `[judge]` table).
     judge: JudgeConfig | None = None
     judge_rubric: str | None = None
+    # Where the worker's log file goes (the run folder's logs/, at the same path on every node).
+    log_dir: str | None = None
 
 
 class WorkerReport(BaseModel):
@@ -115,6 +120,7 @@ class GenerationLoop:
             decode_responses=True,
             max_connections=self.spec.slots + 8,
             socket_timeout=max(30.0, self.spec.read_block_ms / 1000 + 10),
+            retry=async_client_retry(),
         )
         self.pool = EndpointPool(
             self.spec.teachers,
@@ -141,16 +147,21 @@ class GenerationLoop:
         return self.report
 
     async def _loop(self) -> None:
-        delay = 0.2
         while True:
             try:
                 if await self._step():
                     return
-                delay = 0.2
-            except (RedisConnectionError, RedisTimeoutError):
-                # Redis restarting: our tasks stay pending there and nothing is lost; wait for it.
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+            except REDIS_DOWN as error:
+                await self._wait_for_redis(error)
+
+    async def _wait_for_redis(self, error: BaseException) -> None:
+        """Redis restarting: our tasks stay pending there and nothing is lost; wait as long as it takes."""
+        assert self.redis is not None
+        log.warning("lost Redis (%s); waiting for it", _describe(error))
+        async for attempt in outlast_redis_async(None, log):
+            with attempt:
+                await self.redis.ping()
+        log.warning("Redis is back")
 
     async def _step(self) -> bool:
         """One turn of the loop: start what there is room for. True when the run is over."""
@@ -210,14 +221,17 @@ class GenerationLoop:
                     await self.redis.xclaim(
                         self.keys.tasks, TASKS_GROUP, self.consumer, 0, list(self.in_flight), justid=True
                     )
-                except Exception:  # noqa: BLE001 - a missed beat only risks a duplicate, never a loss
-                    pass
+                except Exception as error:  # noqa: BLE001 - a missed beat only risks a duplicate, never a loss
+                    log.warning("heartbeat for %d task(s) missed: %s", len(self.in_flight), _describe(error))
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
         try:
             await self._run_task(entry_id, fields)
-        except (RedisConnectionError, RedisTimeoutError):
-            pass  # Redis went away mid-task: the entry stays pending and is reclaimed, never lost
+        except REDIS_DOWN as error:
+            log.warning("task entry %s: Redis went away (%s); it stays pending and is redone",
+                        entry_id, _describe(error))
+        except Exception:  # noqa: BLE001 - logged here, or the event loop drops it silently
+            log.exception("task entry %s: unexpected failure; it stays pending and is redone", entry_id)
 
     async def _run_task(self, entry_id: str, fields: dict[str, str]) -> None:
         assert self.redis is not None
@@ -250,6 +264,8 @@ class GenerationLoop:
             except ConversationFailed as failure:
                 error = failure
             except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
+                log.warning("task %s: unexpected %s on %s", task.task_id, type(failure).__name__, teacher.name,
+                            exc_info=True)
                 error = ConversationFailed(
                     f"{type(failure).__name__}: {failure}", retryable=True, error_type=type(failure).__name__, partial=[]
                 )
@@ -271,6 +287,8 @@ class GenerationLoop:
             try:
                 verdict = await self.judge.verdict(record, slot=seat.request)
             except JudgeUnavailable as failure:
+                log.warning("task %s: judge unavailable (%s); the record goes out unjudged", record.task_id,
+                            failure.reason)
                 self.judge_pool.record_failure(seat, failure.retry_after_s)
                 return Verdict(detail=f"judge unavailable: {failure.reason}"[:500])
             self.judge_pool.record_success(seat)
@@ -281,7 +299,6 @@ class GenerationLoop:
         assert self.redis is not None and self.pool is not None
         name = seat.teacher.name
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(self.keys.endpoints, name)
         stats = self.keys.endpoint_stats(name)
         if record is not None:
             self.pool.record_success(seat)
@@ -306,12 +323,12 @@ class GenerationLoop:
         pipe.hset(self.keys.last_endpoint, task.key, teacher.name)
         await pipe.execute()
         if failure.retryable and attempt < self.spec.max_attempts:
-            backoff = self.spec.retry_backoff_s * 2 ** (attempt - 1)
-            await asyncio.sleep(max(backoff, failure.retry_after_s or 0.0))
+            backoff = max(self.spec.retry_backoff_s * 2 ** (attempt - 1), failure.retry_after_s or 0.0)
+            log.warning("task %s: attempt %d on %s failed (%s); retrying in %.1f s",
+                        task.task_id, attempt, teacher.name, failure.reason, backoff)
+            await asyncio.sleep(backoff)
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(self.keys.tasks, {DATA_FIELD: task.model_dump_json()})
-            pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
-            pipe.xdel(self.keys.tasks, entry_id)
+            add_requeue(pipe, self.keys, entry_id, task.model_dump_json())
             pipe.hincrby(self.keys.stats, "retries", 1)
             await pipe.execute()
             self.report.retried += 1
@@ -319,6 +336,7 @@ class GenerationLoop:
         reason = failure.reason if not failure.retryable else (
             f"gave up after {attempt} attempts: {failure.reason}"
         )
+        log.warning("task %s: dead letter after attempt %d on %s: %s", task.task_id, attempt, teacher.name, reason)
         info = TeacherInfo(endpoint=teacher.name, base_url=redact_url(teacher.base_url), model=teacher.model)
         await self._publish_dead(entry_id, task, reason, failure.error_type, attempt, failure.partial, info)
 
@@ -349,30 +367,51 @@ class GenerationLoop:
         self.report.dead += 1
 
     async def _publish(self, entry_id: str, record: Conversation | DeadLetter) -> None:
-        """Result and ack in one transaction; a finished conversation outlives a Redis restart."""
+        """Result and ack in one transaction; a finished conversation outlives a Redis restart.
+
+        After PUBLISH_PATIENCE_S the error is raised: the task stays pending and is redone, late, never lost.
+        """
         assert self.redis is not None
-        delay = 0.2
-        deadline = time.monotonic() + PUBLISH_PATIENCE_S
-        while True:
-            try:
+        async for attempt in outlast_redis_async(PUBLISH_PATIENCE_S, log):
+            with attempt:
                 pipe = self.redis.pipeline(transaction=True)
-                pipe.xadd(self.keys.results, result_fields(record))
-                pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
-                pipe.xdel(self.keys.tasks, entry_id)
+                add_publish(pipe, self.keys, entry_id, record)
                 await pipe.execute()
-                return
-            except (RedisConnectionError, RedisTimeoutError):
-                if time.monotonic() > deadline:
-                    raise  # the task stays pending and is redone: late, never lost
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
 
     async def _ack(self, entry_id: str) -> None:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.keys.tasks, TASKS_GROUP, entry_id)
-        pipe.xdel(self.keys.tasks, entry_id)
+        add_ack(pipe, self.keys, entry_id)
         await pipe.execute()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def log_to_file(log_dir: Path, actor_name: str) -> Path | None:
+    """Send this process's distill log lines to LOG_DIR/<actor>.log (appended across restarts).
+
+    Ray keeps a worker's output in its own session folder, out of the user's sight; the run folder
+    is where a user looks. Returns the file, or None when the folder can't be written here.
+    """
+    path = log_dir / f"{actor_name}.log"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as error:
+        log.warning("cannot write the worker log %s (%s); logging to Ray's worker log only", path, error)
+        return None
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {actor_name} pid %(process)d %(name)s: %(message)s"))
+    package = logging.getLogger("distill")
+    for old in [h for h in package.handlers if getattr(h, "distill_worker_log", False)]:
+        package.removeHandler(old)
+        old.close()
+    handler.distill_worker_log = True  # type: ignore[attr-defined]
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    return path
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -385,6 +424,10 @@ class GenerationWorker:
         os.environ.update(secrets or {})
         self.spec = WorkerSpec.model_validate_json(spec_json)
         self.actor_name = actor_name
+        if self.spec.log_dir:
+            log_to_file(Path(self.spec.log_dir), actor_name)
+        log.info("worker %s started on %s (pid %d) for run %s", actor_name, socket.gethostname(), os.getpid(),
+                 self.spec.run)
 
     async def run(self) -> dict[str, Any]:
         node_id = ray.get_runtime_context().get_node_id()

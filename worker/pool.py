@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import secrets
 import time
@@ -30,10 +31,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+import tenacity
 from redis.exceptions import RedisError
 
 from distill.shared.keys import endpoint_freed_key, endpoint_leases_key
+from distill.shared.retry import backoff
 from distill.shared.settings import Policy, TeacherConfig, eligible_teachers
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -201,21 +206,15 @@ class EndpointPool:
     @contextlib.asynccontextmanager
     async def seat(self, avoid: set[str] | None = None, wait_s: float = 3600.0) -> AsyncIterator[Seat]:
         """Start a conversation on the best endpoint the policy allows, holding its first slot."""
-        deadline = time.monotonic() + wait_s
-        delay = POLL_FIRST_S
-        lease: Lease | None = None
-        while lease is None:
-            for teacher in self._candidates(avoid or set()):
-                # Requests of running conversations come first: they free a conversation sooner.
-                if not self.waiting[teacher.name]:
-                    lease = await self._try_acquire(teacher, START)
-                    if lease is not None:
-                        break
-            if lease is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("no teacher had a free slot")
-                await self._wait_to_start(delay * (0.5 + random.random()))
-                delay = min(POLL_MAX_S, delay * 1.5)
+        # Until a slot is free: tries spaced by backoff, and woken early when this worker frees one.
+        waiting = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_result(lambda lease: lease is None),
+            wait=backoff(POLL_FIRST_S, POLL_MAX_S),
+            stop=tenacity.stop_after_delay(wait_s),
+            sleep=self._wait_to_start,
+            retry_error_callback=_no_free_slot,
+        )
+        lease: Lease = await waiting(self._start_lease, avoid or set())
         breaker = self.breakers[lease.teacher.name]
         breaker.on_start(time.monotonic())
         seat = Seat(self, lease.teacher, lease)
@@ -226,6 +225,15 @@ class EndpointPool:
                 await self.give_back(seat.held)
             if seat.outcome == "unknown":
                 breaker.trial_in_flight = False
+
+    async def _start_lease(self, avoid: set[str]) -> Lease | None:
+        for teacher in self._candidates(avoid):
+            # Requests of running conversations come first: they free a conversation sooner.
+            if not self.waiting[teacher.name]:
+                lease = await self._try_acquire(teacher, START)
+                if lease is not None:
+                    return lease
+        return None
 
     async def _wait_to_start(self, timeout_s: float) -> None:
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -279,7 +287,8 @@ class EndpointPool:
             try:
                 await self.redis.blpop([freed], timeout=WATCH_S)
                 lease = await self._try_acquire(teacher, REQUEST) if waits() else None
-            except (RedisError, OSError):
+            except (RedisError, OSError) as error:
+                log.warning("watching %s for free slots: %s; trying again in %.0f s", teacher.name, error, WATCH_S)
                 await asyncio.sleep(WATCH_S)  # Redis away: the worker's loop waits for it too
                 continue
             if lease is not None:
@@ -297,8 +306,10 @@ class EndpointPool:
     async def _renew(self, lease: Lease) -> None:
         while True:
             await asyncio.sleep(LEASE_TTL_S / 3)
-            with contextlib.suppress(Exception):
+            try:
                 await self.redis.zadd(lease.key, {lease.lease_id: time.time() + LEASE_TTL_S}, xx=True)
+            except Exception as error:  # noqa: BLE001 - the next renewal tries again; expiry only frees a slot
+                log.warning("lease on %s not renewed: %s", lease.teacher.name, error)
 
     def record_success(self, seat: Seat) -> None:
         seat.outcome = "ok"
@@ -307,6 +318,10 @@ class EndpointPool:
     def record_failure(self, seat: Seat, retry_after_s: float | None = None) -> None:
         seat.outcome = "failed"
         self.breakers[seat.teacher.name].on_failure(time.monotonic(), retry_after_s)
+
+
+def _no_free_slot(state: tenacity.RetryCallState) -> None:
+    raise TimeoutError("no teacher had a free slot")
 
 
 def _wake_first(waiters: deque[asyncio.Future[T]], value: T) -> bool:

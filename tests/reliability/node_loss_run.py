@@ -52,7 +52,7 @@ def main() -> int:
 
         def run() -> None:
             try:
-                outcome["complete"] = generate(settings, prompts, show_progress=False).complete
+                outcome["complete"] = generate(settings, prompts).complete
             except Exception as error:  # noqa: BLE001 - reported to the test
                 outcome["error"] = repr(error)
 

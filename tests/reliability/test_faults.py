@@ -58,7 +58,7 @@ def in_background(settings: Settings, prompts: Path) -> tuple[threading.Thread, 
 
     def target() -> None:
         try:
-            outcome["result"] = generate(settings, prompts, show_progress=False)
+            outcome["result"] = generate(settings, prompts)
         except Exception as error:  # noqa: BLE001 - the test inspects it
             outcome["error"] = error
 
@@ -179,7 +179,7 @@ def test_redis_gone_for_good_is_a_clear_error_and_resumable(tmp_path, ray_sessio
         assert isinstance(outcome.get("error"), RedisLost), outcome
         assert "run the same command again" in str(outcome["error"]) and server.password not in str(outcome["error"])
         server.start()
-        generate(settings, prompts, show_progress=False)
+        generate(settings, prompts)
     finally:
         teacher.stop()
         server.stop()
@@ -192,7 +192,7 @@ def test_chaotic_teacher_ends_as_records_and_real_dead_letters(tmp_path, ray_ses
     settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=8, timeout_s=1.5,
                             max_attempts=3, retry_backoff_s=0.05, breaker_failures=50)
     try:
-        result = generate(settings, prompts, show_progress=False)
+        result = generate(settings, prompts)
     finally:
         teacher.stop()
     row = account("chaotic teacher", "HTTP 500 30%, hang 5%, dropped connection 5%, malformed tool calls 10%",
@@ -227,7 +227,7 @@ def test_rate_limited_endpoint_is_not_stormed(tmp_path, ray_session, redis_url, 
     lifter = threading.Thread(target=lift)
     lifter.start()
     try:
-        result = generate(settings, prompts, show_progress=False)
+        result = generate(settings, prompts)
         lifter.join()
         snapshot = teacher.snapshot()
     finally:
@@ -261,7 +261,7 @@ def test_disk_full_stops_cleanly_and_acknowledges_nothing_unwritten(
     monkeypatch.setattr(collector_module.os, "fsync", full_after_three)
     try:
         with pytest.raises(OutputError, match="No space left on device"):
-            generate(settings, prompts, show_progress=False)
+            generate(settings, prompts)
         written = (settings.run_dir() / CONVERSATIONS_FILE).read_text()
         assert written.endswith("\n") and all(Conversation.model_validate_json(l) for l in written.splitlines())
         # Whatever reached the coordinator but not the disk is still un-acknowledged in Redis.
@@ -269,7 +269,7 @@ def test_disk_full_stops_cleanly_and_acknowledges_nothing_unwritten(
         results_left = client.xlen(RunKeys(run_name).results)
         assert results_left + written.count("\n") >= 4 and results_left > 0
         monkeypatch.setattr(collector_module.os, "fsync", real_fsync)
-        generate(settings, prompts, show_progress=False)
+        generate(settings, prompts)
     finally:
         teacher.stop()
     account("output disk full", "fsync fails with ENOSPC after 3 batches; rerun", settings.run_dir(), ids(20))
@@ -283,10 +283,10 @@ def test_output_path_not_writable_refuses_before_any_work(tmp_path, ray_session,
     blocker.mkdir(parents=True)
     try:
         with pytest.raises(OutputError, match="not a regular file"):
-            generate(settings, prompts, show_progress=False)
+            generate(settings, prompts)
         assert teacher.snapshot()["requests"] == 0
         blocker.rmdir()
-        generate(settings, prompts, show_progress=False)
+        generate(settings, prompts)
     finally:
         teacher.stop()
     account("output file not writable", "conversations.jsonl is a directory; fixed; rerun", settings.run_dir(), ids(5))
