@@ -32,7 +32,7 @@ from distill.shared.connection import connect, redact_url
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
 from distill.shared.records import RunManifest, utcnow
-from distill.shared.retry import outlast_redis
+from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
 
 __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
@@ -152,7 +152,7 @@ def generate(settings: Settings, prompts_file: Path, *, console: Console | None 
             with run_lock(client, keys, run_dir) as lock_key:
                 run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, console)
                 return _coordinate(run)
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+        except REDIS_DOWN as error:
             raise RedisLost(f"Redis at {redact_url(run_redis.url)} is unreachable ({error}); "
                             "nothing unwritten was acknowledged: run the same command again to resume") from None
 
@@ -230,27 +230,29 @@ def _coordinate(run: Run) -> RunResult:
 
 
 def _collect_until_done(run: Run, collector: Collector, workers: WorkerPool, progress: RunProgress) -> None:
-    last_snapshot = 0.0
+    last_shown = 0.0
     while True:
         try:
-            drained = collector.drain(block_ms=200)
+            run.totals.add(collector.drain(block_ms=200))
             done = int(run.client.scard(run.keys.done))
-        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() - last_shown > 1.0 or done >= run.total:
+                last_shown = time.monotonic()
+                _show_progress(run, workers, progress, done)
+            if done >= run.total:
+                run.client.set(run.keys.stop, "1")
+                return
+        except REDIS_DOWN:
             _wait_for_redis(run, collector)
-            continue
-        run.totals.add(drained)
-        now = time.monotonic()
-        if now - last_snapshot > 1.0 or done >= run.total:
-            last_snapshot = now
-            run.client.expire(run.lock_key, LOCK_TTL_S)
-            workers.check()
-            current = snapshot(run.client, run.keys, run.total, None, run.settings.teachers, finished=False)
-            progress.update(done=done, dead=current["dead"], in_flight=current["in_flight"],
-                            tokens=run.totals.input_tokens + run.totals.output_tokens, endpoints=current["endpoints"])
-            write_progress_snapshot(run.run_dir, current)
-        if done >= run.total:
-            run.client.set(run.keys.stop, "1")
-            return
+
+
+def _show_progress(run: Run, workers: WorkerPool, progress: RunProgress, done: int) -> None:
+    """Once a second: keep the lock, replace lost workers, update the bar and progress.json."""
+    run.client.expire(run.lock_key, LOCK_TTL_S)
+    workers.check()
+    current = snapshot(run.client, run.keys, run.total, None, run.settings.teachers, finished=False)
+    progress.update(done=done, dead=current["dead"], in_flight=current["in_flight"],
+                    tokens=run.totals.input_tokens + run.totals.output_tokens, endpoints=current["endpoints"])
+    write_progress_snapshot(run.run_dir, current)
 
 
 def _wait_for_redis(run: Run, collector: Collector) -> None:

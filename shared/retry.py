@@ -44,7 +44,9 @@ def async_client_retry() -> redis.asyncio.retry.Retry:
     return redis.asyncio.retry.Retry(ExponentialBackoff(cap=MAX_S, base=FIRST_S / 2), CLIENT_RETRIES)
 
 
-def _policy(patience_s: float | None, log: logging.Logger | None, also: tuple[type[BaseException], ...]) -> dict[str, Any]:
+def _policy(
+    patience_s: float | None, log: logging.Logger | None, also: tuple[type[BaseException], ...]
+) -> dict[str, Any]:
     return dict(
         retry=tenacity.retry_if_exception_type(REDIS_DOWN + also),
         wait=backoff(),

@@ -403,7 +403,9 @@ def log_to_file(log_dir: Path, actor_name: str) -> Path | None:
     except OSError as error:
         log.warning("cannot write the worker log %s (%s); logging to Ray's worker log only", path, error)
         return None
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {actor_name} pid %(process)d %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s {actor_name} pid %(process)d %(name)s: %(message)s")
+    )
     package = logging.getLogger("distill")
     for old in [h for h in package.handlers if getattr(h, "distill_worker_log", False)]:
         package.removeHandler(old)
