@@ -173,3 +173,44 @@ def test_a_worker_failure_reaches_the_run_log(tmp_path, ray_session, redis_url, 
         assert f"task {letter.task_id}: attempt 1 on sim failed" in log_text, log_text
         assert f"task {letter.task_id}: dead letter after attempt 2 on sim: {letter.reason}" in log_text, log_text
     assert "worker logs" in {str(cell) for cell in summary_table(result).columns[0].cells}
+
+
+def test_one_publish_transaction_serves_the_sync_and_the_asyncio_client(redis_url, redis_client, run_name):
+    """shared/queue.py only queues commands: the coordinator's sync and the workers' asyncio pipelines run them."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from distill.shared.keys import TASKS_GROUP, RunKeys
+    from distill.shared.queue import add_publish, add_requeue, ensure_groups, parse_result
+    from distill.shared.records import DeadLetter
+
+    keys = RunKeys(run_name)
+    ensure_groups(redis_client, keys)
+
+    def take() -> str:
+        redis_client.xadd(keys.tasks, {"data": "{}"})
+        (_, entries), = redis_client.xreadgroup(TASKS_GROUP, "test", {keys.tasks: ">"}, count=1)
+        return entries[0][0]
+
+    def letter(task_id: str) -> DeadLetter:
+        return DeadLetter(task_id=task_id, run=run_name, prompt="p", reason="r", error_type="E", attempts=1)
+
+    pipe = redis_client.pipeline(transaction=True)
+    add_publish(pipe, keys, take(), letter("sync"))
+    pipe.execute()
+
+    async def publish_async() -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        pipe = client.pipeline(transaction=True)
+        add_publish(pipe, keys, take(), letter("async"))
+        add_requeue(pipe, keys, take(), '{"again": 1}')
+        await pipe.execute()
+        await client.aclose()
+
+    asyncio.run(publish_async())
+    published = [parse_result(fields).task_id for _, fields in redis_client.xrange(keys.results)]
+    assert published == ["sync", "async"]
+    # Every task entry taken was acknowledged and deleted; only the requeued copy is left, unread.
+    assert redis_client.xpending(keys.tasks, TASKS_GROUP)["pending"] == 0
+    assert [fields["data"] for _, fields in redis_client.xrange(keys.tasks)] == ['{"again": 1}']
