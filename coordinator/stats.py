@@ -10,9 +10,8 @@ from typing import Any
 
 import redis
 
-from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 from distill.shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key
-from distill.shared.records import utcnow
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, utcnow
 from distill.shared.settings import TeacherConfig
 
 
