@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from distill.coordinator.collector import CONVERSATIONS_FILE, cut_partial_line
 from distill.coordinator.redis_server import EmbeddedRedis
+from distill.shared.connection import connect_async
 from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
 from distill.shared.records import Conversation, utcnow
 from distill.shared.settings import JudgeConfig
@@ -90,7 +91,7 @@ async def lease_redis(redis_url: str | None) -> AsyncIterator[aioredis.Redis]:
         scratch = tempfile.TemporaryDirectory(prefix="distill-verify-")
         server = EmbeddedRedis(Path(scratch.name))
         redis_url = await asyncio.to_thread(server.start)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect_async(redis_url)
     try:
         yield client
     finally:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
+from typing import Any
 
-from distill.shared.retry import client_retry
+import redis
+import redis.asyncio
+
+from distill.shared.retry import async_client_retry, client_retry
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -36,3 +39,10 @@ def connect(url: str) -> redis.Redis:
         url, decode_responses=True, socket_timeout=30, socket_connect_timeout=10, health_check_interval=30,
         retry=client_retry(),
     )
+
+
+def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
+    """`connect` for asyncio (the workers, `distill verify`); `options` override the defaults."""
+    settings: dict[str, Any] = dict(decode_responses=True, socket_timeout=30, socket_connect_timeout=10,
+                                    health_check_interval=30, retry=async_client_retry())
+    return redis.asyncio.Redis.from_url(url, **{**settings, **options})

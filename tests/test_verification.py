@@ -179,7 +179,7 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, samples=3, concurrency=4)
     try:
-        result = generate(settings, prompts, show_progress=False)
+        result = generate(settings, prompts)
     finally:
         teacher.stop()
     assert result.complete and result.total == 12 and result.dead == 0
@@ -224,7 +224,7 @@ def test_judge_during_generation_shares_the_endpoint_cap(tmp_path, ray_session, 
     settings = settings_for(run_name, tmp_path, teacher, code_workspace, redis_url, concurrency=8, workers=2,
                             judge=JudgeConfig(base_url=judge.base_url, model="judge", max_concurrency=1))
     try:
-        generate(settings, prompts, show_progress=False)
+        generate(settings, prompts)
         seen = judge.snapshot()
     finally:
         teacher.stop()

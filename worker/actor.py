@@ -31,11 +31,11 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
-from distill.shared.connection import redact_url
+from distill.shared.connection import connect_async, redact_url
 from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
 from distill.shared.queue import add_ack, add_publish, add_requeue
 from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
-from distill.shared.retry import REDIS_DOWN, async_client_retry, outlast_redis_async
+from distill.shared.retry import REDIS_DOWN, outlast_redis_async
 from distill.shared.settings import GenerationLimits, JudgeConfig, Policy, TeacherConfig
 from distill.shared.verdicts import Verdict
 from distill.worker.agent import ConversationFailed, Conversations
@@ -115,12 +115,10 @@ class GenerationLoop:
 
     async def run(self) -> WorkerReport:
         cpu_started = time.process_time()
-        self.redis = aioredis.Redis.from_url(
+        self.redis = connect_async(
             self.spec.redis_url,
-            decode_responses=True,
             max_connections=self.spec.slots + 8,
             socket_timeout=max(30.0, self.spec.read_block_ms / 1000 + 10),
-            retry=async_client_retry(),
         )
         self.pool = EndpointPool(
             self.spec.teachers,
