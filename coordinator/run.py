@@ -28,6 +28,7 @@ from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
 from distill.coordinator.workers import WorkerPool, running_workers, run_log_dir
+from distill.shared.errors import DistillError
 from distill.shared.connection import connect, redact_url
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
@@ -43,7 +44,7 @@ MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
 
 
-class RunRefused(Exception):
+class RunRefused(DistillError):
     """The run can't start (bad prompts, another coordinator); the message says why."""
 
     def __init__(self, message: str, bad_lines: CheckReport | None = None) -> None:
@@ -157,7 +158,7 @@ def generate(settings: Settings, prompts_file: Path, *, console: Console | None 
                             "nothing unwritten was acknowledged: run the same command again to resume") from None
 
 
-class RedisLost(RuntimeError):
+class RedisLost(DistillError):
     """Redis went away for longer than the coordinator waits; the run is resumable."""
 
 
