@@ -28,8 +28,8 @@ from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
 from distill.coordinator.workers import WorkerPool, running_workers, run_log_dir
-from distill.shared.errors import DistillError
 from distill.shared.connection import connect, redact_url
+from distill.shared.errors import DistillError
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
 from distill.shared.records import RunManifest, utcnow
