@@ -89,52 +89,44 @@ def test_worker_actors_killed_mid_conversation(tmp_path, ray_session, redis_url,
     assert max(c.attempt for c in conversations) >= 2, "no task was redone after the kills"
 
 
-def test_coordinator_sigkill_then_rerun(tmp_path, code_workspace):
-    teacher = sim(latency_s=0.15)
-    prompts = write_prompts(tmp_path / "prompts.jsonl", 40)
+def kill_then_rerun(tmp_path: Path, teacher, run: str, extra: list[str], code_workspace: Path, *, prompts: int, total: int):
+    """`distill generate` as a user runs it: SIGKILL once 8 records are on disk, then the same command again."""
+    prompts_file = write_prompts(tmp_path / "prompts.jsonl", prompts)
     command = [
-        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "killed",
+        sys.executable, "-m", "distill", "generate", str(prompts_file), "--run", run, *extra,
         "--workspace", str(code_workspace), "--teacher", teacher.base_url, "--teacher-model", "sim",
         "--out-dir", str(tmp_path / "runs"), "--concurrency", "4", "--no-progress",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_dir = tmp_path / "runs" / "killed"
+    run_dir = tmp_path / "runs" / run
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_lines(run_dir / CONVERSATIONS_FILE, 8)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    written_before = (run_dir / CONVERSATIONS_FILE).read_bytes().count(b"\n")
+    assert written_before < total, "the kill came too late to prove anything"
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    return run_dir, written_before
+
+
+def test_coordinator_sigkill_then_rerun(tmp_path, code_workspace):
+    teacher = sim(latency_s=0.15)
     try:
-        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_lines(run_dir / CONVERSATIONS_FILE, 8)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        written_before = (run_dir / CONVERSATIONS_FILE).read_bytes().count(b"\n")
-        assert written_before < 40, "the kill came too late to prove anything"
-        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+        run_dir, written_before = kill_then_rerun(tmp_path, teacher, "killed", [], code_workspace, prompts=40, total=40)
     finally:
         teacher.stop()
-    assert second.returncode == 0, second.stderr.decode()[-2000:]
     account("coordinator SIGKILL, same command rerun", f"SIGKILL after {written_before} records", run_dir, ids(40))
 
 
 def test_coordinator_sigkill_with_samples_writes_each_sample_exactly_once(tmp_path, code_workspace):
     teacher = sim(latency_s=0.15)
-    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
-    command = [
-        sys.executable, "-m", "distill", "generate", str(prompts), "--run", "sampled", "--samples", "3",
-        "--temperature", "0.7", "--workspace", str(code_workspace), "--teacher", teacher.base_url,
-        "--teacher-model", "sim", "--out-dir", str(tmp_path / "runs"), "--concurrency", "4", "--no-progress",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_dir = tmp_path / "runs" / "sampled"
     try:
-        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_lines(run_dir / CONVERSATIONS_FILE, 8)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        written_before = (run_dir / CONVERSATIONS_FILE).read_bytes().count(b"\n")
-        assert written_before < 36, "the kill came too late to prove anything"
-        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+        run_dir, _ = kill_then_rerun(tmp_path, teacher, "sampled", ["--samples", "3", "--temperature", "0.7"],
+                                     code_workspace, prompts=12, total=36)
         seen = teacher.snapshot()
     finally:
         teacher.stop()
-    assert second.returncode == 0, second.stderr.decode()[-2000:]
     records = [json.loads(line) for name in (CONVERSATIONS_FILE, "dead.jsonl") if (run_dir / name).exists()
                for line in (run_dir / name).read_text().splitlines() if line.strip()]
     written = Counter((record["task_id"], record.get("sample", 0)) for record in records)
