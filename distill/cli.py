@@ -353,6 +353,39 @@ def doctor(
     console_out.print("[green]ready[/]: every required check passed", highlight=False)
 
 
+@app.command()
+def view(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Run folders, convert outputs, eval reports, or folders holding them (default: data/runs).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8000,
+    no_open: Annotated[bool, typer.Option("--no-open", help="Don't open a browser.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Student model folder for the token view (default: the one convert's report names).")] = None,
+) -> None:
+    """Browse runs, conversations, what the student learns from each, and evaluations (read-only, on loopback)."""
+    import webbrowser
+
+    from distill.viewer.app import create_app
+    from distill.viewer.server import ViewerError, bind, check_paths, serve, url_of
+
+    try:
+        folders = check_paths(paths or [Path("data/runs")])
+        sock = bind(port)
+    except ViewerError as error:
+        fail(str(error))
+    app_ = create_app(folders, tokenizer=tokenizer)
+    state = app_.state.viewer
+    for run in state.catalog.runs:
+        with err.status(f"indexing {run.path}"):
+            state.index(run).refresh()
+    found = state.catalog
+    url = url_of(sock)
+    console_out.print(f"{len(found.runs)} run(s), {len(found.converts)} convert output(s), {len(found.evals)} evaluation(s)",
+                      highlight=False)
+    console_out.print(f"distill view: {url} (Ctrl+C stops it)", highlight=False, soft_wrap=True)
+    if not no_open:
+        webbrowser.open(url)
+    serve(app_, sock)
+
+
 teacher_app = typer.Typer(no_args_is_help=True, help="Serve and prepare local teachers.")
 app.add_typer(teacher_app, name="teacher")
 

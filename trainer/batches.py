@@ -122,7 +122,7 @@ def _count_examples(path: Path) -> int:
 def _example(
     path: Path, number: int, data: dict[str, Any], tokenizer: Any, max_seq_length: int, train_on: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    masked = _masked_line(path, number, data, tokenizer, train_on)
+    masked = masked_line(path, number, data, tokenizer, train_on)
     if len(masked.tokens) > max_seq_length:
         raise field_error(
             path, number, "messages",
@@ -135,7 +135,8 @@ def _example(
     return np.asarray(masked.tokens, np.int32), np.asarray(masked.mask, np.bool_)
 
 
-def _masked_line(path: Path, number: int, data: dict[str, Any], tokenizer: Any, train_on: str) -> MaskedTokens:
+def masked_line(path: Path, number: int, data: dict[str, Any], tokenizer: Any, train_on: str) -> MaskedTokens:
+    """One split line's tokens and loss mask, exactly as training sees them (`distill view` shows this)."""
     model = TextLine if "text" in data else ChatLine
     try:
         model.model_validate(data)

@@ -1,0 +1,492 @@
+"""An on-disk index of a run's records, so filtering 100,000 conversations never loads the file.
+
+Each line of `conversations.jsonl` and `dead.jsonl` becomes one row: where it sits in its file
+(byte offset and length, to read it back with one seek) and the few fields the list filters on.
+Prompts and final answers go into an SQLite FTS5 table with the trigram tokenizer, which answers
+substring searches from the index. The index lives in a scratch folder (the run folder is never
+written) and follows a growing file: each request first indexes lines appended since the last.
+Verdicts in `verdicts.jsonl` and drop reasons from a convert report are kept in tables of their
+own and joined at query time, so a new verdict file or a re-run convert never rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from distill.viewer.catalog import ConvertOutput, RunFolder
+from distill.viewer.trajectory import final_answer, raw_timings, tool_meta, verdict_state
+
+logger = logging.getLogger(__name__)
+
+VERDICTS_FILE = "verdicts.jsonl"
+PAGE_SIZE = 50
+SNIPPET_CHARS = 240
+BATCH_ROWS = 2000
+
+STATUSES = ("final_answer", "tool_limit", "error", "dead", "invalid")
+VERDICTS = ("passed", "failed", "unverified", "none")
+KEPT = "kept"
+NOT_CONVERTED = "not_converted"
+
+_SCHEMA = """
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,            -- conversation | dead
+    line INTEGER NOT NULL,         -- 1-based line in its file
+    ordinal INTEGER NOT NULL,      -- 1-based among the file's non-blank lines (what convert counts)
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    task_id TEXT,
+    sample INTEGER NOT NULL,       -- -1 when the record has none
+    status TEXT NOT NULL,
+    teacher TEXT,
+    tool_calls INTEGER NOT NULL,
+    own_verdict TEXT,
+    duration_s REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    prompt_snippet TEXT,
+    error TEXT
+);
+CREATE INDEX records_kind_line ON records(kind, line);
+CREATE TABLE calls (record_id INTEGER NOT NULL, tool TEXT NOT NULL, outcome TEXT, seconds REAL);
+CREATE TABLE verdicts (task_id TEXT NOT NULL, sample INTEGER NOT NULL, state TEXT NOT NULL,
+                       method TEXT, detail TEXT, PRIMARY KEY (task_id, sample));
+CREATE TABLE drops (line INTEGER PRIMARY KEY, reason TEXT NOT NULL, detail TEXT);
+CREATE VIRTUAL TABLE search USING fts5(prompt, answer, tokenize='trigram');
+"""
+
+
+@dataclass
+class Filters:
+    status: str = ""
+    verdict: str = ""
+    teacher: str = ""
+    drop: str = ""
+    calls_min: int | None = None
+    calls_max: int | None = None
+    q: str = ""
+
+    @classmethod
+    def from_query(cls, params: Any) -> Filters:
+        def number(name: str) -> int | None:
+            text = str(params.get(name) or "").strip()
+            return int(text) if text.lstrip("-").isdigit() else None
+
+        return cls(
+            status=str(params.get("status") or ""),
+            verdict=str(params.get("verdict") or ""),
+            teacher=str(params.get("teacher") or ""),
+            drop=str(params.get("drop") or ""),
+            calls_min=number("calls_min"),
+            calls_max=number("calls_max"),
+            q=str(params.get("q") or "").strip(),
+        )
+
+    def as_query(self) -> dict[str, str]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: str(value) for name, value in values.items() if value not in (None, "")}
+
+
+@dataclass
+class Row:
+    kind: str
+    line: int
+    task_id: str | None
+    sample: int | None
+    status: str
+    teacher: str | None
+    tool_calls: int
+    verdict: str
+    drop: str | None
+    prompt: str
+    duration_s: float | None
+    error: str | None
+
+
+@dataclass
+class Page:
+    rows: list[Row]
+    total: int
+    page: int
+    pages: int
+
+
+@dataclass
+class _Tail:
+    """How far one file is indexed: bytes and lines consumed so far."""
+
+    kind: str
+    path: Path
+    offset: int = 0
+    line: int = 0
+    ordinal: int = 0
+
+
+def _summary(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str | None, float | None]], str]:
+    """The row's columns, its tool calls (tool, outcome, seconds), and the searchable answer."""
+    if kind == "dead":
+        raw = data.get("partial_messages") or []
+        calls = [
+            (str(part.get("tool_name")), None, None)
+            for message in raw if isinstance(message, dict)
+            for part in message.get("parts") or [] if isinstance(part, dict) and part.get("part_kind") == "tool-call"
+        ]
+        teacher = (data.get("teacher") or {}).get("endpoint")
+        columns = {"status": "dead", "teacher": teacher, "error": str(data.get("reason") or "")[:500]}
+        return columns, calls, ""
+    meta = tool_meta(data)
+    timings = raw_timings(data.get("raw_messages"))
+    calls = []
+    for message in data.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            call_id = call.get("id")
+            found = meta.get(call_id, {})
+            seconds = found.get("seconds", timings.tools.get(call_id))
+            calls.append((str((call.get("function") or {}).get("name")), found.get("outcome"), seconds))
+    usage = data.get("usage") or {}
+    timing = data.get("timings") or {}
+    columns = {
+        "status": str(data.get("status") or "invalid"),
+        "teacher": (data.get("teacher") or {}).get("endpoint"),
+        "own_verdict": verdict_state(data.get("verdict")),
+        "duration_s": timing.get("duration_s"),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "error": (str(data["error"])[:500] if data.get("error") else None),
+    }
+    return columns, calls, final_answer(data) or ""
+
+
+class RunIndex:
+    """The index of one run folder; thread-safe (the page server answers from a thread pool)."""
+
+    def __init__(self, run: RunFolder, scratch: Path) -> None:
+        self.run = run
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(scratch / f"{run.id}.sqlite", check_same_thread=False)
+        self._db.executescript(_SCHEMA)
+        self._tails = [_Tail("conversation", run.conversations_path), _Tail("dead", run.dead_path)]
+        self._verdicts_stamp: tuple[int, int] | None = None
+        self._convert: ConvertOutput | None = None
+        self.converted_records = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- keeping up with the files ---------------------------------------------------------
+
+    def refresh(self) -> None:
+        with self._lock:
+            for tail in self._tails:
+                self._index_tail(tail)
+            self._load_verdicts()
+            if self.run.convert is not self._convert:
+                self._load_drops(self.run.convert)
+
+    def _index_tail(self, tail: _Tail) -> None:
+        if not tail.path.is_file() or tail.path.stat().st_size <= tail.offset:
+            return
+        rows: list[tuple[str, int, int, int, bytes]] = []
+        with tail.path.open("rb") as handle:
+            handle.seek(tail.offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # a line still being written: indexed once it is complete
+                start = tail.offset
+                tail.offset += len(raw)
+                tail.line += 1
+                if not raw.strip():
+                    continue
+                tail.ordinal += 1
+                rows.append((tail.kind, tail.line, tail.ordinal, start, raw))
+                if len(rows) >= BATCH_ROWS:
+                    self._insert(rows)
+                    rows = []
+                    logger.debug("indexed %d lines of %s", tail.line, tail.path)
+        self._insert(rows)
+
+    def _insert(self, rows: list[tuple[str, int, int, int, bytes]]) -> None:
+        if not rows:
+            return
+        cursor = self._db.cursor()
+        for kind, line, ordinal, start, raw in rows:
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict):
+                    raise ValueError(f"a JSON {type(data).__name__}, not an object")
+                columns, calls, answer = _summary(kind, data)
+            except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+                data, calls, answer = {}, [], ""
+                columns = {"status": "invalid", "error": f"line {line}: {error}"[:500]}
+            sample = data.get("sample")
+            prompt = str(data.get("prompt") or "")
+            cursor.execute(
+                "INSERT INTO records (kind, line, ordinal, offset, length, task_id, sample, status, teacher, tool_calls,"
+                " own_verdict, duration_s, input_tokens, output_tokens, prompt_snippet, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind, line, ordinal, start, len(raw), data.get("task_id"),
+                    sample if isinstance(sample, int) else -1, columns["status"], columns.get("teacher"), len(calls),
+                    columns.get("own_verdict"), columns.get("duration_s"), columns.get("input_tokens"),
+                    columns.get("output_tokens"), prompt[:SNIPPET_CHARS], columns.get("error"),
+                ),
+            )
+            record_id = cursor.lastrowid
+            cursor.executemany(
+                "INSERT INTO calls VALUES (?, ?, ?, ?)", [(record_id, tool, outcome, secs) for tool, outcome, secs in calls]
+            )
+            cursor.execute("INSERT INTO search (rowid, prompt, answer) VALUES (?, ?, ?)", (record_id, prompt, answer))
+        self._db.commit()
+
+    def _load_verdicts(self) -> None:
+        path = self.run.path / VERDICTS_FILE
+        stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+        if stamp == self._verdicts_stamp:
+            return
+        self._verdicts_stamp = stamp
+        self._db.execute("DELETE FROM verdicts")
+        if stamp is not None:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path))
+            )
+        self._db.commit()
+
+    def _load_drops(self, convert: ConvertOutput | None) -> None:
+        self._convert = convert
+        self._db.execute("DELETE FROM drops")
+        self.converted_records = 0
+        if convert is not None:
+            drops = [d for d in convert.report.get("drops") or [] if isinstance(d, dict) and "line" in d]
+            self._db.executemany(
+                "INSERT OR REPLACE INTO drops VALUES (?, ?, ?)",
+                [(int(d["line"]), str(d.get("reason")), d.get("detail")) for d in drops],
+            )
+            self.converted_records = int(convert.report.get("records") or 0)
+        self._db.commit()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _where(self, filters: Filters) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if filters.status:
+            clauses.append("r.status = ?")
+            params.append(filters.status)
+        if filters.teacher:
+            clauses.append("r.teacher = ?")
+            params.append(filters.teacher)
+        if filters.verdict:
+            clauses.append("COALESCE(v.state, r.own_verdict, 'none') = ?")
+            params.append(filters.verdict)
+        if filters.drop == KEPT:
+            clauses.append("r.kind = 'conversation' AND d.line IS NULL AND r.ordinal <= ?")
+            params.append(self.converted_records)
+        elif filters.drop == NOT_CONVERTED:
+            clauses.append("r.kind = 'conversation' AND d.line IS NULL AND r.ordinal > ?")
+            params.append(self.converted_records)
+        elif filters.drop:
+            clauses.append("d.reason = ?")
+            params.append(filters.drop)
+        if filters.calls_min is not None:
+            clauses.append("r.tool_calls >= ?")
+            params.append(filters.calls_min)
+        if filters.calls_max is not None:
+            clauses.append("r.tool_calls <= ?")
+            params.append(filters.calls_max)
+        if filters.q:
+            if len(filters.q) >= 3:
+                # The trigram index answers a quoted phrase as a case-insensitive substring match.
+                clauses.append("r.id IN (SELECT rowid FROM search WHERE search MATCH ?)")
+                params.append('"' + filters.q.replace('"', '""') + '"')
+            else:
+                clauses.append(
+                    "r.id IN (SELECT rowid FROM search WHERE prompt LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')"
+                )
+                pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                params.extend([pattern, pattern])
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    _FROM = (
+        " FROM records r"
+        " LEFT JOIN verdicts v ON v.task_id = r.task_id AND v.sample = r.sample"
+        " LEFT JOIN drops d ON d.line = r.line AND r.kind = 'conversation'"
+    )
+
+    def page(self, filters: Filters, page: int = 1, size: int = PAGE_SIZE) -> Page:
+        with self._lock:
+            self.refresh()
+            where, params = self._where(filters)
+            total = self._db.execute("SELECT COUNT(*)" + self._FROM + where, params).fetchone()[0]
+            pages = max(1, math.ceil(total / size))
+            page = min(max(1, page), pages)
+            found = self._db.execute(
+                "SELECT r.kind, r.line, r.task_id, r.sample, r.status, r.teacher, r.tool_calls,"
+                " COALESCE(v.state, r.own_verdict, 'none'),"
+                " CASE WHEN d.reason IS NOT NULL THEN d.reason"
+                "  WHEN r.kind = 'conversation' AND ? THEN (CASE WHEN r.ordinal <= ? THEN ? ELSE ? END) END,"
+                " r.prompt_snippet, r.duration_s, r.error"
+                + self._FROM + where + " ORDER BY r.id LIMIT ? OFFSET ?",
+                [self._convert is not None, self.converted_records, KEPT, NOT_CONVERTED, *params, size, (page - 1) * size],
+            ).fetchall()
+        rows = [Row(*row) for row in found]
+        for row in rows:
+            row.sample = None if row.sample == -1 else row.sample
+        return Page(rows=rows, total=total, page=page, pages=pages)
+
+    def record(self, kind: str, line: int) -> dict[str, Any] | None:
+        """The record on `line` of its file, read with one seek; None if there is no such line."""
+        with self._lock:
+            self.refresh()
+            found = self._db.execute(
+                "SELECT offset, length FROM records WHERE kind = ? AND line = ?", (kind, line)
+            ).fetchone()
+        if found is None:
+            return None
+        path = self.run.conversations_path if kind == "conversation" else self.run.dead_path
+        with path.open("rb") as handle:
+            handle.seek(found[0])
+            raw = handle.read(found[1])
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            return {"_invalid": f"{path}:{line}: not JSON ({error})", "_raw": raw.decode("utf-8", "replace")}
+        return data if isinstance(data, dict) else {"_invalid": f"{path}:{line}: not a JSON object"}
+
+    def verdict_of(self, task_id: str | None, sample: int | None) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._db.execute(
+                "SELECT state, method, detail FROM verdicts WHERE task_id = ? AND sample = ?",
+                (task_id, sample if isinstance(sample, int) else -1),
+            ).fetchone()
+        return {"state": found[0], "method": found[1], "detail": found[2]} if found else None
+
+    def drop_of(self, line: int) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._db.execute("SELECT reason, detail FROM drops WHERE line = ?", (line,)).fetchone()
+            ordinal = self._db.execute(
+                "SELECT ordinal FROM records WHERE kind = 'conversation' AND line = ?", (line,)
+            ).fetchone()
+        if found:
+            return {"reason": found[0], "detail": found[1]}
+        if self._convert is None or ordinal is None:
+            return None
+        return {"reason": KEPT if ordinal[0] <= self.converted_records else NOT_CONVERTED, "detail": None}
+
+    # --- the run's numbers -----------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            self.refresh()
+            db = self._db
+            statuses = dict(db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
+            verdicts = dict(
+                db.execute(
+                    "SELECT COALESCE(v.state, r.own_verdict, 'none'), COUNT(*)" + self._FROM
+                    + " WHERE r.kind = 'conversation' GROUP BY 1"
+                ).fetchall()
+            )
+            teachers = db.execute(
+                "SELECT r.teacher, SUM(r.kind = 'conversation'), SUM(r.kind = 'dead'), SUM(r.status = 'final_answer'),"
+                " SUM(r.tool_calls), AVG(r.duration_s), SUM(r.input_tokens), SUM(r.output_tokens),"
+                " SUM(COALESCE(v.state, r.own_verdict) = 'passed'), SUM(COALESCE(v.state, r.own_verdict) = 'failed')"
+                + self._FROM + " GROUP BY r.teacher ORDER BY r.teacher"
+            ).fetchall()
+            tools = db.execute(
+                "SELECT tool, COUNT(*), SUM(outcome = 'ok'), SUM(outcome = 'tool_error'), SUM(outcome = 'infra_error'),"
+                " SUM(outcome IS NULL), COUNT(seconds) FROM calls GROUP BY tool ORDER BY COUNT(*) DESC"
+            ).fetchall()
+            drop_counts = dict(
+                db.execute(
+                    "SELECT d.reason, COUNT(*) FROM drops d JOIN records r ON r.kind = 'conversation' AND r.line = d.line"
+                    " GROUP BY d.reason"
+                ).fetchall()
+            )
+            tool_rows = [
+                {
+                    "tool": tool, "calls": calls, "ok": ok or 0, "tool_error": tool_error or 0,
+                    "infra_error": infra or 0, "unknown": unknown or 0,
+                    **(self._percentiles(tool) if timed else {"p50": None, "p95": None}),
+                }
+                for tool, calls, ok, tool_error, infra, unknown, timed in tools
+            ]
+        passed, failed = verdicts.get("passed", 0), verdicts.get("failed", 0)
+        return {
+            "statuses": statuses,
+            "total": sum(statuses.values()),
+            "verdicts": verdicts,
+            "pass_rate": passed / (passed + failed) if passed + failed else None,
+            "teachers": [
+                {
+                    "teacher": t[0], "conversations": t[1] or 0, "dead": t[2] or 0, "final_answers": t[3] or 0,
+                    "tool_calls": t[4] or 0, "mean_duration_s": t[5], "input_tokens": t[6] or 0,
+                    "output_tokens": t[7] or 0, "passed": t[8] or 0, "failed": t[9] or 0,
+                }
+                for t in teachers
+            ],
+            "tools": tool_rows,
+            "drops": drop_counts,
+        }
+
+    def _percentiles(self, tool: str) -> dict[str, float | None]:
+        count = self._db.execute("SELECT COUNT(seconds) FROM calls WHERE tool = ?", (tool,)).fetchone()[0]
+
+        def at(share: float) -> float | None:
+            if not count:
+                return None
+            position = min(count - 1, max(0, math.ceil(share * count) - 1))
+            return self._db.execute(
+                "SELECT seconds FROM calls WHERE tool = ? AND seconds IS NOT NULL ORDER BY seconds LIMIT 1 OFFSET ?",
+                (tool, position),
+            ).fetchone()[0]
+
+        return {"p50": at(0.5), "p95": at(0.95)}
+
+    def teachers(self) -> list[str]:
+        with self._lock:
+            self.refresh()
+            return [t for (t,) in self._db.execute("SELECT DISTINCT teacher FROM records WHERE teacher IS NOT NULL ORDER BY 1")]
+
+    def kept_lines(self) -> Iterator[tuple[int, str | None]]:
+        """(line, task_id) of every conversation the selected convert kept, in file order."""
+        with self._lock:
+            self.refresh()
+            found = self._db.execute(
+                "SELECT r.line, r.task_id FROM records r LEFT JOIN drops d ON d.line = r.line"
+                " WHERE r.kind = 'conversation' AND d.line IS NULL AND r.ordinal <= ? ORDER BY r.line",
+                (self.converted_records,),
+            ).fetchall()
+        yield from found
+
+
+def _verdict_lines(path: Path) -> Iterator[tuple[str, int, str, str | None, str | None]]:
+    """(task_id, sample, state, method, detail) per line; a later line for the same key wins."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                if raw.strip():
+                    logger.warning("%s:%d: not JSON, skipped", path, number)
+                continue
+            if not isinstance(data, dict) or not data.get("task_id"):
+                continue
+            verdict = data.get("verdict") if isinstance(data.get("verdict"), dict) else data
+            state = verdict_state(verdict)
+            if state is None:
+                continue
+            sample = data.get("sample")
+            detail = verdict.get("detail")
+            yield (
+                str(data["task_id"]), sample if isinstance(sample, int) else -1, state,
+                verdict.get("method"), None if detail is None else str(detail),
+            )
