@@ -46,6 +46,14 @@ class ToolStep:
         head = "\n".join(self.result.splitlines()[:FOLD_LINES])
         return head[:FOLD_CHARS]
 
+    @property
+    def rest(self) -> str:
+        """The folded part: what follows the preview."""
+        if self.result is None:
+            return ""
+        preview = self.preview
+        return self.result[len(preview):].lstrip("\n") if self.result.startswith(preview) else self.result
+
 
 @dataclass
 class Turn:
