@@ -6,7 +6,8 @@ sees it in a genuine tool result. Training data comes from the real `convert` wi
 model's tokenizer. A dead letter carries a real partial history; eval.json is built from the
 real report models.
 
-Import the fixture into a test module (`from viewer_fixtures import viewer_data`).
+Import the fixture into a test module with the one it uses (`from trainer_fixtures import tiny_model`,
+`from viewer_fixtures import viewer_data`).
 """
 
 from __future__ import annotations

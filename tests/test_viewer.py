@@ -1,0 +1,268 @@
+"""`distill view`: the index, the filters, and what each page says, over data from the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
+from viewer_fixtures import MARKER, SCRIPT, ViewerData, viewer_data  # noqa: F401 - fixture
+
+from distill.cli import app as cli
+from distill.trainer.batches import load_split
+from distill.trainer.render import load_tokenizer
+from distill.viewer.app import create_app
+from distill.viewer.index import Filters, RunIndex
+from distill.viewer.learn import student_view
+from distill.viewer.trajectory import conversation_turns, final_answer, raw_timings
+
+
+@pytest.fixture(scope="module")
+def client(viewer_data: ViewerData) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(create_app([viewer_data.root / "runs"])) as test_client:
+        yield test_client
+
+
+def index_of(client: TestClient, run: str = "viewer-run") -> RunIndex:
+    state = client.app.state.viewer  # type: ignore[attr-defined]
+    return state.index(state.catalog.run(run))
+
+
+def lines(index: RunIndex, **filters: Any) -> list[tuple[str, int]]:
+    page = index.page(Filters(**filters), size=1000)
+    assert page.total == len(page.rows)
+    return [(row.kind, row.line) for row in page.rows]
+
+
+def conversation_lines(data: ViewerData, keep: Any) -> list[tuple[str, int]]:
+    return [("conversation", n) for n, record in enumerate(data.records, start=1) if keep(record)]
+
+
+# --- the run's numbers -----------------------------------------------------------------------
+
+
+def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    summary = index_of(client).summary()
+    statuses = Counter(record["status"] for record in viewer_data.records)
+    assert summary["statuses"] == {**statuses, "dead": 1}
+    assert summary["pass_rate"] == 0.5  # one passed, one failed in verdicts.jsonl
+    teachers = {row["teacher"]: row for row in summary["teachers"]}
+    assert teachers["alpha"]["conversations"] == sum(r["teacher"]["endpoint"] == "alpha" for r in viewer_data.records)
+    assert teachers["alpha"]["dead"] == 1 and teachers["beta"]["dead"] == 0
+    called = Counter(
+        call["function"]["name"]
+        for record in viewer_data.records for message in record["messages"] for call in message.get("tool_calls") or []
+    )
+    called["grep"] += 1  # the dead letter's unanswered call
+    tools = {row["tool"]: row for row in summary["tools"]}
+    assert {name: row["calls"] for name, row in tools.items()} == dict(called)
+    # Real records carry pydantic-ai's history: every tool has a time.
+    assert all(row["p50"] is not None and row["p95"] >= row["p50"] for row in tools.values())
+    page = client.get("/runs/viewer-run").text
+    assert "50.0 %" in page and "alpha" in page and "beta" in page
+    assert "status is not final_answer" in page  # the convert report's drop reasons, linked
+
+
+def test_filters_by_status_teacher_and_tool_calls(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    index = index_of(client)
+    for status in ("final_answer", "tool_limit", "error"):
+        assert lines(index, status=status) == conversation_lines(viewer_data, lambda r, s=status: r["status"] == s)
+    assert lines(index, status="dead") == [("dead", 1)]
+    beta = conversation_lines(viewer_data, lambda r: r["teacher"]["endpoint"] == "beta")
+    assert lines(index, teacher="beta") == beta and beta
+    calls = [sum(len(m.get("tool_calls") or []) for m in r["messages"]) for r in viewer_data.records]
+    one = [("conversation", n) for n, count in enumerate(calls, start=1) if count == 1]
+    assert lines(index, calls_min=1, calls_max=1, status="tool_limit") == one[:1]
+    assert lines(index, calls_min=2) == [("conversation", n) for n, c in enumerate(calls, start=1) if c >= 2]
+    assert lines(index, calls_max=0) == [("conversation", n) for n, c in enumerate(calls, start=1) if c == 0]
+
+
+def test_filter_by_verdict_reads_verdicts_file(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    index = index_of(client)
+    assert lines(index, verdict="passed") == [("conversation", viewer_data.line_of("t-script"))]
+    assert lines(index, verdict="failed") == [("conversation", viewer_data.line_of("t-settings"))]
+    assert len(lines(index, verdict="none")) == len(viewer_data.records) + 1 - 2
+
+
+def test_filter_by_drop_reason_follows_the_convert_report(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    index = index_of(client)
+    dropped = {drop.line for drop in viewer_data.report.drops}
+    assert dropped and len(dropped) < len(viewer_data.records)
+    assert lines(index, drop="status_not_final_answer") == sorted(
+        ("conversation", d.line) for d in viewer_data.report.drops if d.reason == "status_not_final_answer"
+    )
+    kept = [("conversation", n) for n in range(1, len(viewer_data.records) + 1) if n not in dropped]
+    assert lines(index, drop="kept") == kept and len(kept) == viewer_data.report.kept
+    assert lines(index, drop="arguments_fail_schema") == []
+
+
+def test_search_finds_substrings_of_prompts_and_answers(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    index = index_of(client)
+
+    def expected(query: str) -> list[tuple[str, int]]:
+        found = conversation_lines(
+            viewer_data,
+            lambda r: query.lower() in r["prompt"].lower() or query.lower() in (final_answer(r) or "").lower(),
+        )
+        return found + ([("dead", 1)] if query.lower() in "where is the retry policy?" else [])
+
+    for query in (MARKER.upper(), "filler text", "parse_settings", "ow", "retry policy", "nothing like this"):
+        assert lines(index, q=query) == expected(query), query
+    assert lines(index, q="filler text") != []  # found in an answer only
+    assert lines(index, q='say "quoted"') == []  # quotes in a query are text, not syntax
+
+
+def test_paging(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    index = index_of(client)
+    every = lines(index)
+    second = index.page(Filters(), page=2, size=2)
+    assert [(r.kind, r.line) for r in second.rows] == every[2:4]
+    assert second.pages == -(-len(every) // 2) and second.total == len(every)
+    assert index.page(Filters(), page=99, size=2).page == second.pages  # past the end: the last page
+    html = client.get("/runs/viewer-run/records", params={"status": "final_answer"}).text
+    assert f"<b id=\"total\">{sum(r['status'] == 'final_answer' for r in viewer_data.records)}</b>" in html
+
+
+def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    run = tmp_path / "live"
+    run.mkdir()
+    path = run / "conversations.jsonl"
+    shutil.copy(viewer_data.run_dir / "conversations.jsonl", path)
+    with TestClient(create_app([run])) as client:
+        index = index_of(client, "live")
+        before = index.page(Filters()).total
+        extra = json.dumps({**viewer_data.records[0], "task_id": "t-new", "prompt": "A new question?"})
+        with path.open("a") as handle:
+            handle.write(extra[:100])  # a line the coordinator is still writing
+            handle.flush()
+            assert index.page(Filters()).total == before
+            handle.write(extra[100:] + "\n")
+        assert index.page(Filters(q="new question")).total == 1
+        (run / "verdicts.jsonl").write_text(json.dumps({"task_id": "t-new", "passed": False, "method": "judge"}) + "\n")
+        assert lines(index, verdict="failed") == [("conversation", before + 1)]
+
+
+def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    """A record-level verdict, a sample number and tool outcomes with their own timing (issues 13, 14)."""
+    record = json.loads(json.dumps(viewer_data.records[0]))
+    record["verdict"] = {"passed": False, "method": "reference", "detail": "expected config.py"}
+    record["sample"] = 2
+    tool = next(m for m in record["messages"] if m["role"] == "tool")
+    tool.update(outcome="infra_error", duration_s=7.5)
+    run = tmp_path / "newer"
+    run.mkdir()
+    (run / "conversations.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(viewer_data.records[1]) + "\n")
+    with TestClient(create_app([run])) as client:
+        index = index_of(client, "newer")
+        assert lines(index, verdict="failed") == [("conversation", 1)]
+        tools = {row["tool"]: row for row in index.summary()["tools"]}
+        assert tools["grep"]["infra_error"] == 1 and tools["grep"]["unknown"] == 1
+        page = client.get("/runs/newer/conversation/1").text
+        assert "infra error" in page and "7.50 s" in page and "sample 2" in page and "expected config.py" in page
+        assert "Training data" not in page and "drop" not in client.get("/runs/newer/records").text
+
+
+# --- one conversation ------------------------------------------------------------------------
+
+
+def test_conversation_page_shows_calls_results_and_times(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    line = viewer_data.line_of("t-script")
+    record = viewer_data.records[line - 1]
+    turns = conversation_turns(record)
+    assert [t.role for t in turns] == ["system", "user", "assistant", "assistant", "assistant"]
+    calls = [call for turn in turns for call in turn.calls]
+    results = [m["content"] for m in record["messages"] if m["role"] == "tool"]
+    assert [call.result for call in calls] == results  # each call beside its own real result
+    assert all(turn.seconds is not None for turn in turns if turn.role == "assistant")
+    assert all(call.seconds is not None for call in calls)
+    assert len(raw_timings(record["raw_messages"]).requests) == 3
+    html = client.get(f"/runs/viewer-run/conversation/{line}").text
+    assert SCRIPT not in html  # a tool result holding <script> is text, never markup
+    assert "&lt;script&gt;document.title" in html
+    assert "<details" in html and "more lines" in html  # the 40-line read_file result is folded
+    assert "&#34;pattern&#34;: &#34;injectedscript&#34;" in html
+    assert "names page.html" in html and "verdicts.jsonl" in html
+    assert f"/runs/viewer-run/conversation/{line}/learn" in html
+
+
+def test_dead_letter_page_shows_reason_and_partial_history(client: TestClient) -> None:
+    html = client.get("/runs/viewer-run/dead/1").text
+    assert "gave up after 3 attempts: teacher timed out after 60 s" in html
+    assert "TeacherTimeout" in html and "Partial history" in html
+    assert "no result: the conversation ended before this call was answered" in html
+    assert "&#34;pattern&#34;: &#34;injectedscript&#34;" in html
+
+
+def test_missing_things_answer_404(client: TestClient) -> None:
+    assert client.get("/runs/nope").status_code == 404
+    assert client.get("/runs/viewer-run/conversation/999").status_code == 404
+    assert client.get("/evals/nope").status_code == 404
+
+
+# --- what the student learns -----------------------------------------------------------------
+
+
+def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    state = client.app.state.viewer  # type: ignore[attr-defined]
+    run = state.catalog.run("viewer-run")
+    tokenizer = load_tokenizer(viewer_data.model)
+    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    checked = 0
+    for line, record in enumerate(viewer_data.records, start=1):
+        if line in {drop.line for drop in viewer_data.report.drops}:
+            continue
+        view = student_view(record, state.locator(run.convert), state.tokenizers, None)
+        # What the trainer itself loads from that split file.
+        dataset = load_split(run.convert.split_path(view.split), tokenizer, max_seq_length=100_000, console=quiet)
+        tokens, mask = dataset[view.line - 1]
+        assert [p.token for p in view.pieces] == tokens.tolist()
+        assert [p.trained for p in view.pieces] == [bool(m) and i > 0 for i, m in enumerate(mask.tolist())]
+        trained = "".join(p.text for p in view.pieces if p.trained)
+        assert final_answer(record)[:40] in trained
+        first_result = next(m["content"] for m in record["messages"] if m["role"] == "tool")
+        assert first_result not in trained and record["messages"][0]["content"][:60] not in trained
+        html = client.get(f"/runs/viewer-run/conversation/{line}/learn").text
+        assert html.count('class="trained"') == int(mask[1:].sum())
+        checked += 1
+    assert checked == viewer_data.report.kept
+
+
+def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+    html = client.get(f"/runs/viewer-run/conversation/{viewer_data.line_of('t-limit')}/learn").text
+    assert "convert left this conversation out (status is not final_answer)" in html
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def test_eval_page_puts_variants_side_by_side(client: TestClient) -> None:
+    html = client.get("/evals/adapter").text
+    assert "<th>base</th><th>adapter</th>" in html.replace("\n", "")
+    assert "I think it is &lt;b&gt;somewhere&lt;/b&gt;." in html and "In config.py." in html
+    assert "tool limit" in html
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_view_command_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["view", str(tmp_path / "missing"), "--no-open"])
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        result = runner.invoke(cli, ["view", str(tmp_path), "--no-open", "--port", str(taken.getsockname()[1])])
+    finally:
+        taken.close()
+    assert result.exit_code == 2 and "is in use" in result.output and "Traceback" not in result.output
