@@ -45,6 +45,7 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
             "profile": [("bench.profile", ["--conversations", "16"])],
             "enqueue": [("bench.enqueue", ["1000"])],
             "convert": [("bench.trainer", ["convert", "100"])],
+            "viewer": [("bench.viewer", ["2000"])],
             "train": [],
             "mlx_server": [],
         }
@@ -69,6 +70,7 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
         "profile": [("bench.profile", [])],
         "enqueue": [("bench.enqueue", [str(n)]) for n in (10_000, 100_000, 1_000_000)],
         "convert": [("bench.trainer", ["convert", "10000"])],
+        "viewer": [("bench.viewer", ["100000"])],
         "train": [("bench.trainer", ["train", "60"])],
         "mlx_server": [("bench.mlx_teacher", [json.dumps({"concurrency": c, "prompts": 2 * c})]) for c in (1, 4, 8)]
         if with_mlx else [],

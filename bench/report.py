@@ -152,6 +152,11 @@ def write_readme(result: dict[str, Any], path: Path, json_path: Path, pngs: list
           ["prompts", "check_per_s", "enqueue_per_s", "coordinator_peak_rss_mb", "redis_used_mb"], f.get("enqueue", []))
     table("5. Conversion rate (real chat template)", ["conversations", "kept", "seconds", "conversations_per_s"],
           f.get("convert", []))
+    viewer = [{**{k: v for k, v in r.items() if k != "latency_ms"}, **r["latency_ms"]} for r in f.get("viewer", [])]
+    table("5b. `distill view` on a large run (index once, then ms per page, median of 5)",
+          ["records", "file_mb", "index_s", "index_records_per_s", "index_rss_mb", "records_first_page",
+           "records_last_page", "filter_status", "filter_verdict", "filter_drop_kept", "filter_combined",
+           "search_rare", "search_common", "conversation_page", "run_summary_page"], viewer)
     table("6. Training wrapper overhead (same tiny model and data)",
           ["iters", "rounds", "bare_tokens_per_s", "distill_tokens_per_s", "ratio", "ratios"], f.get("train", []))
     if f.get("train"):

@@ -266,3 +266,18 @@ def test_view_command_errors_are_one_line(tmp_path: Path) -> None:
     finally:
         taken.close()
     assert result.exit_code == 2 and "is in use" in result.output and "Traceback" not in result.output
+
+
+def test_tokenizer_option_overrides_the_report(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    """A report naming a tokenizer that is gone: the page says so; --tokenizer MODEL fixes it."""
+    run = tmp_path / "moved"
+    shutil.copytree(viewer_data.run_dir, run, ignore=shutil.ignore_patterns("adapter"))
+    report = json.loads((run / "train-data" / "report.json").read_text())
+    report.update(source=str(run / "conversations.jsonl"), tokenizer=str(tmp_path / "gone"))
+    (run / "train-data" / "report.json").write_text(json.dumps(report))
+    line = viewer_data.line_of("t-settings")
+    with TestClient(create_app([run])) as client:
+        assert "cannot load the tokenizer" in client.get(f"/runs/moved/conversation/{line}/learn").text
+    with TestClient(create_app([run], tokenizer=str(viewer_data.model))) as client:
+        html = client.get(f"/runs/moved/conversation/{line}/learn").text
+        assert 'class="trained"' in html and str(viewer_data.model) in html

@@ -6,7 +6,8 @@ Prompts and final answers go into an SQLite FTS5 table with the trigram tokenize
 substring searches from the index. The index lives in a scratch folder (the run folder is never
 written) and follows a growing file: each request first indexes lines appended since the last.
 Verdicts in `verdicts.jsonl` and drop reasons from a convert report are kept in tables of their
-own and joined at query time, so a new verdict file or a re-run convert never rebuilds the rest.
+own and folded into two indexed columns of every row whenever either changes, so a new verdict file
+or a re-run convert never re-reads the records, and every filter is a lookup on one column.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ CREATE TABLE records (
     status TEXT NOT NULL,
     teacher TEXT,
     tool_calls INTEGER NOT NULL,
-    own_verdict TEXT,
+    own_verdict TEXT,              -- the record's own verdict
+    verdict TEXT,                  -- what filters see: verdicts.jsonl's if it has one, else the record's, else 'none'
+    drop_reason TEXT,              -- a DropReason value, 'kept' or 'not_converted' (NULL: no convert output)
     duration_s REAL,
     input_tokens INTEGER,
     output_tokens INTEGER,
@@ -57,7 +60,14 @@ CREATE TABLE records (
     error TEXT
 );
 CREATE INDEX records_kind_line ON records(kind, line);
+CREATE INDEX records_status ON records(status);
+CREATE INDEX records_teacher ON records(teacher);
+CREATE INDEX records_verdict ON records(verdict);
+CREATE INDEX records_drop ON records(drop_reason);
+CREATE INDEX records_tool_calls ON records(tool_calls);
+CREATE INDEX records_task ON records(task_id, sample);
 CREATE TABLE calls (record_id INTEGER NOT NULL, tool TEXT NOT NULL, outcome TEXT, seconds REAL);
+CREATE INDEX calls_tool_seconds ON calls(tool, seconds);
 CREATE TABLE verdicts (task_id TEXT NOT NULL, sample INTEGER NOT NULL, state TEXT NOT NULL,
                        method TEXT, detail TEXT, PRIMARY KEY (task_id, sample));
 CREATE TABLE drops (line INTEGER PRIMARY KEY, reason TEXT NOT NULL, detail TEXT);
@@ -178,6 +188,9 @@ class RunIndex:
         self._verdicts_stamp: tuple[int, int] | None = None
         self._convert: ConvertOutput | None = None
         self.converted_records = 0
+        # Bumped whenever what the pages show may have changed; summaries are cached per version.
+        self.version = 0
+        self._cached: dict[str, tuple[int, Any]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -187,11 +200,36 @@ class RunIndex:
 
     def refresh(self) -> None:
         with self._lock:
+            first_new = (self._db.execute("SELECT MAX(id) FROM records").fetchone()[0] or 0) + 1
             for tail in self._tails:
                 self._index_tail(tail)
-            self._load_verdicts()
-            if self.run.convert is not self._convert:
+            verdicts_changed = self._load_verdicts()
+            drops_changed = self.run.convert is not self._convert
+            if drops_changed:
                 self._load_drops(self.run.convert)
+            since = 1 if verdicts_changed or drops_changed else first_new
+            if self._db.execute("SELECT COUNT(*) FROM records WHERE id >= ?", (since,)).fetchone()[0]:
+                self._resolve(since)
+                self.version += 1
+
+    def _resolve(self, since: int) -> None:
+        """Fold verdicts and drop reasons into the rows from id `since` on."""
+        self._db.execute(
+            "UPDATE records SET verdict = COALESCE("
+            " (SELECT state FROM verdicts v WHERE v.task_id = records.task_id AND v.sample = records.sample),"
+            " own_verdict, 'none'),"
+            " drop_reason = CASE WHEN kind = 'conversation' AND ? THEN COALESCE("
+            "  (SELECT reason FROM drops d WHERE d.line = records.line), CASE WHEN ordinal <= ? THEN ? ELSE ? END) END"
+            " WHERE id >= ?",
+            (self._convert is not None, self.converted_records, KEPT, NOT_CONVERTED, since),
+        )
+        self._db.commit()
+
+    def _memo(self, name: str, compute: Any) -> Any:
+        cached = self._cached.get(name)
+        if cached is None or cached[0] != self.version:
+            cached = self._cached[name] = (self.version, compute())
+        return cached[1]
 
     def _index_tail(self, tail: _Tail) -> None:
         if not tail.path.is_file() or tail.path.stat().st_size <= tail.offset:
@@ -248,11 +286,11 @@ class RunIndex:
             cursor.execute("INSERT INTO search (rowid, prompt, answer) VALUES (?, ?, ?)", (record_id, prompt, answer))
         self._db.commit()
 
-    def _load_verdicts(self) -> None:
+    def _load_verdicts(self) -> bool:
         path = self.run.path / VERDICTS_FILE
         stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
         if stamp == self._verdicts_stamp:
-            return
+            return False
         self._verdicts_stamp = stamp
         self._db.execute("DELETE FROM verdicts")
         if stamp is not None:
@@ -260,6 +298,7 @@ class RunIndex:
                 "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path))
             )
         self._db.commit()
+        return True
 
     def _load_drops(self, convert: ConvertOutput | None) -> None:
         self._convert = convert
@@ -286,16 +325,10 @@ class RunIndex:
             clauses.append("r.teacher = ?")
             params.append(filters.teacher)
         if filters.verdict:
-            clauses.append("COALESCE(v.state, r.own_verdict, 'none') = ?")
+            clauses.append("r.verdict = ?")
             params.append(filters.verdict)
-        if filters.drop == KEPT:
-            clauses.append("r.kind = 'conversation' AND d.line IS NULL AND r.ordinal <= ?")
-            params.append(self.converted_records)
-        elif filters.drop == NOT_CONVERTED:
-            clauses.append("r.kind = 'conversation' AND d.line IS NULL AND r.ordinal > ?")
-            params.append(self.converted_records)
-        elif filters.drop:
-            clauses.append("d.reason = ?")
+        if filters.drop:
+            clauses.append("r.drop_reason = ?")
             params.append(filters.drop)
         if filters.calls_min is not None:
             clauses.append("r.tool_calls >= ?")
@@ -316,11 +349,7 @@ class RunIndex:
                 params.extend([pattern, pattern])
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    _FROM = (
-        " FROM records r"
-        " LEFT JOIN verdicts v ON v.task_id = r.task_id AND v.sample = r.sample"
-        " LEFT JOIN drops d ON d.line = r.line AND r.kind = 'conversation'"
-    )
+    _FROM = " FROM records r"
 
     def page(self, filters: Filters, page: int = 1, size: int = PAGE_SIZE) -> Page:
         with self._lock:
@@ -330,13 +359,10 @@ class RunIndex:
             pages = max(1, math.ceil(total / size))
             page = min(max(1, page), pages)
             found = self._db.execute(
-                "SELECT r.kind, r.line, r.task_id, r.sample, r.status, r.teacher, r.tool_calls,"
-                " COALESCE(v.state, r.own_verdict, 'none'),"
-                " CASE WHEN d.reason IS NOT NULL THEN d.reason"
-                "  WHEN r.kind = 'conversation' AND ? THEN (CASE WHEN r.ordinal <= ? THEN ? ELSE ? END) END,"
-                " r.prompt_snippet, r.duration_s, r.error"
+                "SELECT r.kind, r.line, r.task_id, r.sample, r.status, r.teacher, r.tool_calls, r.verdict,"
+                " r.drop_reason, r.prompt_snippet, r.duration_s, r.error"
                 + self._FROM + where + " ORDER BY r.id LIMIT ? OFFSET ?",
-                [self._convert is not None, self.converted_records, KEPT, NOT_CONVERTED, *params, size, (page - 1) * size],
+                [*params, size, (page - 1) * size],
             ).fetchall()
         rows = [Row(*row) for row in found]
         for row in rows:
@@ -371,54 +397,53 @@ class RunIndex:
         return {"state": found[0], "method": found[1], "detail": found[2]} if found else None
 
     def drop_of(self, line: int) -> dict[str, Any] | None:
+        """What convert did with the conversation on `line`: a drop reason with its detail, kept, or not converted."""
         with self._lock:
-            found = self._db.execute("SELECT reason, detail FROM drops WHERE line = ?", (line,)).fetchone()
-            ordinal = self._db.execute(
-                "SELECT ordinal FROM records WHERE kind = 'conversation' AND line = ?", (line,)
+            found = self._db.execute(
+                "SELECT r.drop_reason, d.detail FROM records r LEFT JOIN drops d ON d.line = r.line"
+                " WHERE r.kind = 'conversation' AND r.line = ?",
+                (line,),
             ).fetchone()
-        if found:
-            return {"reason": found[0], "detail": found[1]}
-        if self._convert is None or ordinal is None:
+        if found is None or found[0] is None:
             return None
-        return {"reason": KEPT if ordinal[0] <= self.converted_records else NOT_CONVERTED, "detail": None}
+        return {"reason": found[0], "detail": found[1]}
 
     # --- the run's numbers -----------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
             self.refresh()
-            db = self._db
-            statuses = dict(db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
-            verdicts = dict(
-                db.execute(
-                    "SELECT COALESCE(v.state, r.own_verdict, 'none'), COUNT(*)" + self._FROM
-                    + " WHERE r.kind = 'conversation' GROUP BY 1"
-                ).fetchall()
-            )
-            teachers = db.execute(
-                "SELECT r.teacher, SUM(r.kind = 'conversation'), SUM(r.kind = 'dead'), SUM(r.status = 'final_answer'),"
-                " SUM(r.tool_calls), AVG(r.duration_s), SUM(r.input_tokens), SUM(r.output_tokens),"
-                " SUM(COALESCE(v.state, r.own_verdict) = 'passed'), SUM(COALESCE(v.state, r.own_verdict) = 'failed')"
-                + self._FROM + " GROUP BY r.teacher ORDER BY r.teacher"
+            return self._memo("summary", self._summary)
+
+    def _summary(self) -> dict[str, Any]:
+        db = self._db
+        statuses = dict(db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
+        verdicts = dict(
+            db.execute("SELECT verdict, COUNT(*) FROM records WHERE kind = 'conversation' GROUP BY 1").fetchall()
+        )
+        teachers = db.execute(
+            "SELECT teacher, SUM(kind = 'conversation'), SUM(kind = 'dead'), SUM(status = 'final_answer'),"
+            " SUM(tool_calls), AVG(duration_s), SUM(input_tokens), SUM(output_tokens),"
+            " SUM(verdict = 'passed'), SUM(verdict = 'failed')"
+            " FROM records GROUP BY teacher ORDER BY teacher"
+        ).fetchall()
+        tools = db.execute(
+            "SELECT tool, COUNT(*), SUM(outcome = 'ok'), SUM(outcome = 'tool_error'), SUM(outcome = 'infra_error'),"
+            " SUM(outcome IS NULL), COUNT(seconds) FROM calls GROUP BY tool ORDER BY COUNT(*) DESC"
+        ).fetchall()
+        drop_counts = dict(
+            db.execute(
+                "SELECT drop_reason, COUNT(*) FROM records WHERE drop_reason IS NOT NULL GROUP BY drop_reason"
             ).fetchall()
-            tools = db.execute(
-                "SELECT tool, COUNT(*), SUM(outcome = 'ok'), SUM(outcome = 'tool_error'), SUM(outcome = 'infra_error'),"
-                " SUM(outcome IS NULL), COUNT(seconds) FROM calls GROUP BY tool ORDER BY COUNT(*) DESC"
-            ).fetchall()
-            drop_counts = dict(
-                db.execute(
-                    "SELECT d.reason, COUNT(*) FROM drops d JOIN records r ON r.kind = 'conversation' AND r.line = d.line"
-                    " GROUP BY d.reason"
-                ).fetchall()
-            )
-            tool_rows = [
-                {
-                    "tool": tool, "calls": calls, "ok": ok or 0, "tool_error": tool_error or 0,
-                    "infra_error": infra or 0, "unknown": unknown or 0,
-                    **(self._percentiles(tool) if timed else {"p50": None, "p95": None}),
-                }
-                for tool, calls, ok, tool_error, infra, unknown, timed in tools
-            ]
+        )
+        tool_rows = [
+            {
+                "tool": tool, "calls": calls, "ok": ok or 0, "tool_error": tool_error or 0,
+                "infra_error": infra or 0, "unknown": unknown or 0,
+                **(self._percentiles(tool) if timed else {"p50": None, "p95": None}),
+            }
+            for tool, calls, ok, tool_error, infra, unknown, timed in tools
+        ]
         passed, failed = verdicts.get("passed", 0), verdicts.get("failed", 0)
         return {
             "statuses": statuses,
@@ -454,18 +479,9 @@ class RunIndex:
     def teachers(self) -> list[str]:
         with self._lock:
             self.refresh()
-            return [t for (t,) in self._db.execute("SELECT DISTINCT teacher FROM records WHERE teacher IS NOT NULL ORDER BY 1")]
-
-    def kept_lines(self) -> Iterator[tuple[int, str | None]]:
-        """(line, task_id) of every conversation the selected convert kept, in file order."""
-        with self._lock:
-            self.refresh()
-            found = self._db.execute(
-                "SELECT r.line, r.task_id FROM records r LEFT JOIN drops d ON d.line = r.line"
-                " WHERE r.kind = 'conversation' AND d.line IS NULL AND r.ordinal <= ? ORDER BY r.line",
-                (self.converted_records,),
-            ).fetchall()
-        yield from found
+            return self._memo("teachers", lambda: [
+                t for (t,) in self._db.execute("SELECT DISTINCT teacher FROM records WHERE teacher IS NOT NULL ORDER BY 1")
+            ])
 
 
 def _verdict_lines(path: Path) -> Iterator[tuple[str, int, str, str | None, str | None]]:
