@@ -364,13 +364,10 @@ def view(
     import webbrowser
 
     from distill.viewer.app import create_app
-    from distill.viewer.server import ViewerError, bind, check_paths, serve, url_of
+    from distill.viewer.server import bind, check_paths, serve, url_of
 
-    try:
-        folders = check_paths(paths or [Path("data/runs")])
-        sock = bind(port)
-    except ViewerError as error:
-        fail(str(error))
+    folders = check_paths(paths or [Path("data/runs")])
+    sock = bind(port)
     app_ = create_app(folders, tokenizer=tokenizer)
     state = app_.state.viewer
     for run in state.catalog.runs:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +15,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
 from viewer_fixtures import MARKER, SCRIPT, ViewerData, viewer_data  # noqa: F401 - fixture
 
-from distill.cli import app as cli
 from distill.trainer.batches import load_split
 from distill.trainer.render import load_tokenizer
 from distill.viewer.app import create_app
@@ -255,17 +255,20 @@ def test_eval_page_puts_variants_side_by_side(client: TestClient) -> None:
 
 
 def test_view_command_errors_are_one_line(tmp_path: Path) -> None:
-    runner = CliRunner()
-    result = runner.invoke(cli, ["view", str(tmp_path / "missing"), "--no-open"])
-    assert result.exit_code == 2 and "no such file or folder" in result.output
+    def view(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "distill", "view", *args, "--no-open"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    missing = view(str(tmp_path / "missing"))
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        result = runner.invoke(cli, ["view", str(tmp_path), "--no-open", "--port", str(taken.getsockname()[1])])
+        busy = view(str(tmp_path), "--port", str(taken.getsockname()[1]))
     finally:
         taken.close()
-    assert result.exit_code == 2 and "is in use" in result.output and "Traceback" not in result.output
+    assert busy.returncode == 2 and "is in use" in busy.stderr and "Traceback" not in busy.stderr
 
 
 def test_tokenizer_option_overrides_the_report(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from trainer_fixtures import tiny_model, write_jsonl  # noqa: F401 - fixture
 
 from distill.shared.records import DeadLetter, PromptTask
@@ -144,8 +143,7 @@ def build_viewer_data(root: Path, model: Path) -> ViewerData:
         ],
     )
     data_dir = run_dir / "train-data"
-    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115 - closed with the process
-    report = convert(run_dir, model, data_dir, max_seq_length=100_000, split=(1.0, 0.0, 0.0), console=quiet)
+    report = convert(run_dir, model, data_dir, max_seq_length=100_000, split=(1.0, 0.0, 0.0))
     return ViewerData(root=root, run_dir=run_dir, data_dir=data_dir, eval_file=_eval_report(root), model=model,
                       records=records, report=report)
 
