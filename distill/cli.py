@@ -359,16 +359,18 @@ def view(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8000,
     no_open: Annotated[bool, typer.Option("--no-open", help="Don't open a browser.")] = False,
     tokenizer: Annotated[Optional[str], typer.Option(help="Student model folder for the token view (default: the one convert's report names).")] = None,
+    index_dir: Annotated[Optional[Path], typer.Option(help="Where run indexes are kept between sessions (default: ~/.cache/distill/view).")] = None,
 ) -> None:
     """Browse runs, conversations, what the student learns from each, and evaluations (read-only, on loopback)."""
     import webbrowser
 
     from distill.viewer.app import create_app
+    from distill.viewer.index import default_index_dir
     from distill.viewer.server import bind, check_paths, serve, url_of
 
     folders = check_paths(paths or [Path("data/runs")])
     sock = bind(port)
-    app_ = create_app(folders, tokenizer=tokenizer)
+    app_ = create_app(folders, tokenizer=tokenizer, index_dir=index_dir or default_index_dir())
     state = app_.state.viewer
     for run in state.catalog.runs:
         with err.status(f"indexing {run.path}"):

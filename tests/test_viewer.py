@@ -151,6 +151,39 @@ def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) ->
         assert lines(index, verdict="failed") == [("conversation", before + 1)]
 
 
+def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
+    tmp_path: Path, viewer_data: ViewerData  # noqa: F811
+) -> None:
+    run = tmp_path / "kept"
+    run.mkdir()
+    path = run / "conversations.jsonl"
+    shutil.copy(viewer_data.run_dir / "conversations.jsonl", path)
+    count = len(viewer_data.records)
+
+    def session() -> tuple[RunIndex, list[tuple[str, int]]]:
+        with TestClient(create_app([run], index_dir=tmp_path / "indexes")) as client:
+            index = index_of(client, "kept")
+            found = lines(index)
+            assert lines(index, q=MARKER) == [row for row, r in zip(found, records()) if MARKER in r["prompt"]]
+            return index, found
+
+    def records() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    first, every = session()
+    assert first.parsed_here == count and len(every) == count
+    again, same = session()
+    assert again.parsed_here == 0 and same == every
+    with path.open("a") as handle:
+        handle.write(json.dumps({**viewer_data.records[0], "task_id": "t-more"}) + "\n")
+    grown, more = session()
+    assert grown.parsed_here == 1 and more == [*every, ("conversation", count + 1)]
+    # Rewritten rather than appended to (here: the first record gone): indexed again from the start.
+    path.write_text("".join(json.dumps(r) + "\n" for r in viewer_data.records[1:]))
+    rewritten, fewer = session()
+    assert rewritten.parsed_here == count - 1 and len(fewer) == count - 1  # and no stale match (session checks)
+
+
 def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
     """A record-level verdict, a sample number and tool outcomes with their own timing (issues 13, 14)."""
     record = json.loads(json.dumps(viewer_data.records[0]))

@@ -31,10 +31,12 @@ URL_LINE = re.compile(r"distill view: (http://127\.0\.0\.1:\d+/)")
 
 
 @pytest.fixture(scope="module")
-def server(viewer_data: ViewerData) -> Iterator[str]:  # noqa: F811
+def server(viewer_data: ViewerData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
     """`distill view RUNS --port 0 --no-open` as a user starts it; yields the URL it prints."""
+    indexes = tmp_path_factory.mktemp("view-indexes")
     process = subprocess.Popen(
-        [sys.executable, "-m", "distill", "view", str(viewer_data.root / "runs"), "--port", "0", "--no-open"],
+        [sys.executable, "-m", "distill", "view", str(viewer_data.root / "runs"), "--port", "0", "--no-open",
+         "--index-dir", str(indexes)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
     )
     assert process.stdout is not None

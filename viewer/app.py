@@ -40,7 +40,9 @@ class ViewerState:
     paths: list[Path]
     tokenizer: str | None = None
     catalog: Catalog = field(default_factory=Catalog)
-    scratch: tempfile.TemporaryDirectory[str] = field(default_factory=lambda: tempfile.TemporaryDirectory(prefix="distill-view-"))
+    # Where run indexes persist between sessions; None: a temporary folder, gone with the app.
+    index_dir: Path | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
     indexes: dict[Path, RunIndex] = field(default_factory=dict)
     locators: dict[Path, SplitLocator] = field(default_factory=dict)
     tokenizers: Tokenizers = field(default_factory=Tokenizers)
@@ -59,7 +61,10 @@ class ViewerState:
     def index(self, run: RunFolder) -> RunIndex:
         with self.lock:
             if run.path not in self.indexes:
-                self.indexes[run.path] = RunIndex(run, Path(self.scratch.name))
+                if self.index_dir is None:
+                    self.scratch = tempfile.TemporaryDirectory(prefix="distill-view-")
+                    self.index_dir = Path(self.scratch.name)
+                self.indexes[run.path] = RunIndex(run, self.index_dir)
             return self.indexes[run.path]
 
     def locator(self, convert: ConvertOutput) -> SplitLocator:
@@ -72,7 +77,8 @@ class ViewerState:
     def close(self) -> None:
         for index in self.indexes.values():
             index.close()
-        self.scratch.cleanup()
+        if self.scratch is not None:
+            self.scratch.cleanup()
 
 
 def _seconds(value: Any) -> str:
@@ -109,9 +115,12 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
-def create_app(paths: list[Path], *, tokenizer: str | None = None) -> Starlette:
-    """The viewer over `paths` (run folders, convert outputs, eval reports, or folders holding them)."""
-    state = ViewerState(paths=[Path(p) for p in paths], tokenizer=tokenizer)
+def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Path | None = None) -> Starlette:
+    """The viewer over `paths` (run folders, convert outputs, eval reports, or folders holding them).
+
+    Run indexes are kept in `index_dir` for later sessions (None: a temporary folder).
+    """
+    state = ViewerState(paths=[Path(p) for p in paths], tokenizer=tokenizer, index_dir=index_dir)
     state.rescan()
     templates = _templates()
 

@@ -3,8 +3,10 @@
 Each line of `conversations.jsonl` and `dead.jsonl` becomes one row: where it sits in its file
 (byte offset and length, to read it back with one seek) and the few fields the list filters on.
 Prompts and final answers go into an SQLite FTS5 table with the trigram tokenizer, which answers
-substring searches from the index. The index lives in a scratch folder (the run folder is never
-written) and follows a growing file: each request first indexes lines appended since the last.
+substring searches from the index. The index lives outside the run folder (which is never
+written), in a cache folder where the next session finds it: a file that only grew since is
+indexed from where the last session stopped, one that changed otherwise is indexed again. It also
+follows a live run: each request first indexes the lines appended since the last.
 Verdicts in `verdicts.jsonl` and drop reasons from a convert report are kept in tables of their
 own and folded into two indexed columns of every row whenever either changes, so a new verdict file
 or a re-run convert never re-reads the records, and every filter is a lookup on one column.
@@ -12,9 +14,12 @@ or a re-run convert never re-reads the records, and every filter is a lookup on 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,6 +33,9 @@ from distill.viewer.trajectory import final_answer, raw_timings, tool_meta, verd
 logger = logging.getLogger(__name__)
 
 VERDICTS_FILE = "verdicts.jsonl"
+# Bump when the tables or what a row holds change: indexes kept from older sessions are rebuilt.
+INDEX_FORMAT = 1
+HEAD_BYTES = 4096
 PAGE_SIZE = 50
 SNIPPET_CHARS = 240
 BATCH_ROWS = 2000
@@ -132,13 +140,18 @@ class Page:
 
 @dataclass
 class _Tail:
-    """How far one file is indexed: bytes and lines consumed so far."""
+    """How far one file is indexed (kept in the index's meta table), and how to recognise that file."""
 
-    kind: str
-    path: Path
     offset: int = 0
     line: int = 0
     ordinal: int = 0
+    head: str = ""  # digest of the first HEAD_BYTES bytes (or fewer, while the file is shorter)
+    last: str = ""  # digest of the last line indexed
+    last_length: int = 0
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _summary(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str | None, float | None]], str]:
@@ -176,21 +189,55 @@ def _summary(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[tupl
     return columns, calls, final_answer(data) or ""
 
 
-class RunIndex:
-    """The index of one run folder; thread-safe (the page server answers from a thread pool)."""
+def default_index_dir() -> Path:
+    """Where indexes persist between `distill view` sessions (the run folders stay untouched)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "view"
 
-    def __init__(self, run: RunFolder, scratch: Path) -> None:
+
+_UNSET: Any = object()
+
+
+class RunIndex:
+    """The index of one run folder, kept in `folder` and reused by later sessions while the files only grow.
+
+    Thread-safe (the page server answers from a thread pool), and safe with several viewers on one
+    run: each batch of lines is indexed in one write transaction that starts from the stored tail.
+    """
+
+    def __init__(self, run: RunFolder, folder: Path) -> None:
         self.run = run
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(scratch / f"{run.id}.sqlite", check_same_thread=False)
-        self._db.executescript(_SCHEMA)
-        self._tails = [_Tail("conversation", run.conversations_path), _Tail("dead", run.dead_path)]
-        self._verdicts_stamp: tuple[int, int] | None = None
-        self._convert: ConvertOutput | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self._path = folder / f"{_digest(str(run.path.resolve()).encode())}.sqlite"
+        self._db = self._open()
+        self._files = {"conversation": run.conversations_path, "dead": run.dead_path}
+        self._verdicts_stamp: tuple[int, int] | None | object = _UNSET
+        self._convert: ConvertOutput | None = _UNSET
         self.converted_records = 0
-        # Bumped whenever what the pages show may have changed; summaries are cached per version.
-        self.version = 0
-        self._cached: dict[str, tuple[int, Any]] = {}
+        # Lines this process parsed (a reused index parses only what was appended since).
+        self.parsed_here = 0
+        # Changes whenever what the pages show may have changed; summaries are cached per version.
+        self.version: tuple[Any, ...] = ()
+        self._cached: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+    def _open(self) -> sqlite3.Connection:
+        # Autocommit mode: every write below opens its own explicit transaction.
+        db = sqlite3.connect(self._path, check_same_thread=False, timeout=600, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last batch on power loss costs a re-read
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        found = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if found is None or found[0] != str(INDEX_FORMAT):
+            old = db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'meta'"
+                " AND name NOT LIKE 'search@_%' ESCAPE '@' AND name NOT LIKE 'sqlite@_%' ESCAPE '@'"
+            ).fetchall()
+            drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for (name,) in old)
+            db.executescript(
+                f"BEGIN IMMEDIATE; {drops} DELETE FROM meta; {_SCHEMA}"
+                f" INSERT INTO meta VALUES ('format', '{INDEX_FORMAT}'); COMMIT;"
+            )
+        return db
 
     def close(self) -> None:
         with self._lock:
@@ -200,64 +247,83 @@ class RunIndex:
 
     def refresh(self) -> None:
         with self._lock:
-            first_new = (self._db.execute("SELECT MAX(id) FROM records").fetchone()[0] or 0) + 1
-            for tail in self._tails:
-                self._index_tail(tail)
-            verdicts_changed = self._load_verdicts()
-            drops_changed = self.run.convert is not self._convert
-            if drops_changed:
-                self._load_drops(self.run.convert)
-            since = 1 if verdicts_changed or drops_changed else first_new
-            if self._db.execute("SELECT COUNT(*) FROM records WHERE id >= ?", (since,)).fetchone()[0]:
-                self._resolve(since)
-                self.version += 1
+            for kind, path in self._files.items():
+                while self._index_batch(kind, path):
+                    pass
+            resolve_all = self._load_verdicts() | self._load_drops(self.run.convert)
+            self._resolve(everything=resolve_all)
+            newest = self._db.execute("SELECT MAX(id) FROM records").fetchone()[0]
+            self.version = (newest, self._verdicts_stamp, id(self._convert))
 
-    def _resolve(self, since: int) -> None:
-        """Fold verdicts and drop reasons into the rows from id `since` on."""
-        self._db.execute(
-            "UPDATE records SET verdict = COALESCE("
-            " (SELECT state FROM verdicts v WHERE v.task_id = records.task_id AND v.sample = records.sample),"
-            " own_verdict, 'none'),"
-            " drop_reason = CASE WHEN kind = 'conversation' AND ? THEN COALESCE("
-            "  (SELECT reason FROM drops d WHERE d.line = records.line), CASE WHEN ordinal <= ? THEN ? ELSE ? END) END"
-            " WHERE id >= ?",
-            (self._convert is not None, self.converted_records, KEPT, NOT_CONVERTED, since),
-        )
-        self._db.commit()
+    def _tail(self, kind: str) -> _Tail:
+        stored = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"tail.{kind}",)).fetchone()
+        return _Tail(**json.loads(stored[0])) if stored else _Tail()
 
-    def _memo(self, name: str, compute: Any) -> Any:
-        cached = self._cached.get(name)
-        if cached is None or cached[0] != self.version:
-            cached = self._cached[name] = (self.version, compute())
-        return cached[1]
+    @staticmethod
+    def _recognised(tail: _Tail, handle: Any, size: int) -> bool:
+        """Is this the file the stored tail was taken from (only appended to since)?"""
+        if size < tail.offset:
+            return False
+        handle.seek(0)
+        if _digest(handle.read(min(HEAD_BYTES, tail.offset))) != tail.head:
+            return False
+        handle.seek(tail.offset - tail.last_length)
+        return _digest(handle.read(tail.last_length)) == tail.last
 
-    def _index_tail(self, tail: _Tail) -> None:
-        if not tail.path.is_file() or tail.path.stat().st_size <= tail.offset:
-            return
-        rows: list[tuple[str, int, int, int, bytes]] = []
-        with tail.path.open("rb") as handle:
-            handle.seek(tail.offset)
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    break  # a line still being written: indexed once it is complete
-                start = tail.offset
-                tail.offset += len(raw)
-                tail.line += 1
-                if not raw.strip():
-                    continue
-                tail.ordinal += 1
-                rows.append((tail.kind, tail.line, tail.ordinal, start, raw))
-                if len(rows) >= BATCH_ROWS:
-                    self._insert(rows)
-                    rows = []
-                    logger.debug("indexed %d lines of %s", tail.line, tail.path)
-        self._insert(rows)
+    def _index_batch(self, kind: str, path: Path) -> bool:
+        """Index up to BATCH_ROWS complete new lines in one transaction; False when nothing was new."""
+        if not path.is_file():
+            return False
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            tail = self._tail(kind)
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if tail.offset and not self._recognised(tail, handle, size):
+                    logger.warning("%s changed other than by appending: indexing it again", path)
+                    self._db.execute("DELETE FROM search WHERE rowid IN (SELECT id FROM records WHERE kind = ?)", (kind,))
+                    self._db.execute("DELETE FROM calls WHERE record_id IN (SELECT id FROM records WHERE kind = ?)", (kind,))
+                    self._db.execute("DELETE FROM records WHERE kind = ?", (kind,))
+                    tail = _Tail()
+                if size <= tail.offset:
+                    self._db.execute("COMMIT")
+                    return False
+                rows = self._read(handle, tail)
+            self._insert(kind, rows)
+            if tail.offset <= HEAD_BYTES or not tail.head:
+                with path.open("rb") as handle:
+                    tail.head = _digest(handle.read(min(HEAD_BYTES, tail.offset)))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"tail.{kind}", json.dumps(tail.__dict__)))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.parsed_here += len(rows)
+        return bool(rows)
 
-    def _insert(self, rows: list[tuple[str, int, int, int, bytes]]) -> None:
-        if not rows:
-            return
+    @staticmethod
+    def _read(handle: Any, tail: _Tail) -> list[tuple[int, int, int, bytes]]:
+        """(line, ordinal, offset, bytes) of up to BATCH_ROWS complete lines after the tail; moves the tail."""
+        rows: list[tuple[int, int, int, bytes]] = []
+        handle.seek(tail.offset)
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break  # a line still being written: indexed once it is complete
+            start = tail.offset
+            tail.offset += len(raw)
+            tail.line += 1
+            tail.last, tail.last_length = _digest(raw), len(raw)
+            if not raw.strip():
+                continue
+            tail.ordinal += 1
+            rows.append((tail.line, tail.ordinal, start, raw))
+            if len(rows) >= BATCH_ROWS:
+                break
+        return rows
+
+    def _insert(self, kind: str, rows: list[tuple[int, int, int, bytes]]) -> None:
         cursor = self._db.cursor()
-        for kind, line, ordinal, start, raw in rows:
+        for line, ordinal, start, raw in rows:
             try:
                 data = json.loads(raw)
                 if not isinstance(data, dict):
@@ -284,7 +350,6 @@ class RunIndex:
                 "INSERT INTO calls VALUES (?, ?, ?, ?)", [(record_id, tool, outcome, secs) for tool, outcome, secs in calls]
             )
             cursor.execute("INSERT INTO search (rowid, prompt, answer) VALUES (?, ?, ?)", (record_id, prompt, answer))
-        self._db.commit()
 
     def _load_verdicts(self) -> bool:
         path = self.run.path / VERDICTS_FILE
@@ -292,26 +357,55 @@ class RunIndex:
         if stamp == self._verdicts_stamp:
             return False
         self._verdicts_stamp = stamp
-        self._db.execute("DELETE FROM verdicts")
-        if stamp is not None:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path))
-            )
-        self._db.commit()
+        with self._transaction():
+            self._db.execute("DELETE FROM verdicts")
+            if stamp is not None:
+                self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path)))
         return True
 
-    def _load_drops(self, convert: ConvertOutput | None) -> None:
+    def _load_drops(self, convert: ConvertOutput | None) -> bool:
+        if convert is self._convert:
+            return False
         self._convert = convert
-        self._db.execute("DELETE FROM drops")
-        self.converted_records = 0
-        if convert is not None:
-            drops = [d for d in convert.report.get("drops") or [] if isinstance(d, dict) and "line" in d]
+        self.converted_records = int(convert.report.get("records") or 0) if convert is not None else 0
+        drops = [d for d in (convert.report.get("drops") or [] if convert else []) if isinstance(d, dict) and "line" in d]
+        with self._transaction():
+            self._db.execute("DELETE FROM drops")
             self._db.executemany(
                 "INSERT OR REPLACE INTO drops VALUES (?, ?, ?)",
                 [(int(d["line"]), str(d.get("reason")), d.get("detail")) for d in drops],
             )
-            self.converted_records = int(convert.report.get("records") or 0)
-        self._db.commit()
+        return True
+
+    def _resolve(self, *, everything: bool) -> None:
+        """Fold verdicts and drop reasons into the rows (new rows only, unless either changed)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE records SET verdict = COALESCE("
+                " (SELECT state FROM verdicts v WHERE v.task_id = records.task_id AND v.sample = records.sample),"
+                " own_verdict, 'none'),"
+                " drop_reason = CASE WHEN kind = 'conversation' AND ? THEN COALESCE("
+                "  (SELECT reason FROM drops d WHERE d.line = records.line), CASE WHEN ordinal <= ? THEN ? ELSE ? END)"
+                " END"
+                + ("" if everything else " WHERE verdict IS NULL"),
+                (self._convert is not None, self.converted_records, KEPT, NOT_CONVERTED),
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _memo(self, name: str, compute: Any) -> Any:
+        cached = self._cached.get(name)
+        if cached is None or cached[0] != self.version:
+            cached = self._cached[name] = (self.version, compute())
+        return cached[1]
 
     # --- reading ---------------------------------------------------------------------------
 
