@@ -143,7 +143,7 @@ def test_see_what_the_student_learns(browser: object, server: str, shots: Path, 
     from selenium.webdriver.common.by import By
 
     driver = browser
-    line = viewer_data.line_of(f"t-script")
+    line = viewer_data.line_of("t-script")
     driver.get(server + f"runs/viewer-run/conversation/{line}")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "learn-link").click()  # type: ignore[attr-defined]
     trained = driver.find_elements(By.CSS_SELECTOR, "#tokens span.trained")  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_fixtures import tiny_model, write_jsonl  # noqa: F401 - fixture
+from trainer_fixtures import write_jsonl
 
 from distill.shared.records import DeadLetter, PromptTask
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
@@ -149,5 +149,5 @@ def build_viewer_data(root: Path, model: Path) -> ViewerData:
 
 
 @pytest.fixture(scope="session")
-def viewer_data(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> ViewerData:  # noqa: F811
+def viewer_data(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> ViewerData:
     return build_viewer_data(tmp_path_factory.mktemp("viewer"), tiny_model)

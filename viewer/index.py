@@ -211,7 +211,7 @@ class RunIndex:
         self._path = folder / f"{_digest(str(run.path.resolve()).encode())}.sqlite"
         self._db = self._open()
         self._files = {"conversation": run.conversations_path, "dead": run.dead_path}
-        self._verdicts_stamp: tuple[int, int] | None | object = _UNSET
+        self._verdicts_stamp: list[int] | None = _UNSET
         self._convert: ConvertOutput | None = _UNSET
         self.converted_records = 0
         # Lines this process parsed (a reused index parses only what was appended since).
@@ -253,7 +253,7 @@ class RunIndex:
             resolve_all = self._load_verdicts() | self._load_drops(self.run.convert)
             self._resolve(everything=resolve_all)
             newest = self._db.execute("SELECT MAX(id) FROM records").fetchone()[0]
-            self.version = (newest, self._verdicts_stamp, id(self._convert))
+            self.version = (newest, str(self._verdicts_stamp), id(self._convert))
 
     def _tail(self, kind: str) -> _Tail:
         stored = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"tail.{kind}",)).fetchone()
@@ -351,23 +351,35 @@ class RunIndex:
             )
             cursor.execute("INSERT INTO search (rowid, prompt, answer) VALUES (?, ?, ?)", (record_id, prompt, answer))
 
+    def _stored(self, key: str) -> Any:
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(found[0]) if found else _UNSET
+
     def _load_verdicts(self) -> bool:
+        """Reload verdicts.jsonl when it changed (since this session's last look, or the stored session's)."""
         path = self.run.path / VERDICTS_FILE
-        stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-        if stamp == self._verdicts_stamp:
-            return False
+        stamp = [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
+        known = self._stored("verdicts") if self._verdicts_stamp is _UNSET else self._verdicts_stamp
         self._verdicts_stamp = stamp
+        if stamp == known:
+            return False
         with self._transaction():
             self._db.execute("DELETE FROM verdicts")
             if stamp is not None:
                 self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path)))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('verdicts', ?)", (json.dumps(stamp),))
         return True
 
     def _load_drops(self, convert: ConvertOutput | None) -> bool:
+        """Take drop reasons from `convert` (the run's newest convert report) when it is another one."""
         if convert is self._convert:
             return False
+        first_look = self._convert is _UNSET
         self._convert = convert
         self.converted_records = int(convert.report.get("records") or 0) if convert is not None else 0
+        identity = None if convert is None else [str(convert.path), convert.created_at, self.converted_records]
+        if first_look and self._stored("drops") == identity:
+            return False
         drops = [d for d in (convert.report.get("drops") or [] if convert else []) if isinstance(d, dict) and "line" in d]
         with self._transaction():
             self._db.execute("DELETE FROM drops")
@@ -375,6 +387,7 @@ class RunIndex:
                 "INSERT OR REPLACE INTO drops VALUES (?, ?, ?)",
                 [(int(d["line"]), str(d.get("reason")), d.get("detail")) for d in drops],
             )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('drops', ?)", (json.dumps(identity),))
         return True
 
     def _resolve(self, *, everything: bool) -> None:
