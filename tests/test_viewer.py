@@ -16,9 +16,11 @@ import pytest
 from rich.console import Console
 from starlette.testclient import TestClient
 from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
+from trainer_fixtures import write_jsonl
 from viewer_fixtures import MARKER, SCRIPT, ViewerData, viewer_data  # noqa: F401 - fixture
 
 from distill.trainer.batches import load_split
+from distill.trainer.convert import convert
 from distill.trainer.render import load_tokenizer
 from distill.viewer.app import create_app
 from distill.viewer.index import Filters, RunIndex
@@ -247,13 +249,15 @@ def test_missing_things_answer_404(client: TestClient) -> None:
 def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
     state = client.app.state.viewer  # type: ignore[attr-defined]
     run = state.catalog.run("viewer-run")
+    index = state.index(run)
     tokenizer = load_tokenizer(viewer_data.model)
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
     checked = 0
     for line, record in enumerate(viewer_data.records, start=1):
         if line in {drop.line for drop in viewer_data.report.drops}:
             continue
-        view = student_view(record, state.locator(run.convert), state.tokenizers, None)
+        view = student_view(record, state.locator(run.convert), state.tokenizers, None,
+                            kept_before=index.kept_before(line))
         # What the trainer itself loads from that split file.
         dataset = load_split(run.convert.split_path(view.split), tokenizer, max_seq_length=100_000, console=quiet)
         tokens, mask = dataset[view.line - 1]
@@ -267,6 +271,30 @@ def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: View
         assert html.count('class="trained"') == int(mask[1:].sum())
         checked += 1
     assert checked == viewer_data.report.kept
+    # convert moved a line to fill the empty valid split, so the lines were found by content.
+    assert state.locator(run.convert).full_scans == 1
+
+
+def test_student_view_finds_lines_where_convert_put_them(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    """Without lines moved between splits, each conversation is found without reading every split line."""
+    base = viewer_data.records[viewer_data.line_of("t-settings") - 1]
+    records = [{**base, "task_id": f"t-{n}", "prompt": f"Question {n}?"} for n in range(12)]
+    for number, record in enumerate(records):
+        record["messages"] = [*base["messages"][:-1], {**base["messages"][-1], "content": f"Answer {number}."}]
+    run = tmp_path / "many"
+    write_jsonl(run / "conversations.jsonl", records)
+    report = convert(run, viewer_data.model, run / "data", max_seq_length=100_000, split=(0.5, 0.5, 0.0))
+    assert report.splits["train"] >= 2 and report.splits["valid"] >= 2  # nothing for convert to move
+    with TestClient(create_app([run])) as client:
+        state = client.app.state.viewer  # type: ignore[attr-defined]
+        found = state.catalog.run("many")
+        index = state.index(found)
+        index.refresh()
+        locator = state.locator(found.convert)
+        for line, record in enumerate(records, start=1):
+            view = student_view(record, locator, state.tokenizers, None, kept_before=index.kept_before(line))
+            assert f"Answer {line - 1}." in "".join(p.text for p in view.pieces if p.trained)
+        assert locator.full_scans == 0
 
 
 def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811

@@ -209,7 +209,8 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
             problem = f"{convert.path} has no train/valid/test.jsonl"
         else:
             try:
-                view = student_view(data, state.locator(convert), state.tokenizers, state.tokenizer)
+                view = student_view(data, state.locator(convert), state.tokenizers, state.tokenizer,
+                                    kept_before=index.kept_before(line))
             except LearnError as error:
                 problem = str(error)
         return page(request, "learn.html", run=run, line=line, data=data, view=view, problem=problem, convert=convert)

@@ -583,6 +583,17 @@ class RunIndex:
 
         return {"p50": at(0.5), "p95": at(0.95)}
 
+    def kept_before(self, line: int) -> list[str]:
+        """Task ids of the conversations convert kept on lines before `line`, in file order."""
+        with self._lock:
+            return [
+                task for (task,) in self._db.execute(
+                    "SELECT task_id FROM records WHERE kind = 'conversation' AND drop_reason = ? AND line < ?"
+                    " ORDER BY line",
+                    (KEPT, line),
+                )
+            ]
+
     def teachers(self) -> list[str]:
         with self._lock:
             self.refresh()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.trainer.batches import masked_line
-from distill.trainer.convert import SPLITS
+from distill.trainer.convert import SPLITS, split_of
 from distill.trainer.render import canonical_json, chat_messages, hf_tokenizer, load_tokenizer, render_text
 from distill.viewer.catalog import ConvertOutput
 
@@ -93,14 +93,31 @@ def _text_fingerprint(text: str) -> bytes:
     return hashlib.sha256(b"text\0" + text.encode()).digest()
 
 
+def _line_key(raw: bytes) -> bytes | None:
+    try:
+        data = json.loads(raw)
+        return _text_fingerprint(data["text"]) if "text" in data else fingerprint(data["messages"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class SplitLocator:
-    """Finds a conversation's line in one convert output's train/valid/test.jsonl (built once, lazily)."""
+    """Finds a conversation's line in one convert output's train/valid/test.jsonl.
+
+    First where convert put it: the split its task id hashes to, after the kept conversations
+    before it that went there too, checked by content. Only when that line holds something else
+    (convert moved a line to fill an empty split, or wrote another order) are all the split lines
+    fingerprinted, once.
+    """
 
     def __init__(self, convert: ConvertOutput) -> None:
         self.convert = convert
         self._where: dict[bytes, _Where] | None = None
         self._lock = threading.Lock()
         self.text_format = convert.report.get("format") == "text"
+        ratios = convert.report.get("split_ratios")
+        self._ratios = tuple(float(r) for r in ratios) if isinstance(ratios, list) and len(ratios) == 3 else None
+        self.full_scans = 0
 
     def _build(self) -> dict[bytes, _Where]:
         found: dict[bytes, _Where] = {}
@@ -111,28 +128,47 @@ class SplitLocator:
             offset = 0
             with path.open("rb") as handle:
                 for number, raw in enumerate(handle, start=1):
-                    if raw.strip():
-                        try:
-                            data = json.loads(raw)
-                            key = (
-                                _text_fingerprint(data["text"]) if "text" in data else fingerprint(data["messages"])
-                            )
-                        except (ValueError, KeyError, TypeError):
-                            key = None
-                        if key is not None:
-                            found.setdefault(key, _Where(split, number, offset, len(raw)))
+                    key = _line_key(raw) if raw.strip() else None
+                    if key is not None:
+                        found.setdefault(key, _Where(split, number, offset, len(raw)))
                     offset += len(raw)
         return found
 
-    def locate(self, record: dict[str, Any], tokenizer: Any) -> _Where | None:
-        with self._lock:
-            if self._where is None:
-                self._where = self._build()
+    def _expected(self, task_id: str, kept_before: list[str]) -> _Where | None:
+        """The line convert wrote this conversation to when it split by task id and moved nothing."""
+        if self._ratios is None:
+            return None
+        split = split_of(task_id, self._ratios)  # type: ignore[arg-type]
+        wanted = 1 + sum(split_of(other, self._ratios) == split for other in kept_before)  # type: ignore[arg-type]
+        path = self.convert.split_path(split)
+        if not path.is_file():
+            return None
+        offset = 0
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == wanted:
+                    return _Where(split, number, offset, len(raw))
+                offset += len(raw)
+        return None
+
+    def locate(self, record: dict[str, Any], tokenizer: Any, kept_before: list[str] | None = None) -> _Where | None:
         messages = record.get("messages") or []
         if self.text_format:
-            text = render_text(tokenizer, _chat(messages), record.get("tools"))
-            return self._where.get(_text_fingerprint(text))
-        return self._where.get(fingerprint(messages))
+            key = _text_fingerprint(render_text(tokenizer, _chat(messages), record.get("tools")))
+        else:
+            key = fingerprint(messages)
+        if kept_before is not None and record.get("task_id"):
+            guess = self._expected(str(record["task_id"]), kept_before)
+            if guess is not None:
+                with self.convert.split_path(guess.split).open("rb") as handle:
+                    handle.seek(guess.offset)
+                    if _line_key(handle.read(guess.length)) == key:
+                        return guess
+        with self._lock:
+            if self._where is None:
+                self.full_scans += 1
+                self._where = self._build()
+        return self._where.get(key)
 
 
 class Tokenizers:
@@ -175,9 +211,14 @@ def student_view(
     tokenizers: Tokenizers,
     tokenizer_source: str | None,
     *,
+    kept_before: list[str] | None = None,
     train_on: str = "assistant",
 ) -> StudentView:
-    """The training line of `record` with its loss mask; LearnError says why there is none."""
+    """The training line of `record` with its loss mask; LearnError says why there is none.
+
+    `kept_before`: task ids of the conversations convert kept before this one, in file order
+    (finds the line without reading every split line).
+    """
     source = tokenizer_source or locator.convert.tokenizer
     if not source:
         raise LearnError("no tokenizer: the convert report names none; start distill view with --tokenizer MODEL")
@@ -185,7 +226,7 @@ def student_view(
         tokenizer = tokenizers.get(source)
     except Exception as error:  # noqa: BLE001 - shown on the page, with the path the user can fix
         raise LearnError(f"cannot load the tokenizer from {source}: {error}") from None
-    where = locator.locate(record, tokenizer)
+    where = locator.locate(record, tokenizer, kept_before)
     if where is None:
         raise LearnError(
             f"this conversation is not in {locator.convert.path}'s train/valid/test.jsonl "
