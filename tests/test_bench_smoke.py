@@ -24,5 +24,7 @@ def test_bench_quick_writes_results_and_plots(tmp_path):
     (profile,) = figures["profile"]
     assert profile["worker_path"]["cpu_ms_per_request"] > 0 and profile["pydantic_ai_floor"]["requests"] == 48
     assert figures["enqueue"][0]["prompts"] == 1000 and figures["convert"][0]["kept"] == 100
+    (viewer,) = figures["viewer"]
+    assert viewer["records"] == 2000 and viewer["index_s"] > 0 and len(viewer["latency_ms"]) == 15
     assert {p.name.split("-quick-")[1] for p in tmp_path.glob("*.png")} == {"efficiency.png", "cpu-per-request.png",
                                                                           "enqueue-memory.png"}
