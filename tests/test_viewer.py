@@ -206,6 +206,18 @@ def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data
         assert "Training data" not in page and "drop" not in client.get("/runs/newer/records").text
 
 
+def test_a_broken_line_is_listed_and_shown_as_it_is(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    run = tmp_path / "broken"
+    run.mkdir()
+    good = json.dumps(viewer_data.records[1])
+    (run / "conversations.jsonl").write_text(good + "\n" + '{"task_id": "t-cut", "prompt": <b>oops\n' + good + "\n")
+    with TestClient(create_app([run])) as client:
+        assert lines(index_of(client, "broken"), status="invalid") == [("conversation", 2)]
+        html = client.get("/runs/broken/conversation/2").text
+        assert "Unreadable line" in html and "not JSON" in html and "&lt;b&gt;oops" in html
+        assert client.get("/runs/broken/conversation/3").status_code == 200
+
+
 # --- one conversation ------------------------------------------------------------------------
 
 
