@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.viewer.catalog import ConvertOutput, RunFolder
-from distill.viewer.trajectory import final_answer, raw_timings, tool_meta, verdict_state
+from distill.viewer.rows import ParsedRow, parse_rows
+from distill.viewer.trajectory import verdict_state
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ VERDICTS_FILE = "verdicts.jsonl"
 INDEX_FORMAT = 1
 HEAD_BYTES = 4096
 PAGE_SIZE = 50
-SNIPPET_CHARS = 240
 BATCH_ROWS = 2000
 
 STATUSES = ("final_answer", "tool_limit", "error", "dead", "invalid")
@@ -154,41 +154,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _summary(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str | None, float | None]], str]:
-    """The row's columns, its tool calls (tool, outcome, seconds), and the searchable answer."""
-    if kind == "dead":
-        raw = data.get("partial_messages") or []
-        calls = [
-            (str(part.get("tool_name")), None, None)
-            for message in raw if isinstance(message, dict)
-            for part in message.get("parts") or [] if isinstance(part, dict) and part.get("part_kind") == "tool-call"
-        ]
-        teacher = (data.get("teacher") or {}).get("endpoint")
-        columns = {"status": "dead", "teacher": teacher, "error": str(data.get("reason") or "")[:500]}
-        return columns, calls, ""
-    meta = tool_meta(data)
-    timings = raw_timings(data.get("raw_messages"))
-    calls = []
-    for message in data.get("messages") or []:
-        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
-            call_id = call.get("id")
-            found = meta.get(call_id, {})
-            seconds = found.get("seconds", timings.tools.get(call_id))
-            calls.append((str((call.get("function") or {}).get("name")), found.get("outcome"), seconds))
-    usage = data.get("usage") or {}
-    timing = data.get("timings") or {}
-    columns = {
-        "status": str(data.get("status") or "invalid"),
-        "teacher": (data.get("teacher") or {}).get("endpoint"),
-        "own_verdict": verdict_state(data.get("verdict")),
-        "duration_s": timing.get("duration_s"),
-        "input_tokens": usage.get("input_tokens"),
-        "output_tokens": usage.get("output_tokens"),
-        "error": (str(data["error"])[:500] if data.get("error") else None),
-    }
-    return columns, calls, final_answer(data) or ""
-
-
 def default_index_dir() -> Path:
     """Where indexes persist between `distill view` sessions (the run folders stay untouched)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "view"
@@ -288,8 +253,8 @@ class RunIndex:
                 if size <= tail.offset:
                     self._db.execute("COMMIT")
                     return False
-                rows = self._read(handle, tail)
-            self._insert(kind, rows)
+                rows = self._read(handle, tail, BATCH_ROWS)
+            self._insert(parse_rows(kind, rows))
             if tail.offset <= HEAD_BYTES or not tail.head:
                 with path.open("rb") as handle:
                     tail.head = _digest(handle.read(min(HEAD_BYTES, tail.offset)))
@@ -302,8 +267,8 @@ class RunIndex:
         return bool(rows)
 
     @staticmethod
-    def _read(handle: Any, tail: _Tail) -> list[tuple[int, int, int, bytes]]:
-        """(line, ordinal, offset, bytes) of up to BATCH_ROWS complete lines after the tail; moves the tail."""
+    def _read(handle: Any, tail: _Tail, limit: int) -> list[tuple[int, int, int, bytes]]:
+        """(line, ordinal, offset, bytes) of up to `limit` complete lines after the tail; moves the tail."""
         rows: list[tuple[int, int, int, bytes]] = []
         handle.seek(tail.offset)
         for raw in handle:
@@ -317,33 +282,18 @@ class RunIndex:
                 continue
             tail.ordinal += 1
             rows.append((tail.line, tail.ordinal, start, raw))
-            if len(rows) >= BATCH_ROWS:
+            if len(rows) >= limit:
                 break
         return rows
 
-    def _insert(self, kind: str, rows: list[tuple[int, int, int, bytes]]) -> None:
+    def _insert(self, parsed: list[ParsedRow]) -> None:
         cursor = self._db.cursor()
-        for line, ordinal, start, raw in rows:
-            try:
-                data = json.loads(raw)
-                if not isinstance(data, dict):
-                    raise ValueError(f"a JSON {type(data).__name__}, not an object")
-                columns, calls, answer = _summary(kind, data)
-            except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
-                data, calls, answer = {}, [], ""
-                columns = {"status": "invalid", "error": f"line {line}: {error}"[:500]}
-            sample = data.get("sample")
-            prompt = str(data.get("prompt") or "")
+        for values, calls, prompt, answer in parsed:
             cursor.execute(
                 "INSERT INTO records (kind, line, ordinal, offset, length, task_id, sample, status, teacher, tool_calls,"
                 " own_verdict, duration_s, input_tokens, output_tokens, prompt_snippet, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    kind, line, ordinal, start, len(raw), data.get("task_id"),
-                    sample if isinstance(sample, int) else -1, columns["status"], columns.get("teacher"), len(calls),
-                    columns.get("own_verdict"), columns.get("duration_s"), columns.get("input_tokens"),
-                    columns.get("output_tokens"), prompt[:SNIPPET_CHARS], columns.get("error"),
-                ),
+                values,
             )
             record_id = cursor.lastrowid
             cursor.executemany(
