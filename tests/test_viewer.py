@@ -186,6 +186,29 @@ def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
     assert rewritten.parsed_here == count - 1 and len(fewer) == count - 1  # and no stale match (session checks)
 
 
+def test_two_viewers_share_one_index_without_doubling_rows(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    from distill.viewer.catalog import discover
+
+    run = tmp_path / "shared"
+    run.mkdir()
+    path = run / "conversations.jsonl"
+    shutil.copy(viewer_data.run_dir / "conversations.jsonl", path)
+    found = discover([run]).run("shared")
+    first, second = RunIndex(found, tmp_path / "indexes"), RunIndex(found, tmp_path / "indexes")
+    try:
+        first.refresh()
+        second.refresh()
+        assert (first.parsed_here, second.parsed_here) == (len(viewer_data.records), 0)
+        with path.open("a") as handle:
+            handle.write(json.dumps({**viewer_data.records[0], "task_id": "t-late"}) + "\n")
+        second.refresh()
+        assert second.parsed_here == 1 and lines(first) == lines(second)
+        assert len(lines(first)) == len(viewer_data.records) + 1 and first.parsed_here == len(viewer_data.records)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
     """A record-level verdict, a sample number and tool outcomes with their own timing (issues 13, 14)."""
     record = json.loads(json.dumps(viewer_data.records[0]))
