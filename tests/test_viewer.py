@@ -23,7 +23,7 @@ from distill.trainer.batches import load_split
 from distill.trainer.convert import convert
 from distill.trainer.render import load_tokenizer
 from distill.viewer.app import create_app
-from distill.viewer.index import Filters, RunIndex
+from distill.viewer.index import HEAD_BYTES, Filters, RunIndex
 from distill.viewer.learn import student_view
 from distill.viewer.trajectory import conversation_turns, final_answer, raw_timings
 
@@ -180,10 +180,21 @@ def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
         handle.write(json.dumps({**viewer_data.records[0], "task_id": "t-more"}) + "\n")
     grown, more = session()
     assert grown.parsed_here == 1 and more == [*every, ("conversation", count + 1)]
+    # A file shorter than the part that identifies it (a first dead letter), then longer: same rule.
+    dead = json.loads((viewer_data.run_dir / "dead.jsonl").read_text())
+    written = 0
+    for batch in (1, 12, 0):
+        with (run / "dead.jsonl").open("a") as handle:
+            for _ in range(batch):
+                written += 1
+                handle.write(json.dumps({**dead, "partial_messages": [], "task_id": f"d-{written}"}) + "\n")
+        dead_grown, with_dead = session()
+        assert dead_grown.parsed_here == batch and with_dead[-1] == ("dead", written)
+    assert (run / "dead.jsonl").stat().st_size > HEAD_BYTES
     # Rewritten rather than appended to (here: the first record gone): indexed again from the start.
     path.write_text("".join(json.dumps(r) + "\n" for r in viewer_data.records[1:]))
     rewritten, fewer = session()
-    assert rewritten.parsed_here == count - 1 and len(fewer) == count - 1  # and no stale match (session checks)
+    assert rewritten.parsed_here == count - 1 and len(fewer) == count - 1 + written  # no stale match (session checks)
 
 
 def test_two_viewers_share_one_index_without_doubling_rows(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 VERDICTS_FILE = "verdicts.jsonl"
 # Bump when the tables or what a row holds change: indexes kept from older sessions are rebuilt.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 HEAD_BYTES = 4096
 PAGE_SIZE = 50
 BATCH_ROWS = 2000
@@ -145,7 +145,8 @@ class _Tail:
     offset: int = 0
     line: int = 0
     ordinal: int = 0
-    head: str = ""  # digest of the first HEAD_BYTES bytes (or fewer, while the file is shorter)
+    head: str = ""  # digest of the file's first head_length bytes (HEAD_BYTES, or fewer while it is shorter)
+    head_length: int = 0
     last: str = ""  # digest of the last line indexed
     last_length: int = 0
 
@@ -230,7 +231,7 @@ class RunIndex:
         if size < tail.offset:
             return False
         handle.seek(0)
-        if _digest(handle.read(min(HEAD_BYTES, tail.offset))) != tail.head:
+        if _digest(handle.read(tail.head_length)) != tail.head:
             return False
         handle.seek(tail.offset - tail.last_length)
         return _digest(handle.read(tail.last_length)) == tail.last
@@ -255,9 +256,10 @@ class RunIndex:
                     return False
                 rows = self._read(handle, tail, BATCH_ROWS)
             self._insert(parse_rows(kind, rows))
-            if tail.offset <= HEAD_BYTES or not tail.head:
+            if tail.head_length < min(HEAD_BYTES, tail.offset):
                 with path.open("rb") as handle:
-                    tail.head = _digest(handle.read(min(HEAD_BYTES, tail.offset)))
+                    tail.head_length = min(HEAD_BYTES, tail.offset)
+                    tail.head = _digest(handle.read(tail.head_length))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"tail.{kind}", json.dumps(tail.__dict__)))
             self._db.execute("COMMIT")
         except BaseException:
