@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from starlette.testclient import TestClient
 from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
 from trainer_fixtures import write_jsonl
-from viewer_fixtures import MARKER, SCRIPT, ViewerData, viewer_data  # noqa: F401 - fixture
+from viewer_fixtures import MARKER, SCRIPT, ViewerData, verdict_line, viewer_data  # noqa: F401 - fixture
 
 from distill.trainer.batches import load_split
 from distill.trainer.convert import convert
 from distill.trainer.render import load_tokenizer
 from distill.viewer.app import create_app
+from distill.viewer.evals import eval_table
 from distill.viewer.index import HEAD_BYTES, Filters, RunIndex
 from distill.viewer.learn import student_view
 from distill.viewer.trajectory import conversation_turns, final_answer, raw_timings
@@ -56,7 +56,7 @@ def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: View
     summary = index_of(client).summary()
     statuses = Counter(record["status"] for record in viewer_data.records)
     assert summary["statuses"] == {**statuses, "dead": 1}
-    assert summary["pass_rate"] == 0.5  # one passed, one failed in verdicts.jsonl
+    assert summary["pass_rate"] == 2 / 3  # passed: one by verdicts.jsonl, one by reference; failed: one
     teachers = {row["teacher"]: row for row in summary["teachers"]}
     assert teachers["alpha"]["conversations"] == sum(r["teacher"]["endpoint"] == "alpha" for r in viewer_data.records)
     assert teachers["alpha"]["dead"] == 1 and teachers["beta"]["dead"] == 0
@@ -70,7 +70,7 @@ def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: View
     # Real records carry pydantic-ai's history: every tool has a time.
     assert all(row["p50"] is not None and row["p95"] >= row["p50"] for row in tools.values())
     page = client.get("/runs/viewer-run").text
-    assert "50.0 %" in page and "alpha" in page and "beta" in page
+    assert "66.7 %" in page and "alpha" in page and "beta" in page
     assert "status is not final_answer" in page  # the convert report's drop reasons, linked
 
 
@@ -90,9 +90,13 @@ def test_filters_by_status_teacher_and_tool_calls(client: TestClient, viewer_dat
 
 def test_filter_by_verdict_reads_verdicts_file(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
     index = index_of(client)
-    assert lines(index, verdict="passed") == [("conversation", viewer_data.line_of("t-script"))]
+    # t-script passed and t-settings failed by verdicts.jsonl; t-retries passed by its own reference.
+    passed = sorted(("conversation", viewer_data.line_of(t)) for t in ("t-script", "t-retries"))
+    assert viewer_data.records[viewer_data.line_of("t-retries") - 1]["verdict"]["method"] == "reference"
+    assert lines(index, verdict="passed") == passed
     assert lines(index, verdict="failed") == [("conversation", viewer_data.line_of("t-settings"))]
-    assert len(lines(index, verdict="none")) == len(viewer_data.records) + 1 - 2
+    assert len(lines(index, verdict="unverified")) == len(viewer_data.records) - 3
+    assert lines(index, verdict="none") == [("dead", 1)]  # a dead letter has no verdict
 
 
 def test_filter_by_drop_reason_follows_the_convert_report(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
@@ -149,7 +153,7 @@ def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) ->
             assert index.page(Filters()).total == before
             handle.write(extra[100:] + "\n")
         assert index.page(Filters(q="new question")).total == 1
-        (run / "verdicts.jsonl").write_text(json.dumps({"task_id": "t-new", "passed": False, "method": "judge"}) + "\n")
+        (run / "verdicts.jsonl").write_text(json.dumps(verdict_line("t-new", False, "judge", "no")) + "\n")
         assert lines(index, verdict="failed") == [("conversation", before + 1)]
 
 
@@ -297,7 +301,6 @@ def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: View
     run = state.catalog.run("viewer-run")
     index = state.index(run)
     tokenizer = load_tokenizer(viewer_data.model)
-    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
     checked = 0
     for line, record in enumerate(viewer_data.records, start=1):
         if line in {drop.line for drop in viewer_data.report.drops}:
@@ -305,7 +308,7 @@ def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: View
         view = student_view(record, state.locator(run.convert), state.tokenizers, None,
                             kept_before=index.kept_before(line))
         # What the trainer itself loads from that split file.
-        dataset = load_split(run.convert.split_path(view.split), tokenizer, max_seq_length=100_000, console=quiet)
+        dataset = load_split(run.convert.split_path(view.split), tokenizer, max_seq_length=100_000)
         tokens, mask = dataset[view.line - 1]
         assert [p.token for p in view.pieces] == tokens.tolist()
         assert [p.trained for p in view.pieces] == [bool(m) and i > 0 for i, m in enumerate(mask.tolist())]
@@ -353,9 +356,13 @@ def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, vie
 
 def test_eval_page_puts_variants_side_by_side(client: TestClient) -> None:
     html = client.get("/evals/adapter").text
-    assert "<th>base</th><th>adapter</th>" in html.replace("\n", "")
+    assert "<th>base</th><th>adapter</th><th>teacher</th>" in html.replace("\n", "")
     assert "I think it is &lt;b&gt;somewhere&lt;/b&gt;." in html and "In config.py." in html
     assert "tool limit" in html
+    table = eval_table(json.loads(client.app.state.viewer.catalog.eval("adapter").path.read_text()))  # type: ignore[attr-defined]
+    first = table.rows[0]
+    assert [cell.correct for cell in first.cells] == [False, True, True]  # eval's own verdicts, per variant
+    assert dict(table.totals)["correct"] == [0, 2, 2] and html.count("badge verdict-passed") == 4 and html.count("badge verdict-failed") == 1
 
 
 # --- the command -----------------------------------------------------------------------------

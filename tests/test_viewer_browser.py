@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
 from viewer_fixtures import MARKER, ViewerData, viewer_data  # noqa: F401 - fixture
 
@@ -153,8 +152,7 @@ def test_see_what_the_student_learns(browser: object, server: str, shots: Path, 
     convert = catalog.run("viewer-run").convert
     view = student_view(viewer_data.records[line - 1], SplitLocator(convert), Tokenizers(), None)
     tokenizer = load_tokenizer(viewer_data.model)
-    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-    tokens, mask = load_split(convert.split_path(view.split), tokenizer, max_seq_length=100_000, console=quiet)[view.line - 1]
+    tokens, mask = load_split(convert.split_path(view.split), tokenizer, max_seq_length=100_000)[view.line - 1]
     assert len(trained) + len(masked) == len(tokens)
     assert len(trained) == int(mask[1:].sum())
     expected = "".join(MaskedTokens(text="", tokens=tokens.tolist(), mask=mask.tolist()).trained_text(tokenizer))
@@ -180,7 +178,7 @@ def test_eval_side_by_side(browser: object, server: str, shots: Path) -> None:
     driver.get(server)  # type: ignore[attr-defined]
     driver.find_element(By.LINK_TEXT, "eval: adapter").click()  # type: ignore[attr-defined]
     headers = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#eval-prompts thead th")]  # type: ignore[attr-defined]
-    assert headers == ["prompt", "base", "adapter"]
+    assert headers == ["prompt", "base", "adapter", "teacher"]
     first = driver.find_elements(By.CSS_SELECTOR, "#eval-prompts tbody tr")[0].text  # type: ignore[attr-defined]
     assert "I think it is <b>somewhere</b>." in first and "In config.py." in first
     shoot(driver, shots, "eval")

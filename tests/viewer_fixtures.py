@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from trainer_fixtures import write_jsonl
 
 from distill.shared.records import DeadLetter, PromptTask
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from distill.shared.verdicts import VERDICTS_FILE, Verdict, VerdictRecord
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.trainer.convert import ConvertReport, convert
 from distill.trainer.evaluate import EvalReport, PromptEval, VariantEval, totals_of
@@ -59,16 +61,17 @@ async def _conversations(base_url: str, workspace: Path) -> list[dict[str, Any]]
     from distill.worker.tools import Workspace
 
     plans = [
-        # (task id, prompt, teacher name, max tool calls): two teachers, a loop-guard stop.
-        ("t-script", f"Where is {MARKER} used?", "alpha", 8),
-        ("t-settings", "Where is parse_settings defined?", "alpha", 8),
-        ("t-retries", "How many retries does parse_settings allow?", "beta", 8),
-        ("t-limit", "Explain parse_settings completely.", "beta", 1),
+        # (task id, prompt, teacher name, max tool calls, expected answer): two teachers, a
+        # loop-guard stop, one answer the worker checks against its reference (a passed verdict).
+        ("t-script", f"Where is {MARKER} used?", "alpha", 8, None),
+        ("t-settings", "Where is parse_settings defined?", "alpha", 8, None),
+        ("t-retries", "How many retries does parse_settings allow?", "beta", 8, "parse_settings"),
+        ("t-limit", "Explain parse_settings completely.", "beta", 1, None),
     ]
     records = []
-    for task_id, prompt, name, max_calls in plans:
+    for task_id, prompt, name, max_calls, expected in plans:
         teacher = TeacherConfig(name=name, base_url=base_url, model="sim-teacher")
-        task = PromptTask(task_id=task_id, run="viewer-run", prompt=prompt)
+        task = PromptTask(task_id=task_id, run="viewer-run", prompt=prompt, expected=expected)
         limits = GenerationLimits(max_tool_calls=max_calls)
         conversation = await run_conversation(
             task, teacher, Workspace(workspace), limits, system_prompt=DEFAULT_SYSTEM_PROMPT
@@ -98,13 +101,15 @@ def _eval_report(root: Path) -> Path:
             id=id_, prompt=f"Question {id_}: where is parse_settings?", status=status,  # type: ignore[arg-type]
             tool_calls=len(calls), distinct_calls=len(set(calls)), repeated_calls=len(calls) - len(set(calls)),
             final_answer=status == "final_answer", hit_tool_limit=status == "tool_limit", calls=calls,
-            answer=answer, seconds=1.5,
+            answer=answer, seconds=1.5, correct=None if answer is None else "config.py" in answer,
         )
 
     base = [prompt("e1", "final_answer", [], "I think it is <b>somewhere</b>."),
             prompt("e2", "tool_limit", ['grep({"pattern":"x"})'] * 5, None)]
     adapter = [prompt("e1", "final_answer", ['grep({"pattern":"parse_settings"})'], "In config.py."),
                prompt("e2", "final_answer", ['grep({"pattern":"x"})'], "Found it in config.py.")]
+    teacher = [prompt("e1", "final_answer", ['grep({"pattern":"parse_settings"})'], "config.py, line 1."),
+               prompt("e2", "final_answer", ['read_file({"path":"config.py"})'], "In config.py.")]
     report = EvalReport(
         model="tiny", adapter_path="adapter", prompts_file="held-out.jsonl", workspace="workspace",
         max_tool_calls=5, max_tokens=128,
@@ -112,12 +117,22 @@ def _eval_report(root: Path) -> Path:
             VariantEval(name="base", server_log="base.log", prompts=base, totals=totals_of(base)),
             VariantEval(name="adapter", adapter_path="adapter", server_log="adapter.log", prompts=adapter,
                         totals=totals_of(adapter)),
+            VariantEval(name="teacher", server_log="", prompts=teacher, totals=totals_of(teacher)),
         ],
     )
     path = root / "runs" / "viewer-run" / "adapter" / "eval" / "eval.json"
     path.parent.mkdir(parents=True)
     path.write_text(report.model_dump_json(indent=2))
     return path
+
+
+def verdict_line(task_id: str, passed: bool | None, method: str, detail: str) -> dict[str, Any]:
+    """One line of RUN/verdicts.jsonl, as `distill verify` writes it."""
+    record = VerdictRecord(
+        task_id=task_id, run="viewer-run", created_at=datetime.now(timezone.utc),
+        verdict=Verdict(passed=passed, method=method, detail=detail),  # type: ignore[arg-type]
+    )
+    return record.model_dump(mode="json")
 
 
 def build_viewer_data(root: Path, model: Path) -> ViewerData:
@@ -136,10 +151,10 @@ def build_viewer_data(root: Path, model: Path) -> ViewerData:
     write_jsonl(run_dir / "conversations.jsonl", records)
     write_jsonl(run_dir / "dead.jsonl", [_dead_letter(records[0])])
     write_jsonl(
-        run_dir / "verdicts.jsonl",
+        run_dir / VERDICTS_FILE,
         [
-            {"task_id": "t-script", "verdict": {"passed": True, "method": "reference", "detail": "names page.html"}},
-            {"task_id": "t-settings", "verdict": {"passed": False, "method": "judge", "detail": "wrong file"}},
+            verdict_line("t-script", True, "reference", "names page.html"),
+            verdict_line("t-settings", False, "judge", "wrong file"),
         ],
     )
     data_dir = run_dir / "train-data"

@@ -146,7 +146,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
 
         snapshot = read_progress_snapshot(run.path) or {}
         return page(
-            request, "run.html", run=run, summary=index.summary(), snapshot=snapshot,
+            request, "run.html", run=run, summary=index.summary(), snapshot=snapshot, verdicts_error=index.verdicts_error,
             endpoints=snapshot.get("endpoints") or {}, convert=run.convert,
         )
 

@@ -27,15 +27,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from distill.shared.verdicts import VERDICTS_FILE, VerdictsFileError, latest_verdicts
 from distill.viewer.catalog import ConvertOutput, RunFolder
 from distill.viewer.rows import ParsedRow, parse_rows
 from distill.viewer.trajectory import verdict_state
 
 logger = logging.getLogger(__name__)
 
-VERDICTS_FILE = "verdicts.jsonl"
 # Bump when the tables or what a row holds change: indexes kept from older sessions are rebuilt.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 HEAD_BYTES = 4096
 PAGE_SIZE = 50
 BATCH_ROWS = 2000
@@ -54,7 +54,7 @@ CREATE TABLE records (
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
     task_id TEXT,
-    sample INTEGER NOT NULL,       -- -1 when the record has none
+    sample INTEGER NOT NULL,       -- 0 when the record has none (as task keys count)
     status TEXT NOT NULL,
     teacher TEXT,
     tool_calls INTEGER NOT NULL,
@@ -180,6 +180,8 @@ class RunIndex:
         self._verdicts_stamp: list[int] | None = _UNSET
         self._convert: ConvertOutput | None = _UNSET
         self.converted_records = 0
+        # Why verdicts.jsonl could not be read (shown on the run page), if it could not.
+        self.verdicts_error: str | None = None
         # Lines this process parsed (a reused index parses only what was appended since).
         self.parsed_here = 0
         # Changes whenever what the pages show may have changed; summaries are cached per version.
@@ -315,11 +317,22 @@ class RunIndex:
         self._verdicts_stamp = stamp
         if stamp == known:
             return False
+        try:
+            latest = latest_verdicts(path)  # the reader convert and verify use: one format, one rule
+            self.verdicts_error = None
+        except VerdictsFileError as error:
+            logger.warning("%s", error)
+            latest, self.verdicts_error = {}, str(error)
+        rows = [
+            (task_id, sample, verdict_state(verdict.model_dump()), verdict.method, verdict.detail)
+            for (task_id, sample), verdict in latest.items()
+        ]
         with self._transaction():
             self._db.execute("DELETE FROM verdicts")
-            if stamp is not None:
-                self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", list(_verdict_lines(path)))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('verdicts', ?)", (json.dumps(stamp),))
+            self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", rows)
+            # A file that failed to read is read again next session (and says why again).
+            known_stamp = stamp if self.verdicts_error is None else "unreadable"
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('verdicts', ?)", (json.dumps(known_stamp),))
         return True
 
     def _load_drops(self, convert: ConvertOutput | None) -> bool:
@@ -425,7 +438,7 @@ class RunIndex:
             ).fetchall()
         rows = [Row(*row) for row in found]
         for row in rows:
-            row.sample = None if row.sample == -1 else row.sample
+            row.sample = row.sample or None  # sample 0 is the prompt itself: not worth a label
         return Page(rows=rows, total=total, page=page, pages=pages)
 
     def record(self, kind: str, line: int) -> dict[str, Any] | None:
@@ -451,7 +464,7 @@ class RunIndex:
         with self._lock:
             found = self._db.execute(
                 "SELECT state, method, detail FROM verdicts WHERE task_id = ? AND sample = ?",
-                (task_id, sample if isinstance(sample, int) else -1),
+                (task_id, sample if isinstance(sample, int) else 0),
             ).fetchone()
         return {"state": found[0], "method": found[1], "detail": found[2]} if found else None
 
@@ -552,27 +565,3 @@ class RunIndex:
             return self._memo("teachers", lambda: [
                 t for (t,) in self._db.execute("SELECT DISTINCT teacher FROM records WHERE teacher IS NOT NULL ORDER BY 1")
             ])
-
-
-def _verdict_lines(path: Path) -> Iterator[tuple[str, int, str, str | None, str | None]]:
-    """(task_id, sample, state, method, detail) per line; a later line for the same key wins."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                if raw.strip():
-                    logger.warning("%s:%d: not JSON, skipped", path, number)
-                continue
-            if not isinstance(data, dict) or not data.get("task_id"):
-                continue
-            verdict = data.get("verdict") if isinstance(data.get("verdict"), dict) else data
-            state = verdict_state(verdict)
-            if state is None:
-                continue
-            sample = data.get("sample")
-            detail = verdict.get("detail")
-            yield (
-                str(data["task_id"]), sample if isinstance(sample, int) else -1, state,
-                verdict.get("method"), None if detail is None else str(detail),
-            )

@@ -235,8 +235,8 @@ def student_view(
     path: Path = locator.convert.split_path(where.split)
     with path.open("rb") as handle:
         handle.seek(where.offset)
-        line = handle.read(where.length).decode("utf-8")
-    masked = masked_line(path, where.line, line, tokenizer, train_on)
+        data = json.loads(handle.read(where.length))
+    masked = masked_line(path, where.line, data, tokenizer, train_on)
     return StudentView(
         split=where.split,
         line=where.line,

@@ -67,7 +67,7 @@ def parse_rows(kind: str, rows: list[tuple[int, int, int, bytes]]) -> list[Parse
         sample = data.get("sample")
         prompt = str(data.get("prompt") or "")
         values = (
-            kind, line, ordinal, start, len(raw), data.get("task_id"), sample if isinstance(sample, int) else -1,
+            kind, line, ordinal, start, len(raw), data.get("task_id"), sample if isinstance(sample, int) else 0,
             columns["status"], columns.get("teacher"), len(calls), columns.get("own_verdict"),
             columns.get("duration_s"), columns.get("input_tokens"), columns.get("output_tokens"),
             prompt[:SNIPPET_CHARS], columns.get("error"),
