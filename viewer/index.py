@@ -517,11 +517,13 @@ class RunIndex:
             for tool, calls, ok, tool_error, infra, unknown, timed in tools
         ]
         passed, failed = verdicts.get("passed", 0), verdicts.get("failed", 0)
+        # As convert's report counts it: passed over every readable conversation, verified or not.
+        judged = sum(verdicts.values()) - statuses.get("invalid", 0)
         return {
             "statuses": statuses,
             "total": sum(statuses.values()),
             "verdicts": verdicts,
-            "pass_rate": passed / (passed + failed) if passed + failed else None,
+            "pass_rate": passed / judged if passed + failed and judged else None,
             "teachers": [
                 {
                     "teacher": t[0], "conversations": t[1] or 0, "dead": t[2] or 0, "final_answers": t[3] or 0,
