@@ -236,7 +236,13 @@ def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data
     run = tmp_path / "newer"
     run.mkdir()
     (run / "conversations.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(viewer_data.records[1]) + "\n")
+    (run / "progress.json").write_text(json.dumps({
+        "run": "newer", "total": 2, "tool_processes": 2,
+        "tools": {"grep": {"ok": 3, "tool_error": 1, "infra_error": 0, "p50_ms": 12.5, "p95_ms": 40.0}},
+    }))
     with TestClient(create_app([run])) as client:
+        run_page = client.get("/runs/newer").text
+        assert "2 tool processes" in run_page and "12 ms" in run_page and "40 ms" in run_page
         index = index_of(client, "newer")
         assert lines(index, verdict="failed") == [("conversation", 1)]
         tools = {row["tool"]: row for row in index.summary()["tools"]}
