@@ -370,7 +370,8 @@ def test_eval_page_puts_variants_side_by_side(client: TestClient) -> None:
     table = eval_table(json.loads(client.app.state.viewer.catalog.eval("adapter").path.read_text()))  # type: ignore[attr-defined]
     first = table.rows[0]
     assert [cell.correct for cell in first.cells] == [False, True, True]  # eval's own verdicts, per variant
-    assert dict(table.totals)["correct"] == [0, 2, 2] and html.count("badge verdict-passed") == 4 and html.count("badge verdict-failed") == 1
+    assert dict(table.totals)["correct"] == [0, 2, 2] and html.count("badge verdict-passed") == 4
+    assert "100.0 %" in html  # accuracy, a share, as a percentage and html.count("badge verdict-failed") == 1
 
 
 # --- the command -----------------------------------------------------------------------------

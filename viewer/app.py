@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from distill.trainer.convert import DROP_DESCRIPTIONS, DropReason
 from distill.viewer.catalog import Catalog, ConvertOutput, RunFolder, discover, has_splits
-from distill.viewer.evals import eval_table
+from distill.viewer.evals import SHARES, eval_table
 from distill.viewer.index import KEPT, NOT_CONVERTED, STATUSES, VERDICTS, Filters, RunIndex
 from distill.viewer.learn import LearnError, SplitLocator, Tokenizers, student_view
 from distill.viewer.trajectory import conversation_turns, raw_turns, verdict_state
@@ -219,7 +219,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
         found = state.catalog.eval(request.path_params["eval"]) or state.rescan().eval(request.path_params["eval"])
         if found is None:
             raise HTTPException(404, "no such evaluation")
-        return page(request, "eval.html", evaluation=found, table=eval_table(found.report))
+        return page(request, "eval.html", evaluation=found, table=eval_table(found.report), shares=SHARES)
 
     async def not_found(request: Request, error: Exception) -> HTMLResponse:
         detail = getattr(error, "detail", str(error))

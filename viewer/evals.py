@@ -11,10 +11,12 @@ from typing import Any
 
 # Totals in the order a reader compares them; any other numeric total follows.
 TOTALS_ORDER = (
-    "prompts", "correct", "accuracy", "final_answers", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
+    "prompts", "with_reference", "correct", "accuracy", "final_answers", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
     "repeated_calls", "invalid_calls", "tool_limit_hits", "errors",
 )
 CORRECT_KEYS = ("correct", "passed")
+# Totals that are shares of one, shown as percentages.
+SHARES = ("accuracy",)
 
 
 @dataclass
