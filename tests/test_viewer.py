@@ -354,6 +354,25 @@ def test_student_view_finds_lines_where_convert_put_them(tmp_path: Path, viewer_
         assert locator.full_scans == 0
 
 
+def test_student_view_of_text_format_training_data(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+    """`convert --format text` writes rendered text: found by its rendering, trained on every token."""
+    base = viewer_data.records[viewer_data.line_of("t-settings") - 1]
+    records = [{**base, "task_id": f"t-{n}"} for n in range(3)]
+    for number, record in enumerate(records):
+        record["messages"] = [*base["messages"][:-1], {**base["messages"][-1], "content": f"Answer {number}."}]
+    run = tmp_path / "texty"
+    write_jsonl(run / "conversations.jsonl", records)
+    convert(run, viewer_data.model, run / "data", max_seq_length=100_000, format="text")
+    with TestClient(create_app([run])) as client:
+        html = client.get("/runs/texty/conversation/2/learn").text
+        assert 'class="trained"' in html and 'class="masked"' in html  # the first token: nothing predicts it
+        state = client.app.state.viewer  # type: ignore[attr-defined]
+        found = state.catalog.run("texty")
+        view = student_view(records[1], state.locator(found.convert), state.tokenizers, None)
+        assert all(piece.trained for piece in view.pieces[1:])  # the text format trains on every token
+        assert "Answer 1." in "".join(piece.text for piece in view.pieces)
+
+
 def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
     html = client.get(f"/runs/viewer-run/conversation/{viewer_data.line_of('t-limit')}/learn").text
     assert "convert left this conversation out (status is not final_answer)" in html
