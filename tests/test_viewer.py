@@ -285,6 +285,7 @@ def test_conversation_page_shows_calls_results_and_times(client: TestClient, vie
     assert "&#34;pattern&#34;: &#34;injectedscript&#34;" in html
     assert "names page.html" in html and "verdicts.jsonl" in html
     assert f"/runs/viewer-run/conversation/{line}/learn" in html
+    assert f'rel="next" href="/runs/viewer-run/conversation/{line + 1}"' in html and 'rel="prev"' not in html
 
 
 def test_dead_letter_page_shows_reason_and_partial_history(client: TestClient) -> None:

@@ -188,7 +188,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
         learnable = kind == "conversation" and run.convert is not None and (drop or {}).get("reason") == KEPT
         return page(
             request, "record.html", run=run, kind=kind, line=line, data=data, turns=turns,
-            verdict=verdict, drop=drop, learnable=learnable, back=request.query_params.get("back", ""),
+            verdict=verdict, drop=drop, learnable=learnable, neighbours=index.neighbours(kind, line),
         )
 
     def learn(request: Request) -> HTMLResponse:

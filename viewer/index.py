@@ -460,6 +460,15 @@ class RunIndex:
             return {"_invalid": f"{path}:{line}: not JSON ({error})", "_raw": raw.decode("utf-8", "replace")}
         return data if isinstance(data, dict) else {"_invalid": f"{path}:{line}: not a JSON object"}
 
+    def neighbours(self, kind: str, line: int) -> tuple[int | None, int | None]:
+        """The lines of the records before and after `line` in its file (None at either end)."""
+        with self._lock:
+            before = self._db.execute(
+                "SELECT MAX(line) FROM records WHERE kind = ? AND line < ?", (kind, line)
+            ).fetchone()[0]
+            after = self._db.execute("SELECT MIN(line) FROM records WHERE kind = ? AND line > ?", (kind, line)).fetchone()[0]
+        return before, after
+
     def verdict_of(self, task_id: str | None, sample: int | None) -> dict[str, Any] | None:
         with self._lock:
             found = self._db.execute(
