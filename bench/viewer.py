@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def template_record(root: Path) -> dict[str, Any]:
 
 def write_run(run: Path, count: int, template: dict[str, Any]) -> dict[str, Any]:
     from distill.shared.records import DeadLetter
+    from distill.shared.verdicts import Verdict, VerdictRecord
 
     run.mkdir(parents=True)
     one_call = template["messages"][:4] + [template["messages"][-1]]
@@ -69,8 +71,9 @@ def write_run(run: Path, count: int, template: dict[str, Any]) -> dict[str, Any]
             record["messages"] = template["messages"] if index % 3 else one_call
             out.write(json.dumps(record) + "\n")
             if index % 3 == 0:
-                verdicts.write(json.dumps({"task_id": record["task_id"], "verdict": {
-                    "passed": index % 2 == 0, "method": "reference", "detail": ""}}) + "\n")
+                line = VerdictRecord(task_id=record["task_id"], run="bench", created_at=datetime.now(timezone.utc),
+                                     verdict=Verdict(passed=index % 2 == 0, method="judge", detail=""))
+                verdicts.write(line.model_dump_json() + "\n")
             if status != "final_answer":
                 drops.append({"line": index + 1, "task_id": record["task_id"], "reason": "status_not_final_answer",
                               "detail": f"status {status}"})

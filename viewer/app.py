@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from distill.coordinator.progress import read_progress_snapshot
 from distill.trainer.convert import DROP_DESCRIPTIONS, DropReason
 from distill.viewer.catalog import Catalog, ConvertOutput, RunFolder, discover, has_splits
 from distill.viewer.evals import SHARES, eval_table
@@ -142,8 +143,6 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
 
     def run_page(request: Request) -> HTMLResponse:
         run, index = find_run(request)
-        from distill.coordinator.progress import read_progress_snapshot
-
         snapshot = read_progress_snapshot(run.path) or {}
         return page(
             request, "run.html", run=run, summary=index.summary(), snapshot=snapshot, verdicts_error=index.verdicts_error,
@@ -185,10 +184,9 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
             turns = conversation_turns(data)
         else:
             turns = raw_turns(data.get("partial_messages"))
-        learnable = kind == "conversation" and run.convert is not None and (drop or {}).get("reason") == KEPT
         return page(
             request, "record.html", run=run, kind=kind, line=line, data=data, turns=turns,
-            verdict=verdict, drop=drop, learnable=learnable, neighbours=index.neighbours(kind, line),
+            verdict=verdict, drop=drop, neighbours=index.neighbours(kind, line),
         )
 
     def learn(request: Request) -> HTMLResponse:
