@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE
 from distill.trainer.convert import REPORT_FILE, SPLITS
 from distill.trainer.evaluate import EVAL_FILE
 
