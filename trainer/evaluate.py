@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.shared.connection import redact_url
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
-from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
@@ -120,6 +120,8 @@ def evaluate(
     max_tokens: int = 512,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     custom_tools: Sequence[str] = (),
+    builtin_tools: Sequence[BuiltinTool] = BUILTIN_TOOLS,
+    tool_docs: Literal["full", "brief"] = "full",
     include_base: bool = True,
     teacher: TeacherConfig | None = None,
     limit: int | None = None,
@@ -134,8 +136,9 @@ def evaluate(
     OUT/tool_calls.png and the servers' logs (OUT defaults to ADAPTER/eval, or ./eval without an
     adapter) and returns the report; the caller shows it. `max_tool_calls` is the loop guard
     (hitting it counts as a loop); `limit` evaluates only the first N prompts. Prompts with an
-    `expected` answer are scored correct or not. Raises TrainerError for bad inputs or a server
-    that won't start.
+    `expected` answer are scored correct or not. Offer the tools (`builtin_tools`, `tool_docs`,
+    `custom_tools`) and `system_prompt` the training conversations had, so the student is served
+    the prompt it learned from. Raises TrainerError for bad inputs or a server that won't start.
     """
     model_source = check_model_source(model) if model is not None else None
     if model_source is None and adapter_path is not None:
@@ -149,6 +152,8 @@ def evaluate(
         max_tool_calls=max_tool_calls,
         max_requests=max_requests or max_tool_calls + 3,
         conversation_timeout_s=max(request_timeout_s * 2, 60.0),
+        builtin_tools=list(builtin_tools),
+        tool_docs=tool_docs,
     )
     run = _Agent(workspace, limits, system_prompt, tuple(custom_tools), max_tokens, request_timeout_s, on_prompt)
     variants = [

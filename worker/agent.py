@@ -75,9 +75,23 @@ def local_worker_info(actor: str = "local") -> WorkerInfo:
 
 
 def build_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> list[Tool[Any]]:
-    functions = builtin_tools(workspace) + [_never_raises(load_custom_tool(spec)) for spec in custom_tools]
+    offered = [f for f in builtin_tools(workspace) if f.__name__ in limits.builtin_tools]
+    if limits.tool_docs == "brief":
+        offered = [_briefly(f) for f in offered]
+    functions = offered + [_never_raises(load_custom_tool(spec)) for spec in custom_tools]
     # A tool that times out is reported to the teacher like any other tool error.
     return [Tool(function, max_retries=2, timeout=limits.tool_timeout_s) for function in functions]
+
+
+def _briefly(function: Callable[..., str]) -> Callable[..., str]:
+    """The same tool, described by the first paragraph of its docstring only."""
+
+    @functools.wraps(function)
+    def brief(*args: Any, **kwargs: Any) -> str:
+        return function(*args, **kwargs)
+
+    brief.__doc__ = (function.__doc__ or "").strip().split("\n\n")[0]
+    return brief
 
 
 def _never_raises(function: Callable[..., Any]) -> Callable[..., str]:

@@ -1,0 +1,425 @@
+"""Questions with known answers, synthesized from a code base: `distill prompts synth`.
+
+The answers come from the code itself, read with `ast` and the file tree, never from a model:
+where a function or class is defined, which file defines a method of a class, which files import a
+module, what a function's parameters are. Each prompt line carries its `expected` answer in the
+prompts format's reference shape (a string the answer must contain, or {"all": [...]}, or
+{"regex": ...}), so the same file starts a run and grades the student afterwards.
+
+The split is by name: held-out questions ask about names that no training question mentions, so a
+student can only answer them by using the tools, not by remembering.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from distill.shared.errors import DistillError
+from distill.worker.tools import VCS_DIRS, WALK_SKIPPED_DIRS, ToolLimits
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["defined", "method", "importers", "params"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+
+# Names shorter than this match too much by accident ("run" is in "rerun"), in grep and in answers.
+MIN_NAME_CHARS = 4
+# "Which files import M?" only for modules a short answer can list in full.
+MAX_IMPORTERS = 4
+MAX_PARAMS = 6
+SELF_NAMES = frozenset({"self", "cls"})
+
+
+class SynthError(DistillError):
+    """The workspace or the options cannot give a prompts file."""
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One `def` or `class` statement, at any depth."""
+
+    name: str
+    kind: Literal["function", "class"]
+    path: str
+    line: int
+    top_level: bool
+    # For functions: parameter names in order, without self/cls.
+    params: tuple[str, ...] = ()
+    # For methods: the class whose body holds the def.
+    owner: str | None = None
+
+
+@dataclass
+class CodeFacts:
+    """What the questions are made of: every definition, and who imports which module."""
+
+    files: list[str] = field(default_factory=list)
+    unparsable: list[str] = field(default_factory=list)
+    definitions: list[Definition] = field(default_factory=list)
+    # Workspace module (dotted) -> its file.
+    modules: dict[str, str] = field(default_factory=dict)
+    # Workspace module (dotted) -> files that import it.
+    importers: dict[str, set[str]] = field(default_factory=dict)
+
+    def by_name(self) -> dict[str, list[Definition]]:
+        found: dict[str, list[Definition]] = defaultdict(list)
+        for definition in self.definitions:
+            found[definition.name].append(definition)
+        return found
+
+
+@dataclass(frozen=True)
+class SynthTask:
+    """One question, its reference answer, and the names it asks about (the split's unit)."""
+
+    kind: Kind
+    subject: str
+    prompt: str
+    expected: str | dict[str, Any]
+    names: frozenset[str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+    def line(self, split: Literal["train", "heldout"]) -> dict[str, Any]:
+        return {"id": self.id, "prompt": self.prompt, "expected": self.expected,
+                "metadata": {"kind": self.kind, "subject": self.subject, "split": split}}
+
+
+@dataclass
+class SynthReport:
+    workspace: Path
+    train_file: Path
+    heldout_file: Path | None
+    files_scanned: int
+    unparsable: list[str]
+    candidates: dict[str, int]
+    train: dict[str, int]
+    heldout: dict[str, int]
+    # Training questions left out because they mention a held-out name.
+    excluded_for_overlap: int
+    train_tasks: list[SynthTask] = field(default_factory=list, repr=False)
+    heldout_tasks: list[SynthTask] = field(default_factory=list, repr=False)
+
+
+# --- reading the code ---------------------------------------------------------------------------
+
+
+def python_files(root: Path) -> list[str]:
+    """Workspace-relative paths of the Python files the tools' grep also searches, sorted."""
+    limit = ToolLimits().max_file_bytes
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in VCS_DIRS and d not in WALK_SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.endswith(".py") and not path.is_symlink() and path.stat().st_size <= limit:
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def module_name(path: str) -> str:
+    """`pkg/sub/mod.py` -> `pkg.sub.mod`; a package's `__init__.py` is the package."""
+    parts = path.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def read_facts(root: Path) -> CodeFacts:
+    """Parse every Python file of the workspace; files that don't parse are listed, not fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SynthError(f"{root}: workspace folder not found")
+    facts = CodeFacts(files=python_files(root))
+    imported: dict[str, set[str]] = defaultdict(set)
+    for path in facts.files:
+        facts.modules[module_name(path)] = path
+    for path in facts.files:
+        try:
+            tree = ast.parse((root / path).read_bytes(), filename=path)
+        except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError):
+            facts.unparsable.append(path)
+            continue
+        facts.definitions.extend(_definitions(tree, path))
+        for name in imported_modules(tree, module_name(path), path.endswith("__init__.py")):
+            imported[name].add(path)
+    facts.importers = _resolve_imports(imported, facts.modules)
+    return facts
+
+
+def _definitions(tree: ast.Module, path: str) -> Iterable[Definition]:
+    def visit(node: ast.AST, top_level: bool, owner: str | None) -> Iterable[Definition]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                yield Definition(child.name, "class", path, child.lineno, top_level, owner=owner)
+                yield from visit(child, False, child.name)
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield Definition(child.name, "function", path, child.lineno, top_level, function_params(child.args), owner)
+                yield from visit(child, False, None)
+            else:
+                yield from visit(child, top_level and isinstance(child, ast.If | ast.Try), owner)
+
+    return visit(tree, True, None)
+
+
+def function_params(arguments: ast.arguments) -> tuple[str, ...]:
+    """Parameter names in order (positional, *args, keyword-only, **kwargs), without self and cls."""
+    named = [*arguments.posonlyargs, *arguments.args]
+    every = [a.arg for a in named]
+    if arguments.vararg:
+        every.append(arguments.vararg.arg)
+    every += [a.arg for a in arguments.kwonlyargs]
+    if arguments.kwarg:
+        every.append(arguments.kwarg.arg)
+    return tuple(name for name in every if name not in SELF_NAMES)
+
+
+def imported_modules(tree: ast.Module, module: str, is_package: bool) -> Iterable[str]:
+    """Dotted names the code of `module` imports, relative imports resolved against its package."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".") if package else []
+                anchor = anchor[: len(anchor) - (node.level - 1)] if node.level > 1 else anchor
+                base = ".".join([*anchor, *([base] if base else [])])
+            if base:
+                yield base
+            # `from pkg import mod` imports the module pkg.mod when there is one.
+            yield from (f"{base}.{alias.name}" if base else alias.name for alias in node.names if alias.name != "*")
+
+
+def _resolve_imports(imported: dict[str, set[str]], modules: dict[str, str]) -> dict[str, set[str]]:
+    """Imported names -> workspace modules: exact, or the one module whose dotted name ends with it
+    (a `src/` layout imports `pkg.mod` from the file `src/pkg/mod.py`)."""
+    by_suffix: dict[str, list[str]] = defaultdict(list)
+    for name in modules:
+        parts = name.split(".")
+        for start in range(len(parts)):
+            by_suffix[".".join(parts[start:])].append(name)
+    importers: dict[str, set[str]] = defaultdict(set)
+    for name, files in imported.items():
+        target = name if name in modules else (by_suffix[name][0] if len(by_suffix.get(name, [])) == 1 else None)
+        if target is not None:
+            importers[target] |= {f for f in files if f != modules[target]}
+    return {name: files for name, files in importers.items() if files}
+
+
+# --- the questions ------------------------------------------------------------------------------
+
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "defined-function": (
+        "Where is the function `{name}` defined?",
+        "Which file defines the function `{name}`?",
+        "In which file is `{name}` defined?",
+        "Find the definition of `{name}`: which file is it in?",
+    ),
+    "defined-class": (
+        "Where is the class `{name}` defined?",
+        "Which file defines the class `{name}`?",
+        "In which file is the class `{name}` declared?",
+        "Find the file that defines `{name}`.",
+    ),
+    # Always `Class.method` and the word "method": one name to split, whatever the wording.
+    "method": (
+        "Which file defines the method `{owner}.{method}`?",
+        "Where is the method `{owner}.{method}` implemented?",
+        "In which file is the method `{owner}.{method}` defined?",
+    ),
+    "importers": (
+        "Which files import the module `{module}`?",
+        "What imports the module `{module}`? Name the files.",
+        "List every file that imports the module `{module}`.",
+    ),
+    "params": (
+        "What are the parameters of the function `{name}`?",
+        "Which parameters does the function `{name}` take?",
+        "List the parameters of `{name}`.",
+    ),
+}
+
+
+def candidate_tasks(facts: CodeFacts, kinds: Sequence[Kind], rng: random.Random) -> dict[Kind, list[SynthTask]]:
+    """Every question each kind can ask about this code, with an unambiguous reference answer."""
+    names = facts.by_name()
+    # A name defined once in the whole tree, at the top of a module: "where is it" has one answer.
+    unique = {n: d[0] for n, d in names.items() if len(d) == 1 and _usable_name(n)}
+    makers = {"defined": _defined_tasks, "method": _method_tasks, "importers": _importer_tasks, "params": _param_tasks}
+    return {kind: makers[kind](facts, names, unique, rng) for kind in kinds}
+
+
+def _usable_name(name: str) -> bool:
+    return len(name) >= MIN_NAME_CHARS and not (name.startswith("__") and name.endswith("__"))
+
+
+def _pick(rng: random.Random, key: str, **values: str) -> str:
+    return rng.choice(PHRASINGS[key]).format(**values)
+
+
+def _defined_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                   rng: random.Random) -> list[SynthTask]:
+    return [
+        SynthTask("defined", name, _pick(rng, f"defined-{d.kind}", name=name), d.path, frozenset({name}))
+        for name, d in sorted(unique.items()) if d.top_level
+    ]
+
+
+def _method_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                  rng: random.Random) -> list[SynthTask]:
+    tasks = []
+    for owner, cls in sorted(unique.items()):
+        if cls.kind != "class":
+            continue
+        methods = sorted({d.name for d in facts.definitions
+                          if d.owner == owner and d.path == cls.path and d.kind == "function" and _usable_name(d.name)})
+        if not methods:
+            continue
+        method = rng.choice(methods)
+        tasks.append(SynthTask("method", f"{owner}.{method}", _pick(rng, "method", owner=owner, method=method),
+                               cls.path, frozenset({owner, method})))
+    return tasks
+
+
+def _importer_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                    rng: random.Random) -> list[SynthTask]:
+    tasks = []
+    for module, files in sorted(facts.importers.items()):
+        if facts.modules[module].endswith("__init__.py") or not 1 <= len(files) <= MAX_IMPORTERS:
+            continue
+        paths = sorted(files)
+        expected: str | dict[str, Any] = paths[0] if len(paths) == 1 else {"all": paths}
+        last = module.rpartition(".")[2]
+        tasks.append(SynthTask("importers", module, _pick(rng, "importers", module=module), expected,
+                               frozenset({module, last})))
+    return tasks
+
+
+def _param_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                 rng: random.Random) -> list[SynthTask]:
+    tasks = []
+    for name, d in sorted(unique.items()):
+        if d.kind != "function" or not d.top_level or not 1 <= len(d.params) <= MAX_PARAMS:
+            continue
+        tasks.append(SynthTask("params", name, _pick(rng, "params", name=name), params_pattern(d.params),
+                               frozenset({name})))
+    return tasks
+
+
+def params_pattern(params: Sequence[str]) -> dict[str, str]:
+    """A reference that needs every parameter as a whole word, in any order ("path" is not "paths")."""
+    return {"regex": "(?s)^" + "".join(rf"(?=.*\b{re.escape(p)}\b)" for p in params)}
+
+
+# --- choosing and splitting ---------------------------------------------------------------------
+
+
+def choose(candidates: dict[Kind, list[SynthTask]], n: int, heldout: float,
+           rng: random.Random) -> tuple[list[SynthTask], list[SynthTask], int]:
+    """(train, held-out, training questions left out for sharing a name with a held-out one).
+
+    Kinds take turns, so every kind is represented; held-out questions come first, then training
+    questions that mention none of their names, until `n` in all.
+    """
+    pools = {kind: rng.sample(tasks, len(tasks)) for kind, tasks in candidates.items()}
+    order: list[SynthTask] = []
+    while any(pools.values()):
+        for kind in list(pools):
+            if pools[kind]:
+                order.append(pools[kind].pop())
+    total = min(n, len(order))
+    held_count = min(total - 1, max(1, round(total * heldout))) if heldout > 0 and total >= 2 else 0
+    held = order[:held_count]
+    banned = frozenset().union(*(task.names for task in held))
+    train: list[SynthTask] = []
+    excluded = 0
+    for task in order[held_count:]:
+        if len(train) >= total - held_count:
+            break
+        if task.names & banned:
+            excluded += 1
+            continue
+        train.append(task)
+    return train, held, excluded
+
+
+def heldout_path(out: Path) -> Path:
+    """`tasks.jsonl` -> `tasks.heldout.jsonl`, beside it."""
+    return out.with_name(f"{out.stem}.heldout{out.suffix or '.jsonl'}")
+
+
+def synthesize(
+    workspace: Path,
+    out: Path,
+    *,
+    n: int = 100,
+    kinds: Sequence[Kind] = KINDS,
+    seed: int = 0,
+    heldout: float = 0.2,
+) -> SynthReport:
+    """Write `out` (training questions) and, when `heldout` > 0, `heldout_path(out)`.
+
+    The same workspace, options and seed always give the same files.
+    """
+    if n < 1:
+        raise SynthError("--n must be at least 1")
+    if not 0 <= heldout < 1:
+        raise SynthError("--heldout is a share between 0 and 1 (0.2: a fifth of the questions)")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise SynthError(f"unknown kind {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(KINDS)}")
+    facts = read_facts(Path(workspace))
+    if not facts.files:
+        raise SynthError(f"{workspace}: no Python files to ask about")
+    rng = random.Random(_seed_of(seed, kinds))
+    candidates = candidate_tasks(facts, kinds, rng)
+    if not any(candidates.values()):
+        raise SynthError(f"{workspace}: the code gives no question of the kinds {', '.join(kinds)}")
+    train, held, excluded = choose(candidates, n, heldout, rng)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write(out, train, "train")
+    held_file = None
+    if held:
+        held_file = heldout_path(out)
+        _write(held_file, held, "heldout")
+    log.info("synthesized %d training and %d held-out questions from %d files", len(train), len(held), len(facts.files))
+    return SynthReport(
+        workspace=Path(workspace),
+        train_file=out,
+        heldout_file=held_file,
+        files_scanned=len(facts.files),
+        unparsable=facts.unparsable,
+        candidates={kind: len(tasks) for kind, tasks in candidates.items()},
+        train=dict(Counter(t.kind for t in train)),
+        heldout=dict(Counter(t.kind for t in held)),
+        excluded_for_overlap=excluded,
+        train_tasks=train,
+        heldout_tasks=held,
+    )
+
+
+def _seed_of(seed: int, kinds: Sequence[Kind]) -> int:
+    # Python's hash() of a str changes per process; the split must not.
+    return int(hashlib.sha256(json.dumps([seed, sorted(kinds)]).encode()).hexdigest()[:12], 16)
+
+
+def _write(path: Path, tasks: list[SynthTask], split: Literal["train", "heldout"]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for task in tasks:
+            handle.write(json.dumps(task.line(split)) + "\n")
