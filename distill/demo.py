@@ -16,6 +16,7 @@ short answers), never by leaving a stage out.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -184,7 +185,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         # A fresh run each time: questions from other options would mix into a resumed one.
         shutil.rmtree(settings.run_dir(), ignore_errors=True)
         run = generate(settings, synth.train_file, console=console)
-        teacher_scores = conversation_scores(f"teacher ({teacher.model}), train questions", run.run_dir)
+        teacher_scores = conversation_scores(f"teacher {teacher.model} (train questions)", run.run_dir)
         note["detail"] = f"{run.conversations} conversations, {run.tool_calls} tool calls, {run.dead} dead"
         console.print(note["detail"], highlight=False)
 
@@ -205,7 +206,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         adapter_dir = out / "adapter"
         config = load_train_config(
             iters=options.iters, batch_size=options.batch_size, learning_rate=options.learning_rate,
-            num_layers=options.num_layers, max_seq_length=options.max_seq_length, val_batches=options.val_batches,
+            num_layers=_lora_layers(model, options.num_layers), max_seq_length=options.max_seq_length,
+            val_batches=options.val_batches,
             steps_per_report=max(1, options.iters // 8), steps_per_eval=options.iters, save_every=options.iters,
         )
         trained = train(data_dir, model, adapter_dir, config=config, callback=TrainDisplay())
@@ -264,6 +266,15 @@ def copy_own_source(target: Path) -> Path:
         for file in sorted(source.glob("*.py")):
             shutil.copy2(file, destination / file.name)
     return target
+
+
+def _lora_layers(model: Path, wanted: int) -> int:
+    """`wanted`, or -1 (all) for a student with fewer blocks: mlx-lm refuses more than there are."""
+    try:
+        blocks = int(json.loads((model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return wanted
+    return -1 if wanted > blocks else wanted
 
 
 def _bundled_student(model_dir: Path) -> Path:
