@@ -42,6 +42,8 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
                                                   "prompts": 8})]),
             ],
             "scaling": [],
+            "tools": [("bench.generation", [json.dumps({"concurrency": 4, "in_flight": 4, "latency_s": 0.05,
+                                                        "prompts": 8, "workspace": "tree:200"})])],
             "profile": [("bench.profile", ["--conversations", "16"])],
             "enqueue": [("bench.enqueue", ["1000"])],
             "convert": [("bench.trainer", ["convert", "100"])],
@@ -64,9 +66,17 @@ def plan(quick: bool, with_mlx: bool) -> dict[str, list[tuple[str, list[str]]]]:
         ("bench.generation", [json.dumps({"concurrency": 8, "latency_s": 0.5, "prompts": 120 * nodes, "nodes": nodes})])
         for nodes in (1, 2, 4)
     ]
+    # Tool work in it (issue 13): this checkout and a 5,000-file tree, 8/32/64 conversations in flight
+    # on as many teacher slots; then the issue's scenario against a bare asyncio + openai client.
+    tools = [
+        ("bench.generation", [json.dumps({"concurrency": c, "in_flight": c, "latency_s": 0.2, "prompts": 4 * c,
+                                          "workspace": workspace})])
+        for workspace in ("repo", "tree:5000") for c in (8, 32, 64)
+    ] + [("bench.tool_load", [json.dumps({"prompts": 480, "files": 1000, "latency_s": 1.0, "concurrency": 32})])]
     return {
         "efficiency": efficiency,
         "scaling": scaling,
+        "tools": tools,
         "profile": [("bench.profile", [])],
         "enqueue": [("bench.enqueue", [str(n)]) for n in (10_000, 100_000, 1_000_000)],
         "convert": [("bench.trainer", ["convert", "10000"])],

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from bench.simproc import sim_teacher_process, stats
-from bench.workspace import make_workspace
+from bench.workspace import workspace_for
 from distill.coordinator.redis_server import EmbeddedRedis
 from distill.shared.connection import connect
 from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
@@ -112,7 +112,8 @@ class CpuSampler:
 
 
 def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, workers: int | None = None,
-            seconds_per_token: float = 0.0, length_jitter: float = 0.0, in_flight: int | None = None) -> dict:
+            seconds_per_token: float = 0.0, length_jitter: float = 0.0, in_flight: int | None = None,
+            workspace: str = "fixed", tool_rounds: int = 2) -> dict:
     import ray
 
     from distill.coordinator.run import generate
@@ -138,11 +139,12 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         teachers = []
         for index in range(nodes):
             teacher_url = stack.enter_context(sim_teacher_process(latency_s, seconds_per_token=seconds_per_token,
-                                                                        length_jitter=length_jitter))
+                                                                        length_jitter=length_jitter,
+                                                                        tool_rounds=tool_rounds))
             teachers.append(TeacherConfig(name=f"sim{index}", base_url=teacher_url, model="sim",
                                           max_concurrency=concurrency, timeout_s=120))
         settings = Settings(
-            run="bench", out_dir=root / "runs", workspace=make_workspace(root / "workspace"), redis_url=url,
+            run="bench", out_dir=root / "runs", workspace=workspace_for(workspace, root), redis_url=url,
             # Conversations in flight: distill's default (the slots plus a quarter) unless given.
             teachers=teachers, policy="spread", concurrency=in_flight,
             workers=workers or max(nodes, 2 if concurrency >= 64 else 1),
@@ -172,6 +174,7 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
     busy = sum(fraction * window for fraction, window in windows)
     efficiency = busy / max(1e-9, sum(window for _, window in windows))
     worker_cpu = sum(r.get("cpu_s", 0.0) for r in result.worker_reports)
+    tool_cpu = sum(r.get("tool_cpu_s", 0.0) for r in result.worker_reports)
     conversations = result.conversations
 
     def per_request(seconds: float) -> float:
@@ -200,13 +203,22 @@ def measure(concurrency: int, latency_s: float, prompts: int, nodes: int = 1, wo
         # CPU figures cover the traffic span; workers' own clocks start when they start working.
         "coordinator_cpu_ms_per_conversation": round(1000 * coordinator_cpu / max(1, conversations), 3),
         "worker_cpu_ms_per_conversation": round(1000 * worker_cpu / max(1, conversations), 3),
+        # The workers' tool processes (tools run apart from the agent loop since issue 13).
+        "tool_cpu_ms_per_request": per_request(tool_cpu),
+        "workspace": workspace,
+        "tool_rounds": tool_rounds,
+        "tool_processes": result.tool_processes,
+        "tool_calls": {tool: {o: n[o] for o in ("ok", "tool_error", "infra_error")} for tool, n in result.tools.items()},
+        "tool_p95_ms": {tool: n["p95_ms"] for tool, n in result.tools.items()},
+        "tool_infra_errors": sum(n["infra_error"] for n in result.tools.values()),
         "redis_commands_per_conversation": round(commands / max(1, conversations), 2),
         "cpu_ms_per_request": {
             "workers": per_request(worker_cpu),
             "coordinator": per_request(coordinator_cpu),
             "redis": per_request(redis_cpu),
             "sim_teacher": per_request(teacher_cpu),
-            "other": per_request(max(0.0, box_cpu - worker_cpu - coordinator_cpu - redis_cpu - teacher_cpu)),
+            "tools": per_request(tool_cpu),
+            "other": per_request(max(0.0, box_cpu - worker_cpu - tool_cpu - coordinator_cpu - redis_cpu - teacher_cpu)),
         },
         "box_cpu_busy": round(box_cpu / (span * (psutil.cpu_count() or 1)), 3),
         "coordinator_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -4,7 +4,9 @@
     python -m bench.profile --top 25        # plus cProfile's top functions of the worker path
 
 "worker path" runs real conversations (agent, tools, HTTP, capture, record) against a simulated
-teacher with no latency, through the same `Conversations` object a Ray worker uses. "floor" runs
+teacher with no latency, through the same `Conversations` object a Ray worker uses; its tools run
+in the worker's tool processes, whose CPU is reported apart (`tool_cpu_ms_per_request`) and in
+the total. "floor" runs
 the same agent and tools with pydantic-ai's in-process FunctionModel: no HTTP, no capture, no
 record, so it is what any pydantic-ai based worker pays at least. Prints one JSON line.
 """
@@ -26,8 +28,8 @@ from bench.simproc import sim_teacher_process
 from bench.workspace import make_workspace
 from distill.shared.records import PromptTask
 from distill.shared.settings import GenerationLimits, TeacherConfig
-from distill.worker.agent import Conversations, build_tools
-from distill.worker.tools import Workspace
+from distill.worker.agent import Conversations
+from distill.worker.tools import Workspace, builtin_tools
 
 
 def _task(index: int) -> PromptTask:
@@ -53,22 +55,25 @@ async def worker_path(url: str, workspace: Path, count: int, concurrency: int,
         await _bounded(8, concurrency, lambda i: conversations.run(_task(i), teacher))  # warm-up
         if profiler:
             profiler.enable()
-        cpu = time.process_time()
+        cpu, tool_cpu = time.process_time(), conversations.tool_pool.cpu_seconds()
         records = await _bounded(count, concurrency, lambda i: conversations.run(_task(i), teacher))
-        cpu = time.process_time() - cpu
+        cpu, tool_cpu = time.process_time() - cpu, conversations.tool_pool.cpu_seconds() - tool_cpu
         if profiler:
             profiler.disable()
+        processes = conversations.tool_pool.processes
     finally:
         await conversations.aclose()
     bad = [r.status for r in records if r.status != "final_answer"]
     if bad:
         raise RuntimeError(f"{len(bad)} conversations did not end with an answer: {sorted(set(bad))}")
     requests = sum(r.usage.requests for r in records)
-    return {"requests": requests, "cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+    return {"requests": requests, "cpu_ms_per_request": round(1000 * cpu / requests, 3),
+            "tool_cpu_ms_per_request": round(1000 * tool_cpu / requests, 3),
+            "total_cpu_ms_per_request": round(1000 * (cpu + tool_cpu) / requests, 3), "tool_processes": processes}
 
 
 async def floor(workspace: Path, count: int, concurrency: int) -> dict[str, float]:
-    from pydantic_ai import Agent, UsageLimits
+    from pydantic_ai import Agent, Tool, UsageLimits
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -82,8 +87,9 @@ async def floor(workspace: Path, count: int, concurrency: int) -> dict[str, floa
                                                                    "end_line": 40}, tool_call_id="b")])
         return ModelResponse(parts=[TextPart("It is defined in project/module_00.py.")])
 
+    # The plain tools in pydantic-ai's thread pool: what any pydantic-ai worker pays at least.
     agent = Agent(FunctionModel(script), system_prompt="You help.",
-                  tools=build_tools(Workspace(workspace), [], GenerationLimits()), retries=2)
+                  tools=[Tool(function, max_retries=2) for function in builtin_tools(Workspace(workspace))], retries=2)
     limits = UsageLimits(request_limit=10, tool_calls_limit=8)
     await _bounded(8, concurrency, lambda i: agent.run(f"q{i}", usage_limits=limits))
     cpu = time.process_time()

@@ -59,6 +59,7 @@ def run_doctor(settings: Settings, *, run_dir: Path | None = None) -> list[Check
     checks.extend(_guard_many(check_ray, "ray", settings))
     checks.extend(_guard_many(check_teachers, "teachers", settings))
     checks.append(_guard(check_workspace, "workspace", settings))
+    checks.append(_guard(check_tools, "tools", settings))
     checks.extend(_guard_many(check_mlx, "mlx", settings))
     checks.append(_guard(check_disk, "disk", settings, run_dir or settings.run_dir()))
     return [_scrub(check, secrets) for check in checks]
@@ -511,6 +512,29 @@ def check_workspace(settings: Settings) -> Check:
     if settings.ray_address:
         detail += "; workers read it at this same path on every node"
     return Check(name="workspace", ok=True, detail=detail)
+
+
+def check_tools(settings: Settings) -> Check:
+    """The tool capacity (processes per worker) and whether every custom tool imports."""
+    from distill.worker.tool_pool import default_processes
+    from distill.worker.tools import ToolError, load_custom_tool
+
+    limits = settings.limits
+    processes = limits.tool_processes or default_processes()
+    source = "tool_processes" if limits.tool_processes else "this node's cores"
+    detail = (f"{processes} tool process(es) per worker ({source}) x {settings.workers} worker(s); "
+              f"{limits.tool_timeout_s:g}s per call, execution only")
+    for spec in settings.custom_tools:
+        try:
+            load_custom_tool(spec)
+        except ToolError as error:
+            return Check(name="tools", ok=False, detail=f"{detail}; custom tool {spec}: {error}",
+                         hint="install the tool's package where the workers run, or fix custom_tools")
+    if settings.custom_tools:
+        detail += f"; custom tools import: {', '.join(settings.custom_tools)}"
+    if settings.ray_address:
+        detail += " (counted on this machine; each worker sizes its pool to its own node)"
+    return Check(name="tools", ok=True, detail=detail)
 
 
 def check_mlx(settings: Settings) -> list[Check]:

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from distill.coordinator.result import RunResult
-from distill.coordinator.stats import count_records
+from distill.coordinator.stats import count_records, infra_errors
 
 PROGRESS_FILE = "progress.json"
 
@@ -51,11 +51,22 @@ class RunProgress:
             self._bar.start()
 
     def update(
-        self, *, done: int, dead: int, in_flight: int, tokens: int, endpoints: dict[str, dict[str, Any]] | None = None
+        self,
+        *,
+        done: int,
+        dead: int,
+        in_flight: int,
+        tokens: int,
+        endpoints: dict[str, dict[str, Any]] | None = None,
+        tools: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         elapsed = max(1e-6, time.monotonic() - self._started)
         rate = (done - (self._first_done or 0)) / elapsed
         detail = f"failed {dead} · in flight {in_flight} · {rate:.1f}/s · {tokens:,} tok"
+        broken = infra_errors(tools or {})
+        if broken:
+            # Retried or dropped, never data; but a run that keeps hitting them needs looking at.
+            detail += f" · [bold red]⚠ {broken} tool infra errors[/]"
         self._bar.update(self._task, completed=done, detail=detail)
         for name, numbers in (endpoints or {}).items():
             row = self._endpoint_rows.get(name)
@@ -104,6 +115,8 @@ def summary_table(result: RunResult) -> Table:
         ("bad prompt lines skipped", f"{result.check.bad_count:,}"),
         ("tool calls (this command)", f"{result.tool_calls:,}"),
         ("answers passed / failed / unverified (this command)", f"{result.passed:,} / {result.failed:,} / {result.unverified:,}"),
+        ("tool processes", f"{result.tool_processes:,}"),
+        ("tool infrastructure errors", f"{infra_errors(result.tools):,}"),
         ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
         ("elapsed", f"{result.elapsed_s:.1f} s"),
         ("records per second", f"{rate:.2f}"),
@@ -127,6 +140,20 @@ def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = N
         cost = f"${n['cost_usd']:.4f}" if n.get("cost_usd") is not None else "-"
         table.add_row(name, n["kind"], f"{n['conversations']:,}", f"{n['requests']:,}", str(n["in_flight"]),
                       f"{n['errors']:,}", f"{n['input_tokens']:,}", f"{n['output_tokens']:,}", latency, cost)
+    return table
+
+
+def tools_table(tools: dict[str, dict[str, Any]], processes: int | None = None) -> Table:
+    """Tool executions by outcome and their execution time; infra errors were retried, never shown."""
+    title = "tools" + (f" ({processes} tool processes)" if processes else "")
+    table = Table(title=title, header_style="bold")
+    for column in ("tool", "ok", "tool error", "infra error", "p50", "p95"):
+        table.add_column(column, justify="left" if column == "tool" else "right")
+    for name, n in tools.items():
+        infra = f"[bold red]{n['infra_error']:,}[/]" if n["infra_error"] else "0"
+        p50 = f"{n['p50_ms']:.1f} ms" if n.get("p50_ms") is not None else "-"
+        p95 = f"{n['p95_ms']:.1f} ms" if n.get("p95_ms") is not None else "-"
+        table.add_row(name, f"{n['ok']:,}", f"{n['tool_error']:,}", infra, p50, p95)
     return table
 
 
@@ -155,6 +182,10 @@ def status_table(run_dir: Path) -> Table:
         table.add_row("in flight", str(snapshot.get("in_flight", 0)))
         table.add_row("queued", str(snapshot.get("queued", 0)))
     table.add_row("retries", str(snapshot.get("retries", 0)))
+    if snapshot.get("tool_processes"):
+        table.add_row("tool processes", str(snapshot["tool_processes"]))
+    if snapshot.get("tools"):
+        table.add_row("tool infrastructure errors", str(infra_errors(snapshot["tools"])))
     table.add_row("last update", str(snapshot.get("updated_at", "never")))
     table.add_row("folder", str(run_dir))
     return table
@@ -162,7 +193,9 @@ def status_table(run_dir: Path) -> Table:
 
 def status_tables(run_dir: Path) -> list[Table]:
     tables = [status_table(run_dir)]
-    endpoints = (read_progress_snapshot(run_dir) or {}).get("endpoints")
-    if endpoints:
-        tables.append(endpoints_table(endpoints))
+    snapshot = read_progress_snapshot(run_dir) or {}
+    if snapshot.get("endpoints"):
+        tables.append(endpoints_table(snapshot["endpoints"]))
+    if snapshot.get("tools"):
+        tables.append(tools_table(snapshot["tools"], snapshot.get("tool_processes")))
     return tables

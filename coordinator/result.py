@@ -26,6 +26,9 @@ class RunResult:
     check: CheckReport
     endpoints: dict[str, dict[str, Any]]
     policy: str
+    # Tool executions by tool: outcomes and p50/p95 ms (coordinator/stats.py), and the tool processes.
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tool_processes: int = 0
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
     # Verdicts of the conversations this command wrote.
     passed: int = 0

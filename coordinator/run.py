@@ -222,6 +222,8 @@ def _coordinate(run: Run) -> RunResult:
         check=check,
         endpoints=final["endpoints"],
         policy=settings.policy,
+        tools=final["tools"],
+        tool_processes=final["tool_processes"],
         worker_reports=run.worker_reports,
         passed=run.totals.passed,
         failed=run.totals.failed,
@@ -252,7 +254,8 @@ def _show_progress(run: Run, workers: WorkerPool, progress: RunProgress, done: i
     workers.check()
     current = snapshot(run.client, run.keys, run.total, None, run.settings.teachers, finished=False)
     progress.update(done=done, dead=current["dead"], in_flight=current["in_flight"],
-                    tokens=run.totals.input_tokens + run.totals.output_tokens, endpoints=current["endpoints"])
+                    tokens=run.totals.input_tokens + run.totals.output_tokens, endpoints=current["endpoints"],
+                    tools=current["tools"])
     write_progress_snapshot(run.run_dir, current)
 
 

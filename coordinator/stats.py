@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from distill.shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key
+from distill.shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key, tool_time_ms
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, utcnow
 from distill.shared.settings import TeacherConfig
 
@@ -39,6 +39,41 @@ def endpoint_stats(client: redis.Redis, keys: RunKeys, teachers: list[TeacherCon
     return stats
 
 
+OUTCOMES = ("ok", "tool_error", "infra_error")
+
+
+def tool_stats(client: redis.Redis, keys: RunKeys) -> dict[str, dict[str, Any]]:
+    """Per tool: executions by outcome, and p50/p95 execution time in ms (from the workers' histograms)."""
+    stats: dict[str, dict[str, Any]] = {}
+    for field, count in client.hgetall(keys.tool_calls).items():
+        tool, _, outcome = field.rpartition("|")
+        entry = stats.setdefault(tool, {**{o: 0 for o in OUTCOMES}, "p50_ms": None, "p95_ms": None})
+        entry[outcome] = entry.get(outcome, 0) + int(count)
+    histograms: dict[str, list[tuple[int, int]]] = {}
+    for field, count in client.hgetall(keys.tool_times).items():
+        tool, _, bucket = field.rpartition("|")
+        histograms.setdefault(tool, []).append((int(bucket), int(count)))
+    for tool, buckets in histograms.items():
+        entry = stats.setdefault(tool, {**{o: 0 for o in OUTCOMES}, "p50_ms": None, "p95_ms": None})
+        entry["p50_ms"], entry["p95_ms"] = (round(percentile(buckets, q), 2) for q in (0.5, 0.95))
+    return dict(sorted(stats.items()))
+
+
+def percentile(buckets: list[tuple[int, int]], share: float) -> float:
+    """The time below which `share` of the executions fall, to a bucket's width."""
+    total = sum(count for _, count in buckets)
+    seen = 0
+    for bucket, count in sorted(buckets):
+        seen += count
+        if seen >= share * total:
+            return tool_time_ms(bucket)
+    return tool_time_ms(max(bucket for bucket, _ in buckets))
+
+
+def infra_errors(tools: dict[str, dict[str, Any]]) -> int:
+    return sum(entry.get("infra_error", 0) for entry in tools.values())
+
+
 def snapshot(
     client: redis.Redis,
     keys: RunKeys,
@@ -60,6 +95,8 @@ def snapshot(
         "queued": int(client.xlen(keys.tasks)) - int(pending) if client.exists(keys.tasks) else 0,
         "retries": int(client.hget(keys.stats, "retries") or 0),
         "endpoints": endpoint_stats(client, keys, teachers),
+        "tool_processes": sum(int(n) for n in client.hvals(keys.tool_processes)),
+        "tools": tool_stats(client, keys),
         "coordinator_pid": os.getpid(),
         "coordinator_host": socket.gethostname(),
         "finished": finished,

@@ -69,7 +69,7 @@ def generate(
 ) -> None:
     """Run the teacher on every prompt with real tools; write one record per prompt and sample."""
     from distill.coordinator.collector import OutputError
-    from distill.coordinator.progress import endpoints_table, summary_table
+    from distill.coordinator.progress import endpoints_table, summary_table, tools_table
     from distill.shared.prompts import PromptsFileError
     from distill.coordinator.run import RedisLost, RunRefused
     from distill.coordinator.run import generate as run_generate
@@ -118,6 +118,8 @@ def generate(
             err.print(f"  {bad}", highlight=False, markup=False, soft_wrap=True)
     console_out.print(summary_table(result))
     console_out.print(endpoints_table(result.endpoints, result.policy))
+    if result.tools:
+        console_out.print(tools_table(result.tools, result.tool_processes))
     if not result.complete:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ transactions that publish a result and acknowledge its task stay legal on a clus
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 TASKS_GROUP = "workers"
@@ -35,6 +36,26 @@ def endpoint_leases_key(base_url: str, model: str) -> str:
 def endpoint_freed_key(leases_key: str) -> str:
     """List that says a lease on the endpoint went back: workers waiting for a slot block on it."""
     return leases_key.removesuffix(":leases") + ":freed"
+
+
+def tool_calls_field(tool: str, outcome: str) -> str:
+    """Field of `RunKeys.tool_calls`: executions of one tool that ended with one outcome."""
+    return f"{tool}|{outcome}"
+
+
+def tool_time_field(tool: str, seconds: float) -> str:
+    """Field of `RunKeys.tool_times`: a histogram bucket of one tool's execution time.
+
+    Buckets are 2**(k/10) ms wide (about 7 %), so percentiles come from a small hash of counters
+    that workers add to, whatever the number of calls.
+    """
+    milliseconds = max(seconds * 1000, 0.01)
+    return f"{tool}|{round(10 * math.log2(milliseconds))}"
+
+
+def tool_time_ms(bucket: int) -> float:
+    """The execution time a `tool_time_field` bucket stands for."""
+    return 2 ** (bucket / 10)
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,21 @@ class RunKeys:
     def stats(self) -> str:
         """Hash of live counters (tokens, requests, in flight) shown by progress and status."""
         return f"{self.prefix}:stats"
+
+    @property
+    def tool_calls(self) -> str:
+        """Hash `tool|outcome` -> executions (every attempt, infrastructure errors included)."""
+        return f"{self.prefix}:tool_calls"
+
+    @property
+    def tool_times(self) -> str:
+        """Hash `tool|bucket` -> executions whose time falls in the bucket (see tool_time_field)."""
+        return f"{self.prefix}:tool_times"
+
+    @property
+    def tool_processes(self) -> str:
+        """Hash worker consumer name -> its tool processes (the run's tool capacity is their sum)."""
+        return f"{self.prefix}:tool_processes"
 
     @property
     def stop(self) -> str:

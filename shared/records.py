@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -34,6 +35,11 @@ PLACEHOLDER_RESULTS = frozenset(
         "null",
     }
 )
+
+
+# pydantic-ai's own tool time limit, as records written before tool outcomes existed show it
+# (`{"error":"Timed out after 5.0 seconds."}`): the machine's overload, not the tool's answer.
+LEGACY_TOOL_TIMEOUT = re.compile(r'(\{"error":\s*")?Timed out after [0-9.]+ seconds\.("\})?(\s+Fix the errors and try again\.)?')
 
 
 def utcnow() -> datetime:
@@ -99,8 +105,15 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
+# How a tool call ended. `ok`: the tool answered. `tool_error`: the tool's own real answer that
+# something is wrong or absent (no such file, bad regex, no matches, a call that failed validation):
+# a result worth learning from. `infra_error`: our machinery failed (time limit hit, the tool
+# process died, overload): not a result, never shown to the teacher, never in a conversation.
+ToolOutcome = Literal["ok", "tool_error", "infra_error"]
+
+
 class ChatMessage(BaseModel):
-    """One message in OpenAI chat format."""
+    """One message in OpenAI chat format, plus `outcome` on tool messages (not sent to any model)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -109,6 +122,8 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    # Tool messages only; None in records written before distill kept it.
+    outcome: ToolOutcome | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> ChatMessage:
@@ -116,6 +131,8 @@ class ChatMessage(BaseModel):
             raise ValueError("a tool message needs tool_call_id")
         if self.role != "assistant" and self.tool_calls:
             raise ValueError("only assistant messages carry tool_calls")
+        if self.role != "tool" and self.outcome is not None:
+            raise ValueError("only tool messages carry an outcome")
         return self
 
 
@@ -223,7 +240,7 @@ def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, 
     calls: set[str] = set()
     answered: set[str] = set()
     for message in messages:
-        role, tool_calls, call_id, content = _message_fields(message)
+        role, tool_calls, call_id, content, outcome = _message_fields(message)
         for tool_call_id in tool_calls:
             if tool_call_id in calls:
                 return f"tool call id {tool_call_id!r} is used twice"
@@ -240,6 +257,9 @@ def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, 
             return f"tool call {call_id!r} has an empty result"
         if is_placeholder(content):
             return f"tool call {call_id!r} has a placeholder result {content.strip()!r}"
+        # Only the explicit mark: an older record worded like a time-out still loads (convert drops it).
+        if outcome == "infra_error":
+            return f"tool call {call_id!r} has no real result (infrastructure error)"
         answered.add(call_id)
     missing = sorted(calls - answered)
     if missing:
@@ -247,15 +267,25 @@ def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, 
     return None
 
 
-def _message_fields(message: ChatMessage | Mapping[str, Any]) -> tuple[str, list[str], str, str | None]:
+def _message_fields(message: ChatMessage | Mapping[str, Any]) -> tuple[str, list[str], str, str | None, str | None]:
     if isinstance(message, ChatMessage):
-        return message.role, [c.id for c in message.tool_calls or []], message.tool_call_id or "", message.content
+        calls = [c.id for c in message.tool_calls or []]
+        return message.role, calls, message.tool_call_id or "", message.content, message.outcome
     calls = [call["id"] for call in message.get("tool_calls") or []]
-    return message.get("role", ""), calls, message.get("tool_call_id") or "", message.get("content")
+    return (message.get("role", ""), calls, message.get("tool_call_id") or "", message.get("content"),
+            message.get("outcome"))
 
 
 def is_placeholder(text: str) -> bool:
     return text.strip().lower() in PLACEHOLDER_RESULTS
+
+
+def is_infra_error(content: str | None, outcome: str | None) -> bool:
+    """A tool message that is not the tool's answer: marked so, or (no outcome: an older record)
+    worded as pydantic-ai's own tool time limit."""
+    if outcome is not None:
+        return outcome == "infra_error"
+    return content is not None and LEGACY_TOOL_TIMEOUT.fullmatch(content.strip()) is not None
 
 
 class DeadLetter(Record):

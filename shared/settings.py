@@ -143,7 +143,12 @@ class GenerationLimits(BaseModel):
 
     max_tool_calls: int = Field(default=8, ge=0)
     max_requests: int = Field(default=16, gt=0)
+    # Execution time of one tool call in a tool process; waiting for a free process doesn't count.
     tool_timeout_s: float = Field(default=5.0, gt=0)
+    # Tool processes per worker; unset: one per core of the worker's node.
+    tool_processes: int | None = Field(default=None, gt=0)
+    # Executions of one tool call before an infrastructure error fails the conversation (retryable).
+    tool_attempts: int = Field(default=3, ge=1)
     tool_max_output_chars: int = Field(default=16_000, gt=100)
     conversation_timeout_s: float = Field(default=600.0, gt=0)
     # The built-in tools offered (custom tools come on top). Every schema offered is rendered into

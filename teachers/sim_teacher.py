@@ -35,6 +35,8 @@ class SimTeacherConfig:
     # without it every conversation moves in lockstep and arrives in bursts no real teacher makes.
     length_jitter: float = 0.0
     tool_rounds: int = 2
+    # Call this tool (with no arguments) first when it is offered: how tests reach a custom tool.
+    first_tool: str | None = None
     fail_rate: float = 0.0  # HTTP 500
     hang_rate: float = 0.0  # never answers within any sane timeout
     drop_rate: float = 0.0  # closes the connection mid-request
@@ -271,7 +273,10 @@ class SimTeacher:
         results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         if offered and rounds < self.config.tool_rounds:
-            name, arguments = self._plan(rounds, prompt, results, offered)
+            if rounds == 0 and self.config.first_tool in offered:
+                name, arguments = self.config.first_tool, {}
+            else:
+                name, arguments = self._plan(rounds, prompt, results, offered)
             if malformed:
                 name, raw = (name, "{not json") if rounds % 2 == 0 else ("rm_rf", json.dumps(arguments))
             else:

@@ -19,8 +19,11 @@ def test_bench_quick_writes_results_and_plots(tmp_path):
     assert fixed["conversations"] == 12 and 0 < fixed["efficiency"] <= 1.05
     assert tokens["conversations"] == 8 and tokens["mean_service_s"] > tokens["latency_s"]
     assert fixed["redis_commands_per_conversation"] > 0
-    assert set(fixed["cpu_ms_per_request"]) == {"workers", "coordinator", "redis", "sim_teacher", "other"}
+    assert set(fixed["cpu_ms_per_request"]) == {"workers", "coordinator", "redis", "sim_teacher", "tools", "other"}
     assert fixed["cpu_ms_per_request"]["workers"] > 0
+    (tools,) = figures["tools"]
+    assert tools["conversations"] == 8 and tools["tool_infra_errors"] == 0 and tools["tool_processes"] >= 1
+    assert tools["tool_calls"]["grep"]["ok"] == 8
     (profile,) = figures["profile"]
     assert profile["worker_path"]["cpu_ms_per_request"] > 0 and profile["pydantic_ai_floor"]["requests"] == 48
     assert figures["enqueue"][0]["prompts"] == 1000 and figures["convert"][0]["kept"] == 100

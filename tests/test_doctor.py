@@ -81,8 +81,9 @@ def test_a_healthy_setup_passes_every_required_check(tmp_path, redis_url, code_w
     checks = run_doctor(settings)
     assert failed_required(checks) == [], all_text(checks)
     found = by_name(checks)
-    assert {"redis", "ray", "teacher local", "key DOCTOR_CLOUD_KEY", "teacher cloud", "workspace", "mlx",
+    assert {"redis", "ray", "teacher local", "key DOCTOR_CLOUD_KEY", "teacher cloud", "workspace", "tools", "mlx",
             "disk"} <= set(found)
+    assert "tool process(es) per worker" in found["tools"].detail and "execution only" in found["tools"].detail
     assert "Valkey" in found["redis"].detail and "streams supported" in found["redis"].detail
     assert "local Ray will be started" in found["ray"].detail
     for name in ("teacher local", "teacher cloud"):
@@ -317,3 +318,15 @@ def test_workspace_and_disk(tmp_path, teachers):
                                 run_dir=tmp_path / "not" / "yet" / "there"))
     assert not checks["workspace"].ok and checks["workspace"].required and "--workspace" in checks["workspace"].hint
     assert checks["disk"].ok and f"under {tmp_path}" in checks["disk"].detail
+
+
+def test_tool_capacity_and_custom_tools_that_do_not_import(tmp_path, code_workspace):
+    from distill.coordinator.doctor import check_tools
+
+    settings = settings_for(tmp_path, code_workspace, [])
+    settings.limits.tool_processes = 3
+    check = check_tools(settings)
+    assert check.ok and check.detail.startswith("3 tool process(es) per worker (tool_processes)")
+    settings.custom_tools = ["no_such_module_for_doctor:f"]
+    check = check_tools(settings)
+    assert not check.ok and check.required and "cannot import" in check.detail and check.hint

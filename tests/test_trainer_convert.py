@@ -60,6 +60,15 @@ def set_result(value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def set_outcome(outcome: str, content: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def mutate(record: dict[str, Any]) -> None:
+        record["messages"][3]["outcome"] = outcome
+        if content is not None:
+            record["messages"][3]["content"] = content
+
+    return mutate
+
+
 def drop_result(record: dict[str, Any]) -> None:
     del record["messages"][3]
 
@@ -90,6 +99,9 @@ DROP_CASES = [
     ("result None", set_result(None), DropReason.BAD_TOOL_RESULT),
     ("result empty", set_result(""), DropReason.BAD_TOOL_RESULT),
     ("placeholder", set_result("[Tool execution completed]"), DropReason.BAD_TOOL_RESULT),
+    ("infra error outcome", set_outcome("infra_error", "time limit of 5s hit"), DropReason.TOOL_INFRA_ERROR),
+    # Written before outcomes existed: pydantic-ai's own tool time limit, as the run left it.
+    ("old file's tool timeout", set_result('{"error":"Timed out after 5.0 seconds."}'), DropReason.TOOL_INFRA_ERROR),
     ("wrong type", set_arguments({"path": 3}), DropReason.INVALID_ARGUMENTS),
     ("required key missing", set_arguments({"max_lines": 3}), DropReason.INVALID_ARGUMENTS),
     ("unknown key", set_arguments({"path": "a", "mode": "r"}), DropReason.INVALID_ARGUMENTS),
@@ -112,6 +124,17 @@ def test_each_bad_trajectory_is_dropped_with_its_reason(
     assert {r: n for r, n in report.dropped.items() if n} == {reason: 1}
     [drop] = report.drops
     assert drop.line == 2 and drop.task_id == "bad" and drop.reason == reason and drop.detail
+
+
+def test_tool_outcomes_are_kept_and_older_records_without_them_still_load(tmp_path: Path, tiny_model: Path) -> None:
+    real_error = conversation("tool-error")
+    set_outcome("tool_error", "error: no such file or directory: config.py")(real_error)
+    ok = conversation("ok", prompt="other")
+    set_outcome("ok")(ok)
+    report = run(tmp_path, tiny_model, [conversation("old", prompt="third"), real_error, ok])
+    assert report.kept == 3  # a tool's own error is a real answer, worth learning from
+    rows = kept_records(tmp_path / "out")
+    assert all("outcome" not in message for row in rows for message in row["messages"])
 
 
 def test_repeated_calls_and_tool_call_budget(tmp_path: Path, tiny_model: Path) -> None:

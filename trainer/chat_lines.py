@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distill.shared.errors import LineError, line_error
+from distill.shared.records import ToolOutcome
 from distill.shared.verdicts import Verdict
 
 
@@ -45,6 +46,8 @@ class RawMessage(BaseModel):
     tool_calls: list[RawToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    # distill's records only (shared/records.py:ToolOutcome); absent in older records and plain chat.
+    outcome: ToolOutcome | None = None
 
 
 @dataclass

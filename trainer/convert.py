@@ -35,6 +35,7 @@ from distill.shared.records import (
     SCHEMA_VERSION,
     Conversation,
     Record,
+    is_infra_error,
     tool_result_problem,
     utcnow,
 )
@@ -59,6 +60,7 @@ class DropReason(StrEnum):
     """Why a conversation was left out; the first that applies wins, checked in this order."""
 
     INVALID_RECORD = "invalid_record"
+    TOOL_INFRA_ERROR = "tool_infrastructure_error"
     NOT_FINAL_ANSWER = "status_not_final_answer"
     FAILED_VERIFICATION = "failed_verification"
     UNVERIFIED = "unverified"
@@ -75,6 +77,7 @@ class DropReason(StrEnum):
 
 DROP_DESCRIPTIONS = {
     DropReason.INVALID_RECORD: "invalid record (bad JSON, unknown schema, missing fields)",
+    DropReason.TOOL_INFRA_ERROR: "a tool result is an infrastructure error (time limit, crash), not the tool's answer",
     DropReason.NOT_FINAL_ANSWER: "status is not final_answer",
     DropReason.FAILED_VERIFICATION: "failed verification (the answer is wrong)",
     DropReason.UNVERIFIED: "unverified (no reference answer or verdict)",
@@ -239,6 +242,10 @@ class _Rejected(Exception):
 
 def training_messages(conversation: Trajectory, *, max_tool_calls: int) -> list[dict[str, Any]]:
     """The conversation's messages ready for training, or _Rejected with the first reason."""
+    for message in conversation.messages:
+        if message.role == "tool" and is_infra_error(message.content, message.outcome):
+            detail = f"tool call {message.tool_call_id!r} ({message.name}): {(message.content or '')[:200]}"
+            raise _Rejected(DropReason.TOOL_INFRA_ERROR, detail)
     if conversation.status != "final_answer":
         suffix = f": {conversation.error}" if conversation.error else ""
         raise _Rejected(DropReason.NOT_FINAL_ANSWER, f"status {conversation.status}{suffix}"[:300])

@@ -89,14 +89,15 @@ class ToolBox:
     """The real tools bound to one workspace, by name, with the schemas the teacher is offered."""
 
     def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None) -> None:
-        from distill.worker.agent import build_tools, openai_tool_schemas
+        from distill.worker.agent import build_tools, openai_tool_schemas, plain_tools
         from distill.worker.tools import ToolLimits, Workspace
 
         limits = limits or GenerationLimits()
         root = Workspace(Path(workspace), ToolLimits(timeout_s=limits.tool_timeout_s,
                                                      max_output_chars=limits.tool_max_output_chars))
         tools = build_tools(root, custom_tools, limits)
-        self.functions: dict[str, ToolFunction] = {tool.name: tool.function for tool in tools}  # type: ignore[misc]
+        # Replaying runs the tools here, one call at a time: no pool, the same answers and schemas.
+        self.functions: dict[str, ToolFunction] = plain_tools(root, custom_tools, limits)
         self.schemas = openai_tool_schemas(tools)
         self.parameters = tool_schemas(self.schemas)
 

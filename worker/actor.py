@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 from distill.shared.connection import connect_async, redact_url
-from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys
+from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys, tool_calls_field, tool_time_field
 from distill.shared.queue import add_ack, add_publish, add_requeue
 from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from distill.shared.retry import REDIS_DOWN, outlast_redis_async
@@ -86,6 +86,9 @@ class WorkerReport(BaseModel):
     dead: int = 0
     # CPU seconds this worker process spent on the run (the benchmark's overhead figure).
     cpu_s: float = 0.0
+    # Its tool processes, and the CPU seconds they spent (tools run apart from the agent loop).
+    tool_processes: int = 0
+    tool_cpu_s: float = 0.0
 
 
 class GenerationLoop:
@@ -132,11 +135,16 @@ class GenerationLoop:
             self.judge_pool = EndpointPool([self.spec.judge], self.redis, "spread",
                                            breaker_failures=self.spec.breaker_failures,
                                            breaker_cooldown_s=self.spec.breaker_cooldown_s)
+        tools = self.conversations.tool_pool
+        self.report.tool_processes = tools.processes
+        await self.redis.hset(self.keys.tool_processes, self.consumer, tools.processes)
+        await tools.warm()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._loop()
         finally:
             heartbeat.cancel()
+            self.report.tool_cpu_s = tools.cpu_seconds()
             await self.conversations.aclose()
             if self.judge is not None:
                 await self.judge.aclose()
@@ -169,6 +177,11 @@ class GenerationLoop:
         if housekeeping:
             self.next_housekeeping = now + HOUSEKEEPING_S
             self.stopping = bool(await self.redis.exists(self.keys.stop))
+            if self.conversations.tool_pool.executions:
+                # Numbers of calls still in conversations (an infra error shows before they end).
+                pipe = self.redis.pipeline(transaction=False)
+                self._count_tool_calls(pipe)
+                await pipe.execute()
         if self.stopping and not self.in_flight:
             return True
         free = self.spec.slots - len(self.in_flight)
@@ -297,6 +310,7 @@ class GenerationLoop:
         assert self.redis is not None and self.pool is not None
         name = seat.teacher.name
         pipe = self.redis.pipeline(transaction=False)
+        self._count_tool_calls(pipe)
         stats = self.keys.endpoint_stats(name)
         if record is not None:
             self.pool.record_success(seat)
@@ -306,11 +320,17 @@ class GenerationLoop:
             pipe.hincrby(stats, "output_tokens", record.usage.output_tokens)
             pipe.hincrbyfloat(stats, "teacher_s", record.timings.teacher_s)
         elif error is not None:
-            if error.retryable:
+            if error.retryable and error.teacher_fault:
                 self.pool.record_failure(seat, error.retry_after_s)
             pipe.hincrby(stats, "errors", 1)
             pipe.hincrby(stats, "requests", max(1, error.requests))
         await pipe.execute()
+
+    def _count_tool_calls(self, pipe: Any) -> None:
+        """Every tool execution since the last count: by tool and outcome, and its time."""
+        for run in self.conversations.tool_pool.drain():
+            pipe.hincrby(self.keys.tool_calls, tool_calls_field(run.tool, run.outcome), 1)
+            pipe.hincrby(self.keys.tool_times, tool_time_field(run.tool, run.seconds), 1)
 
     async def _failed(
         self, entry_id: str, task: PromptTask, attempt: int, teacher: TeacherConfig, failure: ConversationFailed

@@ -8,11 +8,11 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai import Agent, Tool, UsageLimits, capture_run_messages
+from pydantic_ai import Agent, RunContext, Tool, UsageLimits, capture_run_messages
 from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelHTTPError,
@@ -29,6 +29,7 @@ from distill.shared.records import (
     PromptTask,
     TeacherInfo,
     Timings,
+    ToolOutcome,
     Usage,
     WorkerInfo,
     utcnow,
@@ -38,7 +39,8 @@ from distill.shared.settings import GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
 from distill.worker.capture import raw_history, to_chat_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
-from distill.worker.tools import Workspace, builtin_tools, load_custom_tool
+from distill.worker.tool_pool import ToolInfraError, ToolPool
+from distill.worker.tools import BUILTIN_TOOL_NAMES, Workspace, builtin_tools, call_custom_tool, load_custom_tool
 
 # 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
 RETRYABLE_STATUS = {408, 409, 425, 429}
@@ -56,6 +58,7 @@ class ConversationFailed(Exception):
         partial: list[dict[str, Any]],
         retry_after_s: float | None = None,
         requests: int = 0,
+        teacher_fault: bool = True,
     ):
         super().__init__(reason)
         self.reason = reason
@@ -64,6 +67,8 @@ class ConversationFailed(Exception):
         self.partial = partial
         self.retry_after_s = retry_after_s
         self.requests = requests
+        # False when our own machinery failed (the tools): the teacher's breaker must not learn from it.
+        self.teacher_fault = teacher_fault
 
 
 class TeacherUnavailable(ConversationFailed):
@@ -74,13 +79,50 @@ def local_worker_info(actor: str = "local") -> WorkerInfo:
     return WorkerInfo(node=socket.gethostname(), actor=actor, pid=os.getpid())
 
 
-def build_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> list[Tool[Any]]:
+@dataclass
+class ToolDeps:
+    """What one conversation's system prompt and tools read from pydantic-ai's RunContext."""
+
+    system_prompt: str
+    tools: ToolPool
+    # The outcome of each answered tool call, by tool_call_id (the record keeps it per tool message).
+    outcomes: dict[str, ToolOutcome] = field(default_factory=dict)
+
+
+def build_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> list[Tool[ToolDeps]]:
+    """The tools offered (limits.builtin_tools, then custom ones) as async tools run in the tool pool.
+
+    The schema the teacher sees comes from the plain function's signature and docstring, exactly
+    as if pydantic-ai ran that function itself.
+    """
+    return [Tool(_pooled(key, function), takes_ctx=True, max_retries=2)
+            for key, function in _tool_functions(workspace, custom_tools, limits)]
+
+
+def plain_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> dict[str, Callable[..., str]]:
+    """The same tools as plain functions run in this process, by name (replaying a dataset, trainer/repair.py)."""
+    plain: dict[str, Callable[..., str]] = {}
+    for key, function in _tool_functions(workspace, custom_tools, limits):
+        if key in BUILTIN_TOOL_NAMES:
+            plain[function.__name__] = function
+        else:
+            plain[function.__name__] = functools.partial(_answer_custom, function)
+    return plain
+
+
+def _answer_custom(function: Callable[..., Any], **arguments: Any) -> str:
+    return call_custom_tool(function, arguments)[1]
+
+
+def _tool_functions(
+    workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits
+) -> list[tuple[str, Callable[..., Any]]]:
+    """Each tool's name in a tool process (a custom tool's is its spec) and its plain function."""
     offered = [f for f in builtin_tools(workspace) if f.__name__ in limits.builtin_tools]
     if limits.tool_docs == "brief":
         offered = [_briefly(f) for f in offered]
-    functions = offered + [_never_raises(load_custom_tool(spec)) for spec in custom_tools]
-    # A tool that times out is reported to the teacher like any other tool error.
-    return [Tool(function, max_retries=2, timeout=limits.tool_timeout_s) for function in functions]
+    keyed: list[tuple[str, Callable[..., Any]]] = [(f.__name__, f) for f in offered]
+    return keyed + [(spec, load_custom_tool(spec)) for spec in custom_tools]
 
 
 def _briefly(function: Callable[..., str]) -> Callable[..., str]:
@@ -94,18 +136,24 @@ def _briefly(function: Callable[..., str]) -> Callable[..., str]:
     return brief
 
 
-def _never_raises(function: Callable[..., Any]) -> Callable[..., str]:
-    """A user's tool that raises answers with the error, as the built-in tools do."""
+def _pooled(key: str, function: Callable[..., Any]) -> Callable[..., Awaitable[str]]:
+    """An async stand-in for `function` with its name, docs and parameters, run in a tool process."""
+    signature = inspect.signature(function)
+    name = function.__name__
 
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> str:
-        try:
-            return str(function(*args, **kwargs))
-        except Exception as error:  # noqa: BLE001 - any tool failure is the tool's answer
-            return f"error: {type(error).__name__}: {error}"
+    async def call(ctx: RunContext[ToolDeps], *args: Any, **kwargs: Any) -> str:
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        run = await ctx.deps.tools.call(name, key, arguments)
+        if ctx.tool_call_id:
+            ctx.deps.outcomes[ctx.tool_call_id] = run.outcome
+        return run.text
 
-    wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
-    return wrapper
+    functools.update_wrapper(call, function)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[context, *signature.parameters.values()], return_annotation=str
+    )
+    return call
 
 
 def openai_tool_schemas(tools: Sequence[Tool[Any]]) -> list[dict[str, Any]]:
@@ -153,15 +201,14 @@ def teacher_client(teacher: TeacherConfig) -> TeacherClient:
 
 
 class Conversations:
-    """Runs conversations for one worker: tools, agents and teacher clients are built once.
+    """Runs conversations for one worker: one agent, its tools, tool processes and teacher clients.
 
     Building pydantic-ai `Tool`s (a JSON schema from each signature) and an `Agent` per conversation
     cost about 1 ms of CPU per request in the profile; none of it depends on the prompt, so it is
-    made once per worker, one agent per distinct system prompt. The model is given per run, so
-    every conversation still gets its own request counter and teacher-time clock.
+    made once per worker. What differs per conversation (its system prompt, the outcomes of its
+    tool calls) travels in `ToolDeps`; the model is given per run, so every conversation still
+    gets its own request counter and teacher-time clock.
     """
-
-    MAX_AGENTS = 64
 
     def __init__(
         self,
@@ -171,24 +218,19 @@ class Conversations:
         system_prompt: str,
         custom_tools: Sequence[str] = (),
         worker: WorkerInfo | None = None,
+        tool_processes: int | None = None,
     ) -> None:
         self.limits = limits
         self.system_prompt = system_prompt
         self.worker = worker or local_worker_info()
         self.tools = build_tools(workspace, custom_tools, limits)
         self.tool_schemas = openai_tool_schemas(self.tools)
+        self.tool_pool = ToolPool(workspace, processes=tool_processes or limits.tool_processes,
+                                  timeout_s=limits.tool_timeout_s, attempts=limits.tool_attempts)
         self.usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
-        self._agents: dict[str, Agent[None, str]] = {}
+        self.agent: Agent[ToolDeps, str] = Agent(None, deps_type=ToolDeps, tools=self.tools, retries=2)
+        self.agent.system_prompt(_system_prompt)
         self._clients: dict[str, TeacherClient] = {}
-
-    def agent(self, system_prompt: str) -> Agent[None, str]:
-        agent = self._agents.get(system_prompt)
-        if agent is None:
-            if len(self._agents) >= self.MAX_AGENTS:
-                self._agents.pop(next(iter(self._agents)))
-            agent = Agent(None, system_prompt=system_prompt, tools=self.tools, retries=2)
-            self._agents[system_prompt] = agent
-        return agent
 
     def client(self, teacher: TeacherConfig) -> TeacherClient:
         client = self._clients.get(teacher.name)
@@ -200,6 +242,7 @@ class Conversations:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+        self.tool_pool.close()
 
     async def run(
         self, task: PromptTask, teacher: TeacherConfig, *, attempt: int = 1, slot: Slot | None = None
@@ -214,7 +257,7 @@ class Conversations:
         limits = self.limits
         client = self.client(teacher)
         exchanges = Exchanges(slot)
-        agent = self.agent(task.system or self.system_prompt)
+        deps = ToolDeps(system_prompt=task.system or self.system_prompt, tools=self.tool_pool)
         settings = ModelSettings(max_tokens=teacher.max_tokens)
         if teacher.temperature is not None:
             settings["temperature"] = teacher.temperature
@@ -227,7 +270,8 @@ class Conversations:
         with capture_run_messages() as captured:
             try:
                 result = await asyncio.wait_for(
-                    agent.run(task.prompt, model=client.model, usage_limits=self.usage_limits, model_settings=settings),
+                    self.agent.run(task.prompt, model=client.model, deps=deps, usage_limits=self.usage_limits,
+                                   model_settings=settings),
                     timeout=limits.conversation_timeout_s,
                 )
                 history: list[ModelMessage] = result.all_messages()
@@ -237,6 +281,16 @@ class Conversations:
                 history, status, error = list(captured), "error", f"{type(misbehaviour).__name__}: {misbehaviour}"
             except ModelAPIError as failure:
                 raise classify_failure(failure, captured, exchanges.count) from None
+            except ToolInfraError as failure:
+                # No result was had, so none may be shown: the conversation starts again from the top.
+                raise ConversationFailed(
+                    str(failure),
+                    retryable=True,
+                    error_type="ToolInfraError",
+                    partial=raw_history(list(captured)),
+                    requests=exchanges.count,
+                    teacher_fault=False,
+                ) from None
             except (asyncio.TimeoutError, TimeoutError):
                 raise TeacherUnavailable(
                     f"conversation took longer than {limits.conversation_timeout_s:g}s",
@@ -247,7 +301,7 @@ class Conversations:
                 ) from None
             finally:
                 current_exchanges.reset(context)
-        chat = to_chat_messages(history)
+        chat = to_chat_messages(history, deps.outcomes)
         if status == "final_answer" and chat.final_text is None:
             status, error = "error", "the teacher ended without a text answer"
         finished_at = utcnow()
@@ -291,12 +345,17 @@ async def run_conversation(
     worker: WorkerInfo | None = None,
 ) -> Conversation:
     """One conversation on its own (evaluation, tests); a worker keeps one `Conversations`."""
+    # One conversation at a time needs one tool process.
     conversations = Conversations(workspace, limits, system_prompt=system_prompt, custom_tools=custom_tools,
-                                  worker=worker)
+                                  worker=worker, tool_processes=limits.tool_processes or 1)
     try:
         return await conversations.run(task, teacher, attempt=attempt)
     finally:
         await conversations.aclose()
+
+
+def _system_prompt(ctx: RunContext[ToolDeps]) -> str:
+    return ctx.deps.system_prompt
 
 
 def classify_failure(failure: ModelAPIError, captured: list[ModelMessage], requests: int) -> ConversationFailed:

@@ -8,12 +8,13 @@ pipeline lost every real result.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
 
-from distill.shared.records import ChatMessage, FunctionCall, ToolCall
+from distill.shared.records import ChatMessage, FunctionCall, ToolCall, ToolOutcome
 
 
 @dataclass
@@ -25,7 +26,10 @@ class Captured:
     final_text: str | None
 
 
-def to_chat_messages(history: list[ModelMessage]) -> Captured:
+def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOutcome] | None = None) -> Captured:
+    """`outcomes` (by tool_call_id) says how each tool call the tools answered ended; a call that
+    pydantic-ai answered itself (unknown tool, arguments that fail the schema) is a `tool_error`."""
+    outcomes = outcomes or {}
     messages: list[ChatMessage] = []
     invalid = 0
     for message in history:
@@ -38,7 +42,8 @@ def to_chat_messages(history: list[ModelMessage]) -> Captured:
                     messages.append(ChatMessage(role="user", content=_text(part.content)))
                 elif kind == "tool-return":
                     # pydantic-ai v2 answers an unknown tool or bad arguments with a non-success return.
-                    if getattr(part, "outcome", "success") != "success":
+                    refused = getattr(part, "outcome", "success") != "success"
+                    if refused:
                         invalid += 1
                     messages.append(
                         ChatMessage(
@@ -46,6 +51,7 @@ def to_chat_messages(history: list[ModelMessage]) -> Captured:
                             tool_call_id=part.tool_call_id,
                             name=part.tool_name,
                             content=part.model_response_str(),
+                            outcome="tool_error" if refused else outcomes.get(part.tool_call_id, "ok"),
                         )
                     )
                 elif kind == "retry-prompt":
@@ -58,6 +64,7 @@ def to_chat_messages(history: list[ModelMessage]) -> Captured:
                                 tool_call_id=part.tool_call_id,
                                 name=part.tool_name,
                                 content=part.model_response(),
+                                outcome="tool_error",
                             )
                         )
                     else:

@@ -15,8 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import regex
+
+from distill.shared.records import ToolOutcome
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ _OPEN_FLAGS = (
 
 class ToolError(Exception):
     """A failure the model should see as the tool's answer ("error: ...")."""
+
+
+BUILTIN_TOOL_NAMES = ("grep", "read_file", "list_dir", "find_files")
+# First lines of a real answer that found nothing: the tool's own answer, worth learning from.
+NOTHING_FOUND = frozenset({"no matches", "no files found"})
 
 
 @dataclass
@@ -165,12 +173,17 @@ class Workspace:
                 raise ToolError(f"file changed while opening: {shown}")
             self._check_file(fst, shown)
             chunks, left = [], self.limits.max_file_bytes
+            # One read for a file that fits (asking one byte more than its size tells its end).
+            want = min(left, fst.st_size + 1) if fst.st_size < (1 << 20) else (1 << 20)
             while left > 0:
-                chunk = os.read(fd, min(left, 1 << 20))
+                chunk = os.read(fd, min(left, want))
                 if not chunk:
                     break
                 chunks.append(chunk)
                 left -= len(chunk)
+                if len(chunk) < want and len(chunk) <= fst.st_size:
+                    break  # a short read of a regular file is its end
+                want = 1 << 20
             return b"".join(chunks)
         except OSError as e:
             raise ToolError(f"cannot read {shown}: {e.strerror}") from None
@@ -178,30 +191,39 @@ class Workspace:
             os.close(fd)
 
     def _walk(self, start: Path, scan: _Scan) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """Regular files under `start`, depth-first in name order; symlinks and VCS dirs skipped."""
-        stack: list[Iterator[os.DirEntry[str]]] = [iter(self._sorted_entries(start))]
+        """Regular files under `start`, depth-first in name order; symlinks and VCS dirs skipped.
+
+        Confinement is checked once per directory: below a directory inside the workspace, an entry
+        that is not a symlink is inside too, so its relative path is the directory's plus its name.
+        """
+        stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = []
+        self._enter(str(start), stack)
         while stack:
             if time.monotonic() > scan.deadline:
                 scan.timed_out = True
                 return
-            entry = next(stack[-1], None)
+            prefix, entries = stack[-1]
+            entry = next(entries, None)
             if entry is None:
                 stack.pop()
                 continue
             if entry.name in VCS_DIRS or entry.is_symlink():
                 continue
-            rel = self._rel(entry.path)
-            if rel is None:
-                continue
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in WALK_SKIPPED_DIRS and not entry.name.endswith(".egg-info"):
-                    stack.append(iter(self._sorted_entries(entry.path)))
+                    self._enter(entry.path, stack)
             elif entry.is_file(follow_symlinks=False):
                 if scan.files_seen >= scan.max_files:
                     scan.hit_file_limit = True
                     return
                 scan.files_seen += 1
-                yield rel, entry
+                yield prefix + entry.name, entry
+
+    def _enter(self, directory: str, stack: list[tuple[str, Iterator[os.DirEntry[str]]]]) -> None:
+        rel = self._rel(os.path.realpath(directory))
+        if rel is None:
+            return
+        stack.append(("" if rel == "." else rel + "/", iter(self._sorted_entries(directory))))
 
     @staticmethod
     def _sorted_entries(path: Path | str) -> list[os.DirEntry[str]]:
@@ -233,8 +255,15 @@ class Workspace:
         ignore_case: bool = False,
         max_results: int = 50,
     ) -> str:
+        return self._grep(pattern, path, glob, ignore_case, max_results)[0]
+
+    def _grep(
+        self, pattern: str, path: str, glob: str | None, ignore_case: bool, max_results: int
+    ) -> tuple[str, bool]:
+        """The answer, and whether the walk stopped at the time limit (an incomplete answer)."""
         deadline = time.monotonic() + self.limits.timeout_s
         compiled = _compile(pattern, ignore_case)
+        prefilter = _whole_file_prefilter(pattern, ignore_case)
         if not isinstance(max_results, int) or max_results < 1:
             raise ToolError("max_results must be a positive integer")
         glob_parts = None if glob is None else _glob_parts(glob)
@@ -255,20 +284,20 @@ class Workspace:
             data = self._grep_read(entry, rel, scan)
             if data is None:
                 continue
-            for n, line in enumerate(_lines(data), 1):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    scan.timed_out = True
-                    break
-                try:
-                    hit = compiled.search(line, timeout=left)
-                except TimeoutError:
-                    raise ToolError(f"pattern timed out (limit {self.limits.timeout_s:g}s)") from None
-                if hit:
+            text = data.decode("utf-8", errors="replace")
+            if prefilter is not None and "\r" not in text:
+                # One search over the whole file rules out most files; only a file that may match
+                # is searched line by line (the answer is still exactly grep's line by line answer).
+                if not _search(prefilter, text, deadline, self.limits.timeout_s):
+                    continue
+            for n, line in enumerate(_split_lines(text), 1):
+                if _search(compiled, line, deadline, self.limits.timeout_s):
                     if len(out) == max_results:
                         more = True
                         break
                     out.append(f"{rel}:{n}: {_clip(line)}")
+            if time.monotonic() > deadline:
+                scan.timed_out = True
             if more or scan.timed_out:
                 break
 
@@ -276,12 +305,12 @@ class Workspace:
             out.append(f"[more matches omitted; showing the first {max_results}]")
         elif not out:
             out.append("no matches")
-        return self._cap("\n".join(out + scan.notes()))
+        return self._cap("\n".join(out + scan.notes())), scan.timed_out
 
     def _grep_read(self, entry: os.DirEntry[str] | Path, rel: str, scan: _Scan) -> bytes | None:
         """Contents of a file worth searching, or None (with a note where the model should know)."""
         try:
-            st = os.lstat(entry)
+            st = entry.stat(follow_symlinks=False) if isinstance(entry, os.DirEntry) else os.lstat(entry)
             self._check_file(st, rel)
         except OSError:
             return None
@@ -350,6 +379,9 @@ class Workspace:
         return self._cap("\n".join(out) if out else "(empty directory)")
 
     def find_files(self, pattern: str) -> str:
+        return self._find_files(pattern)[0]
+
+    def _find_files(self, pattern: str) -> tuple[str, bool]:
         parts = _glob_parts(pattern)
         scan = _Scan(time.monotonic() + self.limits.timeout_s, self.limits.max_files_scanned)
         found = [rel for rel, _ in self._walk(self.root, scan) if _glob_match(parts, rel.split("/"))]
@@ -358,7 +390,37 @@ class Workspace:
             out.append(f"[{len(found) - MAX_FIND_RESULTS} more files omitted; narrow the pattern]")
         if not found:
             out.append("no files found")
-        return self._cap("\n".join(out + scan.notes()))
+        return self._cap("\n".join(out + scan.notes())), scan.timed_out
+
+    def answer(self, name: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str]:
+        """Run built-in tool `name` and say how it ended (see ToolOutcome in shared/records.py).
+
+        A walk cut short by the time limit is not the tool's answer but the machine's: its outcome
+        is `infra_error`, so it is retried instead of being shown to the teacher.
+        """
+        timed_out = False
+        try:
+            if name == "grep":
+                text, timed_out = self._grep(**_grep_arguments(arguments))
+            elif name == "find_files":
+                text, timed_out = self._find_files(**arguments)
+            elif name == "read_file":
+                text = self.read_file(**arguments)
+            elif name == "list_dir":
+                text = self.list_dir(**arguments)
+            else:
+                raise ToolError(f"unknown tool {name!r}")
+        except ToolError as e:
+            return "tool_error", self._cap(f"error: {e}")
+        except MemoryError:
+            return "infra_error", "error: out of memory"
+        except Exception as e:  # last line of defence: a tool call must never crash the agent run
+            return "tool_error", self._cap(f"error: {type(e).__name__}: {e}")
+        if timed_out:
+            return "infra_error", text
+        if text.split("\n", 1)[0] in NOTHING_FOUND:
+            return "tool_error", text
+        return "ok", text
 
 
 # --------------------------------------------------------------------- helpers
@@ -383,10 +445,52 @@ def _compile(pattern: str, ignore_case: bool) -> regex.Pattern[str]:
 
 def _lines(data: bytes) -> list[str]:
     """Split on \\n only, so grep line numbers and read_file line numbers always agree."""
-    lines = data.decode("utf-8", errors="replace").split("\n")
+    return _split_lines(data.decode("utf-8", errors="replace"))
+
+
+def _split_lines(text: str) -> list[str]:
+    lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if "\r" not in text:
+        return lines
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _search(compiled: regex.Pattern[str], text: str, deadline: float, limit_s: float) -> bool:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    try:
+        return compiled.search(text, timeout=left) is not None
+    except TimeoutError:
+        raise ToolError(f"pattern timed out (limit {limit_s:g}s)") from None
+
+
+# Constructs whose match depends on text outside the line (\A, \Z, \G, lookarounds, inline flags):
+# a pattern holding one is searched line by line only.
+_CONTEXT_SENSITIVE = regex.compile(r"\\[AZzG]|\(\?")
+
+
+def _whole_file_prefilter(pattern: str, ignore_case: bool) -> regex.Pattern[str] | None:
+    """A pattern that matches a whole file (with `^`/`$` at line ends) whenever it matches a line of it.
+
+    Sound when the pattern only sees the text it matches and line ends: the file gives a match more
+    room, never less, so a file with no whole-file match has no matching line. Files with `\\r` are
+    left out by the caller, since a line's trailing `\\r` is cut before matching.
+    """
+    if _CONTEXT_SENSITIVE.search(pattern):
+        return None
+    flags = regex.MULTILINE | (regex.IGNORECASE if ignore_case else 0)
+    try:
+        return regex.compile(pattern, flags)
+    except Exception:  # noqa: BLE001 - _compile already accepted it; never fail on the fast path
+        return None
+
+
+def _grep_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"path": ".", "glob": None, "ignore_case": False, "max_results": 50}
+    return {**defaults, **arguments}
 
 
 def _clip(line: str) -> str:
@@ -447,18 +551,12 @@ def _glob_match(pat: list[str], parts: list[str]) -> bool:
 # ----------------------------------------------------------------- tool wrappers
 
 
-def _answer(ws: Workspace, method: Callable[..., str], *args: object) -> str:
-    """Run a tool the way the model sees it: failures become the answer text, never exceptions."""
-    try:
-        return method(*args)
-    except ToolError as e:
-        return ws._cap(f"error: {e}")
-    except Exception as e:  # last line of defence: a tool call must never crash the agent run
-        return ws._cap(f"error: {type(e).__name__}: {e}")
-
-
 def builtin_tools(ws: Workspace) -> list[Callable[..., str]]:
-    """The read-only tools bound to `ws`, as plain functions pydantic-ai can turn into tool schemas."""
+    """The read-only tools bound to `ws`, as plain functions pydantic-ai can turn into tool schemas.
+
+    Their signatures and docstrings are the schemas the teacher sees; a worker runs the same tools
+    in its tool processes (worker/tool_pool.py) through `Workspace.answer`.
+    """
 
     def grep(
         pattern: str,
@@ -481,7 +579,8 @@ def builtin_tools(ws: Workspace) -> list[Callable[..., str]]:
         Returns:
             One `path:line_number: line` per match, or `no matches`.
         """
-        return _answer(ws, ws.grep, pattern, path, glob, ignore_case, max_results)
+        return ws.answer("grep", {"pattern": pattern, "path": path, "glob": glob, "ignore_case": ignore_case,
+                                  "max_results": max_results})[1]
 
     def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
         """Read a text file, returning its lines prefixed with line numbers.
@@ -494,7 +593,7 @@ def builtin_tools(ws: Workspace) -> list[Callable[..., str]]:
         Returns:
             The numbered lines, one per line as `number| text`.
         """
-        return _answer(ws, ws.read_file, path, start_line, end_line)
+        return ws.answer("read_file", {"path": path, "start_line": start_line, "end_line": end_line})[1]
 
     def list_dir(path: str = ".") -> str:
         """List the entries of a directory.
@@ -505,7 +604,7 @@ def builtin_tools(ws: Workspace) -> list[Callable[..., str]]:
         Returns:
             One entry per line, sorted; directories end with `/`, symlinks show as `name -> (symlink)`.
         """
-        return _answer(ws, ws.list_dir, path)
+        return ws.answer("list_dir", {"path": path})[1]
 
     def find_files(pattern: str) -> str:
         """Find files by name with a glob pattern.
@@ -517,9 +616,17 @@ def builtin_tools(ws: Workspace) -> list[Callable[..., str]]:
         Returns:
             Matching file paths relative to the workspace root, one per line, sorted.
         """
-        return _answer(ws, ws.find_files, pattern)
+        return ws.answer("find_files", {"pattern": pattern})[1]
 
     return [grep, read_file, list_dir, find_files]
+
+
+def call_custom_tool(function: Callable[..., Any], arguments: dict[str, Any]) -> tuple[ToolOutcome, str]:
+    """A user's tool that raises answers with the error, as the built-in tools do."""
+    try:
+        return "ok", str(function(**arguments))
+    except Exception as error:  # noqa: BLE001 - any tool failure is the tool's answer
+        return "tool_error", f"error: {type(error).__name__}: {error}"
 
 
 def load_custom_tool(spec: str) -> Callable[..., str]:

@@ -1,0 +1,228 @@
+"""Tool calls run in a pool of processes apart from the agent loop, and say how they ended.
+
+Why processes: the agent loops of every conversation share one event loop and one GIL; a grep
+run in the worker's thread pool fights them all, and a time limit around the await counts that
+wait as if the tool were slow (92 % of greps "timed out" at 32 conversations in flight). Here
+each call runs in one of `processes` pool processes (pebble), so tools use every core, and the
+time limit counts execution only: pebble starts a task's clock when a pool process picks it up,
+kills a process whose task runs past the limit and starts a fresh one in its place.
+
+Every execution ends with an outcome (ToolOutcome in shared/records.py): `ok`, `tool_error`
+(the tool's real answer: no such file, bad regex, no matches) or `infra_error` (time limit hit,
+the pool process died, the pool broke). An infra error is never the tool's answer: `call` retries
+it with backoff and, when it keeps failing, raises ToolInfraError, which ends the conversation
+as a retryable failure (worker/agent.py), so a conversation never goes on from a fake result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError as FutureCancelled
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from pebble import ProcessExpired, ProcessPool
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
+
+from distill.shared.records import ToolOutcome
+from distill.worker.tools import BUILTIN_TOOL_NAMES, ToolLimits, Workspace, call_custom_tool, load_custom_tool
+
+log = logging.getLogger(__name__)
+
+# A built-in tool stops its own walk at the time limit and answers; the pool kills the process
+# only when a call overruns that by this much (a hung custom tool, a stuck read).
+KILL_GRACE_S = 1.0
+
+
+class ToolInfraError(Exception):
+    """A tool call kept failing for reasons of our own making (time limit, crash, broken pool)."""
+
+    def __init__(self, tool: str, reason: str, attempts: int) -> None:
+        super().__init__(f"tool {tool}: {reason} (after {attempts} attempts)")
+        self.tool = tool
+        self.reason = reason
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One execution of a tool call: its outcome, its text, and the seconds it ran in a pool process."""
+
+    tool: str
+    outcome: ToolOutcome
+    text: str
+    seconds: float
+
+
+def default_processes() -> int:
+    """The cores this process may use (the node's, unless an affinity mask says fewer)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
+# --- inside a pool process --------------------------------------------------------------------
+
+_workspace: Workspace | None = None
+_custom: dict[str, Callable[..., Any]] = {}
+
+
+def _start_process(root: str, limits: ToolLimits) -> None:
+    global _workspace
+    _die_with_parent()
+    _workspace = Workspace(root, limits)
+
+
+def _die_with_parent() -> None:
+    """A worker killed outright (Ray kills with SIGKILL) must not leave its tool processes behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: pebble's workers end when their pipe closes
+        pass
+
+
+def _execute(key: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str, float]:
+    """Run one tool call; `key` is a built-in tool's name or a custom tool's "module:function"."""
+    started = time.perf_counter()
+    if key in BUILTIN_TOOL_NAMES:
+        assert _workspace is not None
+        outcome, text = _workspace.answer(key, arguments)
+    else:
+        outcome, text = _run_custom(key, arguments)
+    return outcome, text, time.perf_counter() - started
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _run_custom(spec: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str]:
+    function = _custom.get(spec)
+    if function is None:
+        function = _custom[spec] = load_custom_tool(spec)
+    return call_custom_tool(function, arguments)
+
+
+# --- in the worker ----------------------------------------------------------------------------
+
+
+class ToolPool:
+    """A worker's tool processes. One per worker, shared by all its conversations."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        processes: int | None = None,
+        timeout_s: float,
+        attempts: int = 3,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.workspace = workspace
+        self.processes = processes or default_processes()
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        # Every execution, drained by whoever reports the numbers (GenerationLoop -> Redis).
+        self.executions: list[ToolRun] = []
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPool:
+        # spawn, not fork: the worker holds threads (Ray, gRPC, the event loop) a fork would copy mid-state.
+        return ProcessPool(
+            max_workers=self.processes,
+            initializer=_start_process,
+            initargs=(str(self.workspace.root), self.workspace.limits),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    async def warm(self) -> None:
+        """Start the processes now: spawning them (an interpreter and imports each) would else
+        delay the first wave of tool calls."""
+        futures = [self._pool.schedule(_ready) for _ in range(self.processes)]
+        await asyncio.gather(*(asyncio.wrap_future(future) for future in futures), return_exceptions=True)
+
+    async def call(self, tool: str, key: str, arguments: dict[str, Any]) -> ToolRun:
+        """The tool's real answer (`ok` or `tool_error`); ToolInfraError when it can't be had."""
+        retrying = AsyncRetrying(
+            retry=retry_if_result(lambda run: run.outcome == "infra_error"),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=10 * self.backoff_s),
+            # Out of attempts: hand back the last run, raised below as what it is.
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        run: ToolRun = await retrying(self.execute, tool, key, arguments)
+        if run.outcome == "infra_error":
+            raise ToolInfraError(tool, run.text, self.attempts)
+        return run
+
+    async def execute(self, tool: str, key: str, arguments: dict[str, Any]) -> ToolRun:
+        """One execution in a pool process; never raises for the tool's or the pool's failures."""
+        started = time.perf_counter()
+        try:
+            future = self._pool.schedule(_execute, args=(key, arguments), timeout=self.timeout_s + KILL_GRACE_S)
+        except RuntimeError as error:
+            # pebble marks a pool whose processes can't be started as broken for good: start another.
+            self._pool.stop()
+            self._pool = self._new_pool()
+            return self._record(ToolRun(tool, "infra_error", f"the tool pool broke ({error}); started a new one", 0.0))
+        try:
+            outcome, text, seconds = await asyncio.wrap_future(future)
+        except TimeoutError:
+            run = ToolRun(tool, "infra_error", f"time limit of {self.timeout_s:g}s hit; the tool process was replaced",
+                          self.timeout_s + KILL_GRACE_S)
+        except ProcessExpired as error:
+            run = ToolRun(tool, "infra_error", f"the tool process died (exit code {error.exitcode})",
+                          time.perf_counter() - started)
+        except FutureCancelled:
+            run = ToolRun(tool, "infra_error", "the call was cancelled in the pool", time.perf_counter() - started)
+        except Exception as error:  # noqa: BLE001 - a broken pool or unpicklable answer is ours, not the tool's
+            run = ToolRun(tool, "infra_error", f"{type(error).__name__}: {error}", time.perf_counter() - started)
+        else:
+            # A built-in walk stopped by the time limit answered only in part: say why, not what.
+            shown = text if outcome != "infra_error" else f"time limit of {self.timeout_s:g}s hit; the answer was incomplete"
+            run = ToolRun(tool, outcome, shown, seconds)
+        return self._record(run)
+
+    def _record(self, run: ToolRun) -> ToolRun:
+        if run.outcome == "infra_error":
+            log.warning("tool %s: %s", run.tool, run.text)
+        self.executions.append(run)
+        return run
+
+    def drain(self) -> list[ToolRun]:
+        runs, self.executions = self.executions, []
+        return runs
+
+    def pids(self) -> list[int]:
+        """The pool processes alive now (tests kill one; the benchmark sums their CPU)."""
+        manager = getattr(self._pool, "_pool_manager", None)
+        workers = getattr(getattr(manager, "worker_manager", None), "workers", {}) or {}
+        return [pid for pid in list(workers) if pid]
+
+    def cpu_seconds(self) -> float:
+        """CPU the live pool processes have used (a process the pool replaced took its own along)."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)
+
