@@ -93,7 +93,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
 
 
 def test_brief_tool_docs_keep_the_schema_and_drop_the_prose(tmp_path):
-    from distill.worker.agent import build_tools, openai_tool_schemas
+    from distill.worker.agent import build_tools, openai_tool_schemas, plain_tools
 
     (tmp_path / "a.py").write_text("def found_it():\n    pass\n")
     full = openai_tool_schemas(build_tools(Workspace(tmp_path), (), GenerationLimits()))
@@ -108,5 +108,6 @@ def test_brief_tool_docs_keep_the_schema_and_drop_the_prose(tmp_path):
     assert set(short["parameters"]["properties"]) == set(long["parameters"]["properties"])
     assert not any("description" in p for p in short["parameters"]["properties"].values())
     assert len(json.dumps(brief[0])) < len(json.dumps(full[0])) / 2
-    # The brief tool is the same real tool.
-    assert tools[0].function(pattern="def found_it") == "a.py:1: def found_it():"
+    # The brief tool is the same real tool (run here in-process; a worker runs it in its tool pool).
+    plain = plain_tools(Workspace(tmp_path), (), GenerationLimits(builtin_tools=["grep", "read_file"], tool_docs="brief"))
+    assert plain["grep"](pattern="def found_it") == "a.py:1: def found_it():"
