@@ -274,31 +274,33 @@ def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTas
 async def _run_prompts(
     tasks: list[PromptTask], student: TeacherConfig, agent: _Agent, name: str, server: Any
 ) -> list[PromptEval]:
-    from distill.worker.agent import ConversationFailed, TeacherUnavailable, run_conversation
+    from distill.worker.agent import ConversationFailed, Conversations, TeacherUnavailable
     from distill.worker.tools import Workspace
 
-    tools_root = Workspace(agent.workspace)
+    # One agent, tool pool and client for the whole variant, as a worker keeps them: starting a
+    # tool process per prompt cost up to a second each.
+    conversations = Conversations(Workspace(agent.workspace), agent.limits, system_prompt=agent.system_prompt,
+                                  custom_tools=agent.custom_tools, tool_processes=agent.limits.tool_processes or 1)
     results: list[PromptEval] = []
-    for task in tasks:
-        started = time.monotonic()
-        try:
-            conversation = await run_conversation(
-                task, student, tools_root, agent.limits, system_prompt=agent.system_prompt,
-                custom_tools=agent.custom_tools,
-            )
-            result = prompt_eval(task, conversation)
-        except TeacherUnavailable as failure:
-            if server is not None and not server.alive():
-                raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
-            result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500],
-                                **_unanswered(task))
-        except ConversationFailed as failure:
-            result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500],
-                                **_unanswered(task))
-        result.seconds = round(time.monotonic() - started, 3)
-        results.append(result)
-        if agent.on_prompt is not None:
-            agent.on_prompt(name, len(results), len(tasks), sum(r.tool_calls for r in results))
+    try:
+        for task in tasks:
+            started = time.monotonic()
+            try:
+                result = prompt_eval(task, await conversations.run(task, student))
+            except TeacherUnavailable as failure:
+                if server is not None and not server.alive():
+                    raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
+                result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500],
+                                    **_unanswered(task))
+            except ConversationFailed as failure:
+                result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500],
+                                    **_unanswered(task))
+            result.seconds = round(time.monotonic() - started, 3)
+            results.append(result)
+            if agent.on_prompt is not None:
+                agent.on_prompt(name, len(results), len(tasks), sum(r.tool_calls for r in results))
+    finally:
+        await conversations.aclose()
     return results
 
 
