@@ -68,12 +68,6 @@ def generate(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Run the teacher on every prompt with real tools; write one record per prompt and sample."""
-    from distill.coordinator.collector import OutputError
-    from distill.coordinator.progress import endpoints_table, summary_table, tools_table
-    from distill.shared.prompts import PromptsFileError
-    from distill.coordinator.run import RedisLost, RunRefused
-    from distill.coordinator.run import generate as run_generate
-
     try:
         settings = load_settings(
             config,
@@ -98,11 +92,22 @@ def generate(
         elif temperature is not None:
             settings.teachers = [TeacherConfig.model_validate({**t.model_dump(), "temperature": temperature})
                                  for t in settings.teachers]
-        if not settings.workspace.is_dir():
-            fail(f"workspace {settings.workspace} is not a folder")
+    except ValueError as error:  # pydantic validation of a flag value
+        fail(str(error).splitlines()[0])
+    _generate_and_show(settings, prompts, no_progress=no_progress)
+
+
+def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> None:
+    """Run `distill generate`'s job and show its tables; exit 1 when prompts are left unfinished."""
+    from distill.coordinator.collector import OutputError
+    from distill.coordinator.progress import endpoints_table, summary_table, tools_table
+    from distill.coordinator.run import RedisLost, RunRefused
+    from distill.coordinator.run import generate as run_generate
+
+    if not settings.workspace.is_dir():
+        fail(f"workspace {settings.workspace} is not a folder")
+    try:
         result = run_generate(settings, prompts, console=None if no_progress else err)
-    except (ConfigError, PromptsFileError) as error:
-        fail(str(error))
     except (OutputError, RedisLost) as error:
         fail(f"{error}; the run stopped cleanly and resumes when you run the same command again", code=3)
     except RunRefused as refused:
@@ -217,16 +222,42 @@ def repair(
     keep_original: Annotated[bool, typer.Option(
         "--keep-original", help="Where a real result differs today, keep the old one (it is still listed).")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
+    continue_with: Annotated[Optional[str], typer.Option(
+        help="Teacher base URL: continue each repaired conversation from its first repaired result.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --continue-with.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run name for --continue-with (default: OUT's name + -continued).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Where --continue-with's run is written.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Replay every tool call with the real tools, so placeholder results become real ones."""
     from distill.trainer.convert import conversations_path
+    from distill.trainer.repair import continuation_prompts
     from distill.trainer.repair import repair as run_repair
     from distill.views import convert_progress, repair_table
 
+    if (continue_with is None) != (teacher_model is None):
+        fail("--continue-with and --teacher-model go together")
     with convert_progress(err, conversations_path(source), verb="repair") as on_progress:
         report = run_repair(source, workspace, out, custom_tools=custom_tool or (), keep_original=keep_original,
                             skip_invalid=skip_invalid, on_progress=on_progress)
     console_out.print(repair_table(report))
+    if continue_with is None:
+        return
+    prompts = out.with_name(f"{out.stem}.continue.jsonl")
+    plan = continuation_prompts(out, prompts)
+    console_out.print(f"{plan.written} conversation(s) to continue from their first repaired result: {prompts}"
+                      + (f"; {len(plan.skipped)} not continued" if plan.skipped else ""), highlight=False)
+    for conversation_id, reason in plan.skipped[:5]:
+        err.print(f"  not continued: {conversation_id}: {reason}", highlight=False, markup=False)
+    if not plan.written:
+        return
+    try:
+        settings = load_settings(None, run=run or f"{out.stem}-continued", workspace=workspace, out_dir=out_dir)
+        settings.custom_tools = list(custom_tool or settings.custom_tools)
+        settings.teachers = [TeacherConfig(name="continue", base_url=continue_with, model=teacher_model)]
+    except ValueError as error:
+        fail(str(error).splitlines()[0])
+    _generate_and_show(settings, prompts, no_progress=no_progress)
 
 
 @app.command()

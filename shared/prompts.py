@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
-from distill.shared.records import PromptTask
+from distill.shared.records import ChatMessage, PromptTask, continuation_problem
 from distill.shared.verdicts import Expected
 
 MAX_PROMPT_CHARS = 200_000
@@ -37,6 +37,15 @@ class PromptLine(BaseModel):
     system: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected: Expected | None = None
+    history: list[ChatMessage] | None = None
+
+    @field_validator("history")
+    @classmethod
+    def _continuable(cls, turns: list[ChatMessage] | None) -> list[ChatMessage] | None:
+        problem = continuation_problem(turns) if turns is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return turns
 
     @field_validator("id")
     @classmethod
@@ -73,7 +82,7 @@ def _task(path: str, number: int, data: dict[str, Any], run: str) -> PromptTask 
         line = PromptLine.model_validate(data)
     except ValidationError as error:
         return line_error(path, number, error, extra_hint="put extra data under metadata")
-    task_id = line.id or PromptTask.stable_id(line.prompt, line.system)
+    task_id = line.id or PromptTask.stable_id(line.prompt, line.system, line.history or ())
     return PromptTask(
         task_id=task_id,
         run=run,
@@ -82,4 +91,5 @@ def _task(path: str, number: int, data: dict[str, Any], run: str) -> PromptTask 
         metadata=line.metadata,
         source_line=number,
         expected=line.expected,
+        history=line.history or [],
     )

@@ -65,6 +65,9 @@ class PromptTask(Record):
     expected: Expected | None = None
     # Which of the prompt's samples this is (`distill generate --samples N`: 0 .. N-1).
     sample: int = Field(default=0, ge=0)
+    # Turns after the prompt that the teacher continues from: assistant tool calls, each answered
+    # by its real results (`distill repair --continue-with`). Empty: the teacher starts fresh.
+    history: list[ChatMessage] = Field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -75,8 +78,12 @@ class PromptTask(Record):
         return self.model_copy(update={"sample": sample})
 
     @staticmethod
-    def stable_id(prompt: str, system: str | None) -> str:
-        digest = hashlib.sha256(json.dumps([prompt, system]).encode()).hexdigest()
+    def stable_id(prompt: str, system: str | None, history: Sequence[ChatMessage] = ()) -> str:
+        body: list[Any] = [prompt, system]
+        if history:
+            # Only when present, so prompts without a history keep the ids older runs gave them.
+            body.append([message.model_dump(mode="json", exclude_none=True) for message in history])
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         return f"p-{digest[:16]}"
 
     def content_digest(self) -> str:
@@ -85,6 +92,8 @@ class PromptTask(Record):
         if self.expected is not None:
             # Only when present, so prompts without a reference keep the digests older runs stored.
             parts.append(self.expected if isinstance(self.expected, str) else self.expected.model_dump())
+        if self.history:
+            parts.append([message.model_dump(mode="json", exclude_none=True) for message in self.history])
         body = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:24]
 
@@ -265,6 +274,24 @@ def tool_result_problem(messages: Sequence[ChatMessage | Mapping[str, Any]], *, 
     if missing:
         return f"no result for tool call(s) {', '.join(missing)}"
     return None
+
+
+def continuation_problem(turns: Sequence[ChatMessage]) -> str | None:
+    """What keeps `turns` from being a history a teacher can continue, or None.
+
+    A history is what follows the prompt: assistant turns that call tools, each call answered by
+    its real result, ending on results, so that what comes next is the teacher's own move.
+    """
+    if not turns:
+        return "is empty"
+    for index, message in enumerate(turns):
+        if message.role not in ("assistant", "tool"):
+            return f"message {index} is a {message.role} message; a history holds assistant and tool turns only"
+        if message.role == "assistant" and not message.tool_calls:
+            return f"message {index} is an assistant answer; a history ends before the answer"
+    if turns[-1].role != "tool":
+        return "must end with tool results"
+    return tool_result_problem(turns, allow_empty=False)
 
 
 def _message_fields(message: ChatMessage | Mapping[str, Any]) -> tuple[str, list[str], str, str | None, str | None]:

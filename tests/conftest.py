@@ -81,3 +81,15 @@ def write_prompts(path: Path, count: int, *, start: int = 0) -> Path:
             topic = topics[index % len(topics)]
             handle.write(json.dumps({"id": f"q{index:05d}", "prompt": f"Where is {topic} defined and what does it do? (#{index})"}) + "\n")
     return path
+
+
+def wait_for_lines(path: Path, count: int, timeout_s: float = 90.0) -> None:
+    """Until `path` holds `count` lines (a run's output growing), or fail after a generous bound."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {count} lines")

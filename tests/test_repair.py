@@ -128,3 +128,78 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path: Path, workspace: P
     skipped = subprocess.run(command + ["--skip-invalid"], capture_output=True, text=True, timeout=120)
     assert skipped.returncode == 0, skipped.stderr
     assert "1 of 2 conversations written" in skipped.stdout
+
+
+def test_continue_with_a_teacher_exactly_once_across_a_kill(tmp_path: Path, workspace: Path) -> None:
+    """--continue-with: each repaired conversation goes back to a teacher from its first repaired
+    result, through the normal pipeline; a coordinator SIGKILL and the same command again give one
+    fresh record per conversation."""
+    import os
+    import signal
+
+    from conftest import REPO, wait_for_lines
+
+    from distill.shared.records import Conversation
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+
+    names = ["TIMEOUT", "DEBUG", "serve", "import"]
+    dataset = write_jsonl(tmp_path / "phase1.jsonl", [
+        {**chat("grep", {"pattern": f"{names[i % 4]}", "path": "pkg"}, PLACEHOLDER, answer=f"stale {i}"), "id": f"d{i}"}
+        for i in range(12)
+    ])
+    teacher = SimTeacher(SimTeacherConfig(latency_s=0.3, tool_rounds=2))
+    teacher.start()
+    command = [sys.executable, "-m", "distill", "repair", str(dataset), "--workspace", str(workspace),
+               "--out", str(tmp_path / "repaired.jsonl"), "--continue-with", teacher.base_url, "--teacher-model", "sim",
+               "--run", "cont", "--out-dir", str(tmp_path / "runs"), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    written = tmp_path / "runs" / "cont" / "conversations.jsonl"
+    try:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_lines(written, 3, timeout_s=180)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        before = written.read_bytes().count(b"\n")
+        assert before < 12, "the kill came too late to prove anything"
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        teacher.stop()
+    assert second.returncode == 0, second.stderr[-2000:]
+    records = [Conversation.model_validate_json(line) for line in written.read_text().splitlines() if line.strip()]
+    assert sorted(r.task_id for r in records) == sorted(f"d{i}-continued" for i in range(12))  # each exactly once
+    repaired = {row["id"]: row for row in read_jsonl(tmp_path / "repaired.jsonl")}
+    for record in records:
+        source = repaired[record.metadata["continues"]]
+        roles = [m.role for m in record.messages]
+        assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"], roles
+        # The history is the repaired conversation up to its first repaired result, word for word...
+        assert record.messages[2].tool_calls[0].function.arguments == source["messages"][2]["tool_calls"][0]["function"]["arguments"]
+        assert record.messages[3].content == source["messages"][3]["content"]
+        assert record.messages[3].content != PLACEHOLDER and "pkg/" in record.messages[3].content
+        # ...and what follows is the teacher's own, written looking at the real result.
+        assert not record.messages[-1].content.startswith("stale")
+        assert record.status == "final_answer"
+
+
+def test_a_prompt_history_must_end_on_real_results(tmp_path: Path) -> None:
+    from distill.shared.prompts import read_prompts
+
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "grep", "arguments": {"pattern": "x"}}}]}
+    lines = [
+        {"prompt": "where?", "history": [call, {"role": "tool", "tool_call_id": "c1", "content": "a.py:1: x"}]},
+        {"prompt": "where?", "history": [call, {"role": "tool", "tool_call_id": "c1", "content": PLACEHOLDER}]},
+        {"prompt": "where?", "history": [call]},
+        {"prompt": "where?", "history": [{"role": "assistant", "content": "It is in a.py."}]},
+        {"prompt": "where?", "history": [{"role": "user", "content": "and?"}]},
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", lines)
+    first, *bad = list(read_prompts(path, "r"))
+    assert first.history[1].content == "a.py:1: x"
+    assert first.task_id != next(iter(read_prompts(write_jsonl(tmp_path / "q.jsonl", [{"prompt": "where?"}]), "r"))).task_id
+    assert [str(b) for b in bad] == [
+        f"{path}:2: field history: tool call 'c1' has a placeholder result '{PLACEHOLDER}'",
+        f"{path}:3: field history: must end with tool results",
+        f"{path}:4: field history: message 0 is an assistant answer; a history ends before the answer",
+        f"{path}:5: field history: message 0 is a user message; a history holds assistant and tool turns only",
+    ]

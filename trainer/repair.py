@@ -39,6 +39,9 @@ from distill.trainer.schema_check import argument_errors, tool_schemas
 
 log = logging.getLogger(__name__)
 
+# Key of a repaired line that lists the calls whose placeholder was replaced; readers ignore it.
+REPLACED_KEY = "replaced_calls"
+
 
 class CallOutcome(StrEnum):
     REPLACED = "replaced"
@@ -82,36 +85,38 @@ class _Failed(Exception):
         self.call_id, self.tool, self.detail = call_id, tool, detail
 
 
-ToolFunction = Callable[..., str]
-
-
 class ToolBox:
     """The real tools bound to one workspace, by name, with the schemas the teacher is offered."""
 
     def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None) -> None:
-        from distill.worker.agent import build_tools, openai_tool_schemas, plain_tools
-        from distill.worker.tools import ToolLimits, Workspace
+        from distill.worker.agent import build_tools, openai_tool_schemas
+        from distill.worker.tools import ToolLimits, Workspace, load_custom_tool
 
         limits = limits or GenerationLimits()
-        root = Workspace(Path(workspace), ToolLimits(timeout_s=limits.tool_timeout_s,
-                                                     max_output_chars=limits.tool_max_output_chars))
-        tools = build_tools(root, custom_tools, limits)
         # Replaying runs the tools here, one call at a time: no pool, the same answers and schemas.
-        self.functions: dict[str, ToolFunction] = plain_tools(root, custom_tools, limits)
-        self.schemas = openai_tool_schemas(tools)
+        self.root = Workspace(Path(workspace), ToolLimits(timeout_s=limits.tool_timeout_s,
+                                                          max_output_chars=limits.tool_max_output_chars))
+        self.custom = {function.__name__: function for function in map(load_custom_tool, custom_tools)}
+        self.schemas = openai_tool_schemas(build_tools(self.root, custom_tools, limits))
         self.parameters = tool_schemas(self.schemas)
 
     def run(self, name: str, arguments: dict[str, Any]) -> str:
-        """The tool's real answer; raises _Failed when the call cannot be replayed."""
-        if name not in self.functions:
-            raise _Failed("", name, f"unknown tool {name!r} (this workspace has {', '.join(sorted(self.functions))})")
+        """The tool's real answer (`ok` or `tool_error`); raises _Failed when the call cannot be replayed."""
+        from distill.worker.tools import call_custom_tool
+
+        if name not in self.parameters:
+            raise _Failed("", name, f"unknown tool {name!r} (this workspace has {', '.join(sorted(self.parameters))})")
         problems = argument_errors(self.parameters[name], arguments)
         if problems:
             raise _Failed("", name, f"{name}: {problems[0]}")
-        try:
-            return str(self.functions[name](**arguments))
-        except Exception as error:  # noqa: BLE001 - any crash means the call could not be replayed
-            raise _Failed("", name, f"{name} crashed: {type(error).__name__}: {error}") from None
+        if name in self.custom:
+            outcome, text = call_custom_tool(self.custom[name], arguments)
+        else:
+            outcome, text = self.root.answer(name, arguments)
+        if outcome == "infra_error":
+            # A walk cut short by the time limit is the machine's answer, not the tool's.
+            raise _Failed("", name, f"{name} did not finish within its time limit: {text[:160]}")
+        return text
 
 
 def repair(
@@ -171,7 +176,7 @@ def _repair_line(line: Any, tools: ToolBox, report: RepairReport, skip_invalid: 
     outcomes: Counter[CallOutcome] = Counter()
     changes: list[CallNote] = []
     try:
-        messages = _replayed(trajectory, tools, report.keep_original, outcomes, changes, line.number)
+        messages, replaced = _replayed(trajectory, tools, report.keep_original, outcomes, changes, line.number)
     except _Failed as failed:
         report.dropped += 1
         report.calls[CallOutcome.FAILED] += 1
@@ -181,7 +186,11 @@ def _repair_line(line: Any, tools: ToolBox, report: RepairReport, skip_invalid: 
     for outcome, count in outcomes.items():
         report.calls[outcome] += count
     report.notes.extend(changes)
-    return {"id": trajectory.task_id, "messages": messages, "tools": trajectory.tools or tools.schemas}
+    line_out = {"id": trajectory.task_id, "messages": messages, "tools": trajectory.tools or tools.schemas}
+    if replaced:
+        # Which results were placeholders: the turns after them may be stale (--continue-with).
+        line_out[REPLACED_KEY] = replaced
+    return line_out
 
 
 def _replayed(
@@ -191,8 +200,9 @@ def _replayed(
     outcomes: Counter[CallOutcome],
     changes: list[CallNote],
     line: int,
-) -> list[dict[str, Any]]:
-    """The conversation with every call replayed; a call with no result message gets one."""
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The conversation with every call replayed (a call with no result message gets one), and the
+    ids of the calls whose placeholder was replaced."""
     messages: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
     for message in trajectory.messages:
@@ -215,23 +225,23 @@ def _replayed(
                 results[call["id"]] = {"role": "tool", "tool_call_id": call["id"], "content": None}
                 out.append(results[call["id"]])
                 answered.add(call["id"])
+    replaced: list[str] = []
     for message in out:
         for call in message.get("tool_calls") or []:
-            note = _replay_call(call, results[call["id"]], tools, keep_original, outcomes)
+            outcome, note = _replay_call(call, results[call["id"]], tools, keep_original)
+            outcomes[outcome] += 1
+            if outcome == CallOutcome.REPLACED:
+                replaced.append(call["id"])
             if note is not None:
-                changes.append(CallNote(line=line, task_id=trajectory.task_id, call_id=call["id"], tool=note[0],
-                                        outcome=CallOutcome.CHANGED, detail=note[1]))
-    return out
+                changes.append(CallNote(line=line, task_id=trajectory.task_id, call_id=call["id"],
+                                        tool=call["function"]["name"], outcome=outcome, detail=note))
+    return out, replaced
 
 
 def _replay_call(
-    call: dict[str, Any],
-    result: dict[str, Any],
-    tools: ToolBox,
-    keep_original: bool,
-    outcomes: Counter[CallOutcome],
-) -> tuple[str, str] | None:
-    """Replay one call into its result message; (tool, detail) when a real result changed."""
+    call: dict[str, Any], result: dict[str, Any], tools: ToolBox, keep_original: bool
+) -> tuple[CallOutcome, str | None]:
+    """Replay one call into its result message: its outcome, and a note when a real result changed."""
     name = call["function"]["name"]
     try:
         arguments = arguments_object(name, call["function"].get("arguments"))
@@ -245,14 +255,86 @@ def _replay_call(
     old = result.get("content")
     result["name"] = name
     if old is None or not str(old).strip() or is_placeholder(str(old)):
-        outcomes[CallOutcome.REPLACED] += 1
         result["content"] = today
-        return None
+        return CallOutcome.REPLACED, None
     if str(old).strip() == today.strip():
-        outcomes[CallOutcome.KEPT] += 1
-        return None
-    outcomes[CallOutcome.CHANGED] += 1
+        return CallOutcome.KEPT, None
     if not keep_original:
         result["content"] = today
     kept = "kept the original result" if keep_original else "wrote today's result"
-    return name, f"{kept}; today's starts {today[:120]!r}"
+    return CallOutcome.CHANGED, f"{kept}; today's starts {today[:120]!r}"
+
+
+# --- continuing from the first repaired result (--continue-with) -----------------------------
+
+
+class Continuations(BaseModel):
+    """What `continuation_prompts` wrote: one prompt line per repaired conversation to continue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    written: int = 0
+    # Conversations that had no placeholder (nothing stale to redo) or do not fit a prompt
+    # (several user turns before the first repaired call), with the reason.
+    skipped: list[tuple[str, str]] = Field(default_factory=list)
+
+
+def continuation_prompts(repaired: Path, out: Path) -> Continuations:
+    """Prompt lines that continue each repaired conversation from its first repaired result.
+
+    Each line keeps the system prompt, the user prompt and the turns up to and including the
+    results of the first assistant turn whose placeholder was replaced (`history`); what the
+    assistant said after that was said while looking at a placeholder, so the teacher says it
+    again. Ids are the repaired conversation's id plus "-continued": the same file gives the same
+    prompts, so rerunning the same command resumes the run instead of repeating it.
+    """
+    from distill.shared.errors import iter_jsonl
+    from distill.shared.records import ChatMessage, continuation_problem
+
+    plan = Continuations(path=str(out))
+    with out.open("w", encoding="utf-8") as handle:
+        for number, data in iter_jsonl(repaired):
+            if not isinstance(data, dict):
+                raise TrainerError(str(data))
+            conversation_id = str(data.get("id") or f"line-{number}")
+            replaced = set(data.get(REPLACED_KEY) or ())
+            if not replaced:
+                plan.skipped.append((conversation_id, "no placeholder result: nothing to redo"))
+                continue
+            messages = [ChatMessage.model_validate(message) for message in data["messages"]]
+            line = _continuation(conversation_id, messages, replaced, continuation_problem)
+            if isinstance(line, str):
+                plan.skipped.append((conversation_id, line))
+                continue
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            plan.written += 1
+    return plan
+
+
+def _continuation(
+    conversation_id: str, messages: list[Any], replaced: set[str], problem_of: Callable[[Any], str | None]
+) -> dict[str, Any] | str:
+    """The prompt line for one conversation, or why it has none."""
+    system = messages[0].content if messages and messages[0].role == "system" else None
+    rest = messages[1:] if system is not None else messages
+    if not rest or rest[0].role != "user" or not (rest[0].content or "").strip():
+        return "does not start with a user prompt"
+    turns = rest[1:]
+    first = next((i for i, m in enumerate(turns) if any(c.id in replaced for c in m.tool_calls or [])), None)
+    if first is None:
+        return "its replaced calls follow a second user turn"
+    end = first + 1
+    while end < len(turns) and turns[end].role == "tool":
+        end += 1
+    history = turns[:end]
+    problem = problem_of(history)
+    if problem is not None:
+        return f"history up to the first repaired result: {problem}"
+    return {
+        "id": f"{conversation_id}-continued",
+        "prompt": rest[0].content,
+        "system": system,
+        "history": [message.model_dump(mode="json", exclude_none=True) for message in history],
+        "metadata": {"continues": conversation_id},
+    }

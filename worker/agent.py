@@ -37,7 +37,7 @@ from distill.shared.records import (
 from distill.shared.connection import redact_url
 from distill.shared.settings import GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
-from distill.worker.capture import raw_history, to_chat_messages
+from distill.worker.capture import raw_history, to_chat_messages, to_model_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
 from distill.worker.tools import BUILTIN_TOOL_NAMES, Workspace, builtin_tools, call_custom_tool, load_custom_tool
@@ -258,6 +258,13 @@ class Conversations:
         client = self.client(teacher)
         exchanges = Exchanges(slot)
         deps = ToolDeps(system_prompt=task.system or self.system_prompt, tools=self.tool_pool)
+        # A continued conversation (task.history) resumes from its last tool results: no new
+        # prompt, and pydantic-ai's history carries the system prompt and the prompt itself.
+        prompt: str | None = task.prompt
+        resumed: list[ModelMessage] | None = None
+        if task.history:
+            prompt, resumed = None, to_model_messages(deps.system_prompt, task.prompt, task.history)
+            deps.outcomes.update({m.tool_call_id: m.outcome or "ok" for m in task.history if m.tool_call_id})
         settings = ModelSettings(max_tokens=teacher.max_tokens)
         if teacher.temperature is not None:
             settings["temperature"] = teacher.temperature
@@ -270,8 +277,8 @@ class Conversations:
         with capture_run_messages() as captured:
             try:
                 result = await asyncio.wait_for(
-                    self.agent.run(task.prompt, model=client.model, deps=deps, usage_limits=self.usage_limits,
-                                   model_settings=settings),
+                    self.agent.run(prompt, message_history=resumed, model=client.model, deps=deps,
+                                   usage_limits=self.usage_limits, model_settings=settings),
                     timeout=limits.conversation_timeout_s,
                 )
                 history: list[ModelMessage] = result.all_messages()

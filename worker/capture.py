@@ -8,11 +8,21 @@ pipeline lost every real result.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 
 from distill.shared.records import ChatMessage, FunctionCall, ToolCall, ToolOutcome
 
@@ -75,6 +85,31 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
     calls = sum(len(m.tool_calls or []) for m in messages)
     final = messages[-1].content if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls else None
     return Captured(messages, calls, invalid, dropped, final or None)
+
+
+def to_model_messages(system: str, prompt: str, turns: Sequence[ChatMessage]) -> list[ModelMessage]:
+    """The inverse of `to_chat_messages` for a conversation to continue: the system prompt, the
+    prompt and its history (see `continuation_problem`) as pydantic-ai's own history, ending on the
+    tool results that the teacher's next request carries."""
+    history: list[ModelMessage] = [ModelRequest(parts=[SystemPromptPart(system), UserPromptPart(prompt)])]
+    names: dict[str, str] = {}
+    returns: list[ToolReturnPart] = []
+    for message in turns:
+        if message.role == "assistant":
+            if returns:
+                history.append(ModelRequest(parts=list(returns)))
+                returns.clear()
+            parts: list[TextPart | ToolCallPart] = [TextPart(message.content)] if message.content else []
+            for call in message.tool_calls or []:
+                names[call.id] = call.function.name
+                parts.append(ToolCallPart(call.function.name, call.function.arguments, tool_call_id=call.id))
+            history.append(ModelResponse(parts=parts))
+        elif message.role == "tool" and message.tool_call_id is not None:
+            name = message.name or names.get(message.tool_call_id, "")
+            returns.append(ToolReturnPart(name, message.content or "", tool_call_id=message.tool_call_id))
+    if returns:
+        history.append(ModelRequest(parts=returns))
+    return history
 
 
 def _append_response(messages: list[ChatMessage], response: ModelResponse) -> None:

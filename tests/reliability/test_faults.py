@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_prompts
+from conftest import REPO, wait_for_lines, write_prompts
 from distill.coordinator.collector import CONVERSATIONS_FILE, OutputError
 from distill.coordinator.run import RedisLost, generate
 from reliability.scenario import account
@@ -42,15 +42,6 @@ def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path,
     return Settings(run=run, out_dir=tmp_path / "runs", workspace=workspace, redis_url=redis_url,
                     teachers=[TeacherConfig(name="sim", base_url=teacher.base_url, model="sim", timeout_s=timeout)],
                     **extra)
-
-
-def wait_for_lines(path: Path, count: int, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_bytes().count(b"\n") >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never reached {count} lines")
 
 
 def in_background(settings: Settings, prompts: Path) -> tuple[threading.Thread, dict]:
