@@ -233,9 +233,12 @@ def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data
     record["sample"] = 2
     tool = next(m for m in record["messages"] if m["role"] == "tool")
     tool.update(outcome="infra_error", duration_s=7.5)
+    older = json.loads(json.dumps(viewer_data.records[1]))
+    for message in older["messages"]:
+        message.pop("outcome", None)  # written before tool outcomes existed: counted as unknown
     run = tmp_path / "newer"
     run.mkdir()
-    (run / "conversations.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(viewer_data.records[1]) + "\n")
+    (run / "conversations.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(older) + "\n")
     (run / "progress.json").write_text(json.dumps({
         "run": "newer", "total": 2, "tool_processes": 2,
         "tools": {"grep": {"ok": 3, "tool_error": 1, "infra_error": 0, "p50_ms": 12.5, "p95_ms": 40.0}},
