@@ -22,9 +22,9 @@ from typing import IO
 
 import redis
 
+from distill.shared.errors import DistillError
 from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys, task_key
 from distill.shared.queue import DEAD_STREAM_MAXLEN, parse_result
-from distill.shared.errors import DistillError
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, Conversation, DeadLetter
 
 CONSUMER = "collector"
@@ -143,7 +143,7 @@ class Collector:
         live = [(entry_id, fields[DATA_FIELD], parse_result(fields)) for entry_id, fields in entries if fields]
         done = self.client.smismember(self.keys.done, [record.key for _, _, record in live]) if live else []
         seen: set[str] = set()
-        for (entry_id, data, record), already in zip(live, done):
+        for (entry_id, data, record), already in zip(live, done, strict=True):
             if already or record.key in seen:
                 drained.duplicates += 1
                 continue

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import redis
 
-from distill.shared.prompts import BadLine, read_prompts
 from distill.shared.keys import DATA_FIELD, RunKeys
+from distill.shared.prompts import BadLine, read_prompts
 from distill.shared.records import PromptTask
 
 BATCH = 500
@@ -40,19 +40,19 @@ return 'ok'
 # sample, sample 0 first. Returns how many samples were queued now. Sample 0 is marked queued by
 # the prompt's digest entry (as before samples existed), samples 1.. by the enqueued set, so a
 # rerun with a larger --samples queues only the new samples.
-ENQUEUE_SCRIPT = """
+ENQUEUE_SCRIPT = f"""
 local queued = 0
 local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1
 for i = 3, #ARGV, 2 do
   local fresh = first
   if i > 3 then fresh = redis.call('SADD', KEYS[4], ARGV[i]) == 1 end
   if fresh and redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
-    redis.call('XADD', KEYS[3], '*', '%s', ARGV[i + 1])
+    redis.call('XADD', KEYS[3], '*', '{DATA_FIELD}', ARGV[i + 1])
     queued = queued + 1
   end
 end
 return queued
-""" % DATA_FIELD
+"""
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _check_batch(client, check, scratch, keys, path, batch, report) -> None:  # 
     pipe = client.pipeline(transaction=False)
     for task in batch:
         check(keys=[scratch, keys.prompt_digests], args=[task.task_id, task.content_digest(), task.source_line], client=pipe)
-    for task, verdict in zip(batch, pipe.execute()):
+    for task, verdict in zip(batch, pipe.execute(), strict=True):
         if verdict == "ok":
             report.valid += 1
         elif verdict.startswith("same:"):

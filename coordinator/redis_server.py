@@ -11,19 +11,18 @@ import contextlib
 import ctypes
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
-
-from distill.shared.connection import connect, free_port, redact_url  # noqa: F401 - used by the server
-from distill.shared.errors import DistillError
+from urllib.parse import quote
 
 import psutil
 import redis
+
+from distill.shared.connection import connect, free_port, redact_url  # noqa: F401 - used by the server
+from distill.shared.errors import DistillError
 
 PIDFILE = "valkey.pid"
 

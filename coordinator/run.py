@@ -27,7 +27,7 @@ from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
-from distill.coordinator.workers import WorkerPool, running_workers, run_log_dir
+from distill.coordinator.workers import WorkerPool, run_log_dir, running_workers
 from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
 from distill.shared.keys import RunKeys

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit, urlunsplit
-
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio

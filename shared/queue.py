@@ -11,7 +11,7 @@ synchronously on the sync and the asyncio client alike, so the coordinator (sync
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -21,7 +21,7 @@ from distill.shared.records import Conversation, DeadLetter, ResultKind
 
 DEAD_STREAM_MAXLEN = 10_000
 
-Pipeline = Union[redis.client.Pipeline, redis.asyncio.client.Pipeline]
+Pipeline = redis.client.Pipeline | redis.asyncio.client.Pipeline
 
 
 def ensure_groups(client: redis.Redis, keys: RunKeys) -> None:

@@ -241,7 +241,7 @@ class GenerationLoop:
         except REDIS_DOWN as error:
             log.warning("task entry %s: Redis went away (%s); it stays pending and is redone",
                         entry_id, _describe(error))
-        except Exception:  # noqa: BLE001 - logged here, or the event loop drops it silently
+        except Exception:  # logged here, or the event loop drops it silently
             log.exception("task entry %s: unexpected failure; it stays pending and is redone", entry_id)
 
     async def _run_task(self, entry_id: str, fields: dict[str, str]) -> None:
@@ -274,7 +274,7 @@ class GenerationLoop:
                 record = await self.conversations.run(task, teacher, attempt=attempt, slot=seat.request)
             except ConversationFailed as failure:
                 error = failure
-            except Exception as failure:  # noqa: BLE001 - one bad prompt must never kill the worker
+            except Exception as failure:  # one bad prompt must never kill the worker
                 log.warning("task %s: unexpected %s on %s", task.task_id, type(failure).__name__, teacher.name,
                             exc_info=True)
                 error = ConversationFailed(

@@ -24,6 +24,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
+from distill.shared.connection import redact_url
 from distill.shared.records import (
     Conversation,
     PromptTask,
@@ -34,7 +35,6 @@ from distill.shared.records import (
     WorkerInfo,
     utcnow,
 )
-from distill.shared.connection import redact_url
 from distill.shared.settings import GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
 from distill.worker.capture import raw_history, to_chat_messages, to_model_messages
@@ -298,7 +298,7 @@ class Conversations:
                     requests=exchanges.count,
                     teacher_fault=False,
                 ) from None
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise TeacherUnavailable(
                     f"conversation took longer than {limits.conversation_timeout_s:g}s",
                     retryable=True,

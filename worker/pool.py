@@ -185,7 +185,7 @@ class EndpointPool:
         if self.policy == "spread":
             weights = [t.max_concurrency for t in preferred]
             ordered: list[TeacherConfig] = []
-            pool = list(zip(preferred, weights))
+            pool = list(zip(preferred, weights, strict=True))
             while pool:
                 pick = random.choices(range(len(pool)), weights=[w for _, w in pool])[0]
                 ordered.append(pool.pop(pick)[0])

@@ -10,7 +10,6 @@ SDK's own exception types, so pydantic-ai maps them exactly as it maps the SDK's
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -128,7 +127,7 @@ class LeanOpenAI(AsyncOpenAI):
                 url, data=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
             ) as response:
                 return response.status, await response.read(), dict(response.headers)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise APITimeoutError(request=httpx2.Request("POST", url)) from None
         except aiohttp.ClientError as error:
             raise APIConnectionError(message=f"{type(error).__name__}: {error}",

@@ -414,7 +414,7 @@ class Workspace:
             return "tool_error", self._cap(f"error: {e}")
         except MemoryError:
             return "infra_error", "error: out of memory"
-        except Exception as e:  # last line of defence: a tool call must never crash the agent run
+        except Exception as e:  # noqa: BLE001 - last line of defence: a tool call must never crash the agent run
             return "tool_error", self._cap(f"error: {type(e).__name__}: {e}")
         if timed_out:
             return "infra_error", text
@@ -439,7 +439,7 @@ def _compile(pattern: str, ignore_case: bool) -> regex.Pattern[str]:
             raise ToolError(f"bad regex: repeat counts too large (max {MAX_REPEAT})")
     try:
         return regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
-    except Exception as e:  # regex raises several types (error, OverflowError, ...) for bad input
+    except Exception as e:  # noqa: BLE001 - regex raises several types (error, OverflowError, ...) for bad input
         raise ToolError(f"bad regex: {e}") from None
 
 
