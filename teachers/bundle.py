@@ -198,7 +198,7 @@ def _write_bundle(gguf: Path, out_dir: Path, *, dequantize: bool) -> None:
 
     try:
         tensors, metadata = mx.load(str(gguf), return_metadata=True)
-    except Exception as exc:  # noqa: BLE001 - any read failure means a broken file
+    except Exception as exc:  # any read failure means a broken file
         raise BundleError(f"cannot read {gguf}: {exc}") from exc
     if _meta_str(metadata, "general.architecture") != "llama":
         raise BundleError(f"{gguf} is not a llama GGUF")
@@ -405,7 +405,7 @@ def _write_tokenizer(metadata: dict[str, Any], out_dir: Path, config: dict[str, 
     tokenizer.decoder = decoders.ByteLevel()
     special = [
         AddedToken(tok, special=True, normalized=False)
-        for tok, kind in zip(tokens, types)
+        for tok, kind in zip(tokens, types, strict=False)
         if kind in (_TOKEN_CONTROL, _TOKEN_USER_DEFINED)
     ]
     tokenizer.add_special_tokens(special)

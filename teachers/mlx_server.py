@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from distill.shared.connection import free_port  # noqa: F401 - re-exported: one helper for every child server
+from distill.shared.connection import free_port  # re-exported: one helper for every child server
 from distill.shared.errors import DistillError
 
 # Debian's libopenblas0-pthread. The Linux mlx-cpu wheel bundles the reference BLAS; preloading

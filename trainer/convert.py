@@ -443,7 +443,7 @@ def convert(
     max_tool_calls: int = 5,
     max_seq_length: int = 2048,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    format: Literal["chat", "text"] = "chat",  # noqa: A002 - mirrors the --format flag
+    format: Literal["chat", "text"] = "chat",  # mirrors the --format flag
     skip_invalid: bool = False,
     require_verified: bool = False,
     best_of: bool = False,
@@ -499,7 +499,7 @@ def convert(
 
 
 def _check_options(
-    max_tool_calls: int, max_seq_length: int, format: str, split: tuple[float, float, float]  # noqa: A002
+    max_tool_calls: int, max_seq_length: int, format: str, split: tuple[float, float, float]
 ) -> tuple[float, float, float]:
     if max_tool_calls < 0:
         raise TrainerError(f"max_tool_calls must be >= 0, not {max_tool_calls}")

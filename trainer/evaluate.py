@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.shared.connection import redact_url
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
+from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
 from distill.trainer.schema_check import argument_errors, tool_schemas

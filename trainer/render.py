@@ -129,7 +129,7 @@ class MaskedTokens:
         """The trained tokens decoded, one string per contiguous trained span (for checks)."""
         spans: list[list[int]] = []
         previous = False
-        for token, keep in zip(self.tokens, self.mask):
+        for token, keep in zip(self.tokens, self.mask, strict=True):
             if keep and not previous:
                 spans.append([])
             if keep:

@@ -614,7 +614,7 @@ def plot_losses(metrics_file: Path, png: Path) -> Path | None:
     for kind, style in (("train", "-o"), ("val", "-s")):
         points = [(r.iteration, r.loss) for r in rows if r.kind == kind]
         if points:
-            axes.plot(*zip(*points), style, markersize=3, label=f"{kind} loss")
+            axes.plot(*zip(*points, strict=True), style, markersize=3, label=f"{kind} loss")
     axes.set_xlabel("iteration")
     axes.set_ylabel("loss (assistant tokens)")
     axes.set_title("distill train")

@@ -195,13 +195,13 @@ def pieces_of(tokenizer: Any, text: str, tokens: list[int], mask: list[bool]) ->
     if list(encoded["input_ids"]) == tokens and starts == sorted(starts):
         bounds = [*starts[1:], len(text)]
         starts[0] = 0
-        texts = [text[start:end] for start, end in zip(starts, bounds)]
+        texts = [text[start:end] for start, end in zip(starts, bounds, strict=True)]
     else:
         decoder = hf_tokenizer(tokenizer)
         texts = [decoder.decode([token], skip_special_tokens=False) for token in tokens]
     return [
         TokenPiece(text=piece, token=token, trained=bool(keep) and index > 0)
-        for index, (piece, token, keep) in enumerate(zip(texts, tokens, mask))
+        for index, (piece, token, keep) in enumerate(zip(texts, tokens, mask, strict=True))
     ]
 
 
