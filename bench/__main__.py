@@ -14,7 +14,7 @@ import json
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +104,14 @@ def main() -> int:
             figures[figure].append(child(module, *module_args))
             console.print(f"  {figures[figure][-1]}", highlight=False)
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": __import__("os").cpu_count()},
         "figures": figures,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     json_path = args.out / f"{stamp}.json"
     if args.only and json_path.exists():
         # Re-measuring some figures keeps the rest of the day's run, and says which were redone when.

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from bench.generation import write_prompts
 from distill.coordinator.enqueue import check_prompts, enqueue_prompts
-from distill.shared.keys import RunKeys
-from distill.shared.queue import ensure_groups
 from distill.coordinator.redis_server import EmbeddedRedis
 from distill.shared.connection import connect
+from distill.shared.keys import RunKeys
+from distill.shared.queue import ensure_groups
 
 
 def measure(prompts: int) -> dict:

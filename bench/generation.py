@@ -102,7 +102,7 @@ class CpuSampler:
     def between(self, start: float, end: float) -> tuple[float, float]:
         """(box CPU s, coordinator CPU s) spent between two wall-clock times."""
         def at(moment: float, column: int) -> float:
-            for (t0, *v0), (t1, *v1) in zip(self.samples, self.samples[1:]):
+            for (t0, *v0), (t1, *v1) in zip(self.samples, self.samples[1:], strict=False):
                 if t0 <= moment <= t1:
                     share = (moment - t0) / (t1 - t0) if t1 > t0 else 0.0
                     return v0[column] + share * (v1[column] - v0[column])

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from bench.generation import write_prompts
-from distill.teachers.bundle import ensure_bundle
 from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
+from distill.teachers.bundle import ensure_bundle
 from distill.teachers.supervisor import ServeOptions, TeacherSupervisor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+import matplotlib.pyplot as plt
 
 CPU_PARTS = ["workers", "coordinator", "redis", "sim_teacher", "other"]
 
@@ -59,7 +58,7 @@ def plot_figures(result: dict[str, Any], out: Path, stamp: str) -> list[Path]:
         for part in CPU_PARTS:
             values = [r["cpu_ms_per_request"][part] for r in rows]
             ax.bar(labels, values, bottom=bottom, label=part)
-            bottom = [b + v for b, v in zip(bottom, values)]
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         ax.set_ylabel("CPU ms per teacher request")
         ax.set_title("Where the box's CPU goes, per request")
         ax.tick_params(axis="x", labelsize=7)

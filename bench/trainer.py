@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.teachers.mlx_server import mlx_child_env
 from distill.shared.records import Conversation
+from distill.teachers.mlx_server import mlx_child_env
 from tests.tiny_model import build_tiny_model
 
 TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search files.", "parameters": {
@@ -44,7 +44,6 @@ def conversation(index: int) -> dict:
 
 
 def measure_convert(count: int) -> dict:
-    from rich.console import Console
 
     from distill.trainer.convert import convert
 

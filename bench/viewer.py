@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def write_run(run: Path, count: int, template: dict[str, Any]) -> dict[str, Any]
             record["messages"] = template["messages"] if index % 3 else one_call
             out.write(json.dumps(record) + "\n")
             if index % 3 == 0:
-                line = VerdictRecord(task_id=record["task_id"], run="bench", created_at=datetime.now(timezone.utc),
+                line = VerdictRecord(task_id=record["task_id"], run="bench", created_at=datetime.now(UTC),
                                      verdict=Verdict(passed=index % 2 == 0, method="judge", detail=""))
                 verdicts.write(line.model_dump_json() + "\n")
             if status != "final_answer":

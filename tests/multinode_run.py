@@ -115,14 +115,14 @@ def main() -> int:
     os.environ[KEY_ENV] = "sk-multinode-test-key"
 
     import ray
+    from conftest import write_prompts
     from ray.cluster_utils import Cluster
 
-    from conftest import write_prompts
     from distill.coordinator.doctor import run_doctor
+    from distill.coordinator.redis_server import EmbeddedRedis
     from distill.coordinator.run import generate
     from distill.shared.keys import endpoint_leases_key
     from distill.shared.records import Conversation
-    from distill.coordinator.redis_server import EmbeddedRedis
     from distill.shared.settings import Settings, TeacherConfig
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 

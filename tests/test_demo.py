@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from tiny_model import build_tiny_model
 
 from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, run_demo, scores_table
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits
 from distill.trainer.evaluate import EvalReport
 from distill.worker.tools import Workspace
-from tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     options = DemoOptions(student=tiny_student, train_tasks=6, heldout_tasks=2, iters=2, num_layers=-1,
                           max_seq_length=4096, eval_max_tokens=8, val_batches=1)
 
-    result = run_demo(options, console=Console(file=open("/dev/null", "w"), width=120))  # noqa: SIM115
+    result = run_demo(options, console=Console(file=open("/dev/null", "w"), width=120))
 
     assert result.out == empty / "distill-demo"
     assert [s.name for s in result.stages] == ["questions", "student", "generate", "convert", "train", "evaluate"]
@@ -86,7 +86,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     assert all(p.correct is not None for v in evaluation.variants for p in v.prompts)
     assert [s.who for s in result.scores[:2]] == ["student base", "student adapter"]
     assert all(s.questions == 2 for s in result.scores[:2])
-    screen = Console(file=open("/dev/null", "w"), width=200, record=True)  # noqa: SIM115
+    screen = Console(file=open("/dev/null", "w"), width=200, record=True)
     screen.print(scores_table(result))
     shown = screen.export_text()
     assert "student adapter" in shown and "6/6" in shown

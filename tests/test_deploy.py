@@ -17,8 +17,8 @@ import pytest
 import redis
 import typer
 import yaml
-
 from conftest import REPO
+
 from distill.coordinator.redis_server import server_binary
 from distill.shared.connection import free_port
 from distill.shared.settings import Settings, load_settings

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_prompts
+from test_pipeline import assert_exactly_once
+from tiny_model import build_tiny_model
+
 from distill.coordinator.collector import CONVERSATIONS_FILE
 from distill.coordinator.run import generate
-from distill.teachers.mlx_server import free_port
 from distill.shared.settings import Settings, TeacherConfig
-from tiny_model import build_tiny_model
-from test_pipeline import assert_exactly_once
+from distill.teachers.mlx_server import free_port
 from distill.teachers.supervisor import ServeOptions, TeacherSupervisor
 
 

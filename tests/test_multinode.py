@@ -16,7 +16,6 @@ import sys
 import tempfile
 
 import pytest
-
 from conftest import REPO
 
 SCRIPT = REPO / "tests" / "multinode_run.py"

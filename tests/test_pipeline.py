@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from conftest import REPO, write_prompts
+
 from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 from distill.coordinator.run import generate
 from distill.shared.records import Conversation, DeadLetter

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from conftest import REPO, write_prompts
-from distill.coordinator.run import generate
 from test_pipeline import assert_exactly_once
+
+from distill.coordinator.run import generate
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.worker.pool import Breaker

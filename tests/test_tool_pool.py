@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import write_prompts
+
 from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 from distill.coordinator.progress import read_progress_snapshot
 from distill.coordinator.run import generate

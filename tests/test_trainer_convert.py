@@ -19,7 +19,7 @@ from distill.trainer.schema_check import argument_errors, basic_errors
 
 
 def quiet() -> Console:
-    return Console(file=open("/dev/null", "w"), width=120)  # noqa: SIM115 - closed with the process
+    return Console(file=open("/dev/null", "w"), width=120)
 
 
 def run(tmp_path: Path, model: Path, records: list[Any], **options: Any) -> ConvertReport:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import build_tiny_model
 from trainer_fixtures import write_jsonl
 
-from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
 from distill.shared.records import PromptTask
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
-from tiny_model import build_tiny_model
+from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.evaluate import EvalReport, evaluate, totals_of
@@ -39,7 +39,7 @@ class ScriptedTeacher(BaseHTTPRequestHandler):
 
     requests: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append(body)
         if any(m["role"] == "tool" for m in body["messages"]):

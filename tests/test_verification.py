@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
-from conftest import REPO
 from distill.coordinator.enqueue import enqueue_prompts, tasks_total
 from distill.coordinator.run import generate
 from distill.coordinator.verify import verify_run
+from distill.shared.errors import LineError
 from distill.shared.keys import RunKeys, task_key
 from distill.shared.prompts import read_prompts
 from distill.shared.queue import ensure_groups
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
-from distill.shared.errors import LineError
 from distill.shared.settings import JudgeConfig, Settings, TeacherConfig
 from distill.shared.verdicts import VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
@@ -173,7 +173,7 @@ def read_conversations(run_dir: Path) -> list[Conversation]:
 
 
 def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_per_solved_prompt(
-    tmp_path, ray_session, redis_url, code_workspace, run_name, tiny_model  # noqa: F811 - fixture
+    tmp_path, ray_session, redis_url, code_workspace, run_name, tiny_model
 ):
     teacher = scripted_teacher()
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
@@ -244,7 +244,7 @@ def test_judge_during_generation_shares_the_endpoint_cap(tmp_path, ray_session, 
 # --- distill verify: a judge after the fact, into verdicts.jsonl ---------------------------------
 
 
-def test_verify_judges_open_records_into_verdicts_file_and_convert_reads_them(tmp_path, tiny_model):  # noqa: F811
+def test_verify_judges_open_records_into_verdicts_file_and_convert_reads_them(tmp_path, tiny_model):
     run_dir = tmp_path / "runs" / "done"
     right = conversation("right", answer="Collector is defined in coordinator/collector.py.")
     wrong = conversation("wrong", answer="It is defined in the README, I believe.")
@@ -339,7 +339,7 @@ def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, cod
     assert (tmp_path / "scored" / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_model):  # noqa: F811
+def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_model):
     def sample(task_id: str, number: int, calls: int, answer: str, passed: bool | None) -> dict[str, Any]:
         record = conversation(task_id, calls=[("read_file", {"path": f"f{i}.py"}) for i in range(calls)], answer=answer)
         record["sample"] = number

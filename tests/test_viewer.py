@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from trainer_fixtures import tiny_model  # noqa: F401 - fixture viewer_data uses
-from trainer_fixtures import write_jsonl
+from trainer_fixtures import (
+    tiny_model,  # noqa: F401 - fixture viewer_data uses
+    write_jsonl,
+)
 from viewer_fixtures import MARKER, SCRIPT, ViewerData, verdict_line, viewer_data  # noqa: F401 - fixture
 
 from distill.trainer.batches import load_split
@@ -29,7 +31,7 @@ from distill.viewer.trajectory import conversation_turns, final_answer, raw_timi
 
 
 @pytest.fixture(scope="module")
-def client(viewer_data: ViewerData) -> Iterator[TestClient]:  # noqa: F811
+def client(viewer_data: ViewerData) -> Iterator[TestClient]:
     with TestClient(create_app([viewer_data.root / "runs"])) as test_client:
         yield test_client
 
@@ -52,7 +54,7 @@ def conversation_lines(data: ViewerData, keep: Any) -> list[tuple[str, int]]:
 # --- the run's numbers -----------------------------------------------------------------------
 
 
-def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: ViewerData) -> None:
     summary = index_of(client).summary()
     statuses = Counter(record["status"] for record in viewer_data.records)
     assert summary["statuses"] == {**statuses, "dead": 1}
@@ -76,7 +78,7 @@ def test_run_numbers_come_from_the_records(client: TestClient, viewer_data: View
     assert "status is not final_answer" in page  # the convert report's drop reasons, linked
 
 
-def test_filters_by_status_teacher_and_tool_calls(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_filters_by_status_teacher_and_tool_calls(client: TestClient, viewer_data: ViewerData) -> None:
     index = index_of(client)
     for status in ("final_answer", "tool_limit", "error"):
         assert lines(index, status=status) == conversation_lines(viewer_data, lambda r, s=status: r["status"] == s)
@@ -90,7 +92,7 @@ def test_filters_by_status_teacher_and_tool_calls(client: TestClient, viewer_dat
     assert lines(index, calls_max=0) == [("conversation", n) for n, c in enumerate(calls, start=1) if c == 0]
 
 
-def test_filter_by_verdict_reads_verdicts_file(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_filter_by_verdict_reads_verdicts_file(client: TestClient, viewer_data: ViewerData) -> None:
     index = index_of(client)
     # t-script passed and t-settings failed by verdicts.jsonl; t-retries passed by its own reference.
     passed = sorted(("conversation", viewer_data.line_of(t)) for t in ("t-script", "t-retries"))
@@ -101,7 +103,7 @@ def test_filter_by_verdict_reads_verdicts_file(client: TestClient, viewer_data: 
     assert lines(index, verdict="none") == [("dead", 1)]  # a dead letter has no verdict
 
 
-def test_filter_by_drop_reason_follows_the_convert_report(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_filter_by_drop_reason_follows_the_convert_report(client: TestClient, viewer_data: ViewerData) -> None:
     index = index_of(client)
     dropped = {drop.line for drop in viewer_data.report.drops}
     assert dropped and len(dropped) < len(viewer_data.records)
@@ -113,7 +115,7 @@ def test_filter_by_drop_reason_follows_the_convert_report(client: TestClient, vi
     assert lines(index, drop="arguments_fail_schema") == []
 
 
-def test_search_finds_substrings_of_prompts_and_answers(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_search_finds_substrings_of_prompts_and_answers(client: TestClient, viewer_data: ViewerData) -> None:
     index = index_of(client)
 
     def expected(query: str) -> list[tuple[str, int]]:
@@ -129,7 +131,7 @@ def test_search_finds_substrings_of_prompts_and_answers(client: TestClient, view
     assert lines(index, q='say "quoted"') == []  # quotes in a query are text, not syntax
 
 
-def test_paging(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_paging(client: TestClient, viewer_data: ViewerData) -> None:
     index = index_of(client)
     every = lines(index)
     second = index.page(Filters(), page=2, size=2)
@@ -140,7 +142,7 @@ def test_paging(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F
     assert f"<b id=\"total\">{sum(r['status'] == 'final_answer' for r in viewer_data.records)}</b>" in html
 
 
-def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) -> None:
     run = tmp_path / "live"
     run.mkdir()
     path = run / "conversations.jsonl"
@@ -160,7 +162,7 @@ def test_index_follows_a_growing_run(tmp_path: Path, viewer_data: ViewerData) ->
 
 
 def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
-    tmp_path: Path, viewer_data: ViewerData  # noqa: F811
+    tmp_path: Path, viewer_data: ViewerData
 ) -> None:
     run = tmp_path / "kept"
     run.mkdir()
@@ -172,7 +174,7 @@ def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
         with TestClient(create_app([run], index_dir=tmp_path / "indexes")) as client:
             index = index_of(client, "kept")
             found = lines(index)
-            assert lines(index, q=MARKER) == [row for row, r in zip(found, records()) if MARKER in r["prompt"]]
+            assert lines(index, q=MARKER) == [row for row, r in zip(found, records(), strict=True) if MARKER in r["prompt"]]
             return index, found
 
     def records() -> list[dict[str, Any]]:
@@ -203,7 +205,7 @@ def test_next_session_reuses_the_index_and_reads_only_what_was_appended(
     assert rewritten.parsed_here == count - 1 and len(fewer) == count - 1 + written  # no stale match (session checks)
 
 
-def test_two_viewers_share_one_index_without_doubling_rows(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_two_viewers_share_one_index_without_doubling_rows(tmp_path: Path, viewer_data: ViewerData) -> None:
     from distill.viewer.catalog import discover
 
     run = tmp_path / "shared"
@@ -226,7 +228,7 @@ def test_two_viewers_share_one_index_without_doubling_rows(tmp_path: Path, viewe
         second.close()
 
 
-def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data: ViewerData) -> None:
     """A record-level verdict, a sample number and tool outcomes with their own timing (issues 13, 14)."""
     record = json.loads(json.dumps(viewer_data.records[0]))
     record["verdict"] = {"passed": False, "method": "reference", "detail": "expected config.py"}
@@ -255,7 +257,7 @@ def test_fields_from_newer_records_show_when_present(tmp_path: Path, viewer_data
         assert "Training data" not in page and "drop" not in client.get("/runs/newer/records").text
 
 
-def test_a_broken_line_is_listed_and_shown_as_it_is(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_a_broken_line_is_listed_and_shown_as_it_is(tmp_path: Path, viewer_data: ViewerData) -> None:
     run = tmp_path / "broken"
     run.mkdir()
     good = json.dumps(viewer_data.records[1])
@@ -270,7 +272,7 @@ def test_a_broken_line_is_listed_and_shown_as_it_is(tmp_path: Path, viewer_data:
 # --- one conversation ------------------------------------------------------------------------
 
 
-def test_conversation_page_shows_calls_results_and_times(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_conversation_page_shows_calls_results_and_times(client: TestClient, viewer_data: ViewerData) -> None:
     line = viewer_data.line_of("t-script")
     record = viewer_data.records[line - 1]
     turns = conversation_turns(record)
@@ -308,7 +310,7 @@ def test_missing_things_answer_404(client: TestClient) -> None:
 # --- what the student learns -----------------------------------------------------------------
 
 
-def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: ViewerData) -> None:
     state = client.app.state.viewer  # type: ignore[attr-defined]
     run = state.catalog.run("viewer-run")
     index = state.index(run)
@@ -336,7 +338,7 @@ def test_student_view_is_the_trainers_mask(client: TestClient, viewer_data: View
     assert state.locator(run.convert).full_scans == 1
 
 
-def test_student_view_finds_lines_where_convert_put_them(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_student_view_finds_lines_where_convert_put_them(tmp_path: Path, viewer_data: ViewerData) -> None:
     """Without lines moved between splits, each conversation is found without reading every split line."""
     base = viewer_data.records[viewer_data.line_of("t-settings") - 1]
     records = [{**base, "task_id": f"t-{n}", "prompt": f"Question {n}?"} for n in range(12)]
@@ -358,7 +360,7 @@ def test_student_view_finds_lines_where_convert_put_them(tmp_path: Path, viewer_
         assert locator.full_scans == 0
 
 
-def test_student_view_of_text_format_training_data(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_student_view_of_text_format_training_data(tmp_path: Path, viewer_data: ViewerData) -> None:
     """`convert --format text` writes rendered text: found by its rendering, trained on every token."""
     base = viewer_data.records[viewer_data.line_of("t-settings") - 1]
     records = [{**base, "task_id": f"t-{n}"} for n in range(3)]
@@ -377,7 +379,7 @@ def test_student_view_of_text_format_training_data(tmp_path: Path, viewer_data: 
         assert "Answer 1." in "".join(piece.text for piece in view.pieces)
 
 
-def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_student_view_of_a_dropped_conversation_says_why(client: TestClient, viewer_data: ViewerData) -> None:
     html = client.get(f"/runs/viewer-run/conversation/{viewer_data.line_of('t-limit')}/learn").text
     assert "convert left this conversation out (status is not final_answer)" in html
 
@@ -417,7 +419,7 @@ def test_view_command_errors_are_one_line(tmp_path: Path) -> None:
     assert busy.returncode == 2 and "is in use" in busy.stderr and "Traceback" not in busy.stderr
 
 
-def test_tokenizer_option_overrides_the_report(tmp_path: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_tokenizer_option_overrides_the_report(tmp_path: Path, viewer_data: ViewerData) -> None:
     """A report naming a tokenizer that is gone: the page says so; --tokenizer MODEL fixes it."""
     run = tmp_path / "moved"
     shutil.copytree(viewer_data.run_dir, run, ignore=shutil.ignore_patterns("adapter"))

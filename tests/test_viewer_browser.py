@@ -30,7 +30,7 @@ URL_LINE = re.compile(r"distill view: (http://127\.0\.0\.1:\d+/)")
 
 
 @pytest.fixture(scope="module")
-def server(viewer_data: ViewerData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def server(viewer_data: ViewerData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`distill view RUNS --port 0 --no-open` as a user starts it; yields the URL it prints."""
     indexes = tmp_path_factory.mktemp("view-indexes")
     process = subprocess.Popen(
@@ -89,7 +89,7 @@ def shoot(driver: object, folder: Path, name: str) -> Path:
     return path
 
 
-def test_filter_the_conversations(browser: object, server: str, shots: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_filter_the_conversations(browser: object, server: str, shots: Path, viewer_data: ViewerData) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -113,7 +113,7 @@ def test_filter_the_conversations(browser: object, server: str, shots: Path, vie
 
 
 def test_open_a_conversation_unfold_a_result_and_see_script_as_text(
-    browser: object, server: str, shots: Path, viewer_data: ViewerData  # noqa: F811
+    browser: object, server: str, shots: Path, viewer_data: ViewerData
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -138,7 +138,7 @@ def test_open_a_conversation_unfold_a_result_and_see_script_as_text(
     shoot(driver, shots, "dead-letter")
 
 
-def test_see_what_the_student_learns(browser: object, server: str, shots: Path, viewer_data: ViewerData) -> None:  # noqa: F811
+def test_see_what_the_student_learns(browser: object, server: str, shots: Path, viewer_data: ViewerData) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser

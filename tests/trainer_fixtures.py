@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import build_tiny_model
 
 from distill.shared.records import Conversation
-from tiny_model import build_tiny_model
 
 READ_FILE = {
     "type": "function",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def _eval_report(root: Path) -> Path:
 def verdict_line(task_id: str, passed: bool | None, method: str, detail: str) -> dict[str, Any]:
     """One line of RUN/verdicts.jsonl, as `distill verify` writes it."""
     record = VerdictRecord(
-        task_id=task_id, run="viewer-run", created_at=datetime.now(timezone.utc),
+        task_id=task_id, run="viewer-run", created_at=datetime.now(UTC),
         verdict=Verdict(passed=passed, method=method, detail=detail),  # type: ignore[arg-type]
     )
     return record.model_dump(mode="json")

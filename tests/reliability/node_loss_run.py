@@ -26,12 +26,12 @@ def main() -> int:
     # machine running a bare ray.init() may join this throwaway cluster.
     # (Short, under /tmp: Ray's socket paths must stay within AF_UNIX's 107 bytes.)
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rn-", dir="/tmp")
+    from conftest import write_prompts
     from ray.cluster_utils import Cluster
 
-    from conftest import write_prompts
     from distill.coordinator.collector import CONVERSATIONS_FILE
-    from distill.coordinator.run import generate
     from distill.coordinator.redis_server import EmbeddedRedis
+    from distill.coordinator.run import generate
     from distill.shared.settings import Settings, TeacherConfig
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 

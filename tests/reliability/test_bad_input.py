@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from distill.shared.prompts import MAX_PROMPT_CHARS, BadLine, PromptsFileError, read_prompts
 
 

@@ -14,15 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, wait_for_lines, write_prompts
-from distill.coordinator.collector import CONVERSATIONS_FILE, OutputError
-from distill.coordinator.run import RedisLost, generate
 from reliability.scenario import account
+
+from distill.coordinator.collector import CONVERSATIONS_FILE, OutputError
+from distill.coordinator.redis_server import EmbeddedRedis
+from distill.coordinator.run import RedisLost, generate
+from distill.shared.connection import connect
 from distill.shared.keys import RunKeys
 from distill.shared.records import Conversation, DeadLetter
-from distill.coordinator.redis_server import EmbeddedRedis
-from distill.shared.connection import connect
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
@@ -246,7 +246,7 @@ def test_disk_full_stops_cleanly_and_acknowledges_nothing_unwritten(
         with pytest.raises(OutputError, match="No space left on device"):
             generate(settings, prompts)
         written = (settings.run_dir() / CONVERSATIONS_FILE).read_text()
-        assert written.endswith("\n") and all(Conversation.model_validate_json(l) for l in written.splitlines())
+        assert written.endswith("\n") and all(Conversation.model_validate_json(line) for line in written.splitlines())
         # Whatever reached the coordinator but not the disk is still un-acknowledged in Redis.
         client = connect(redis_url)
         results_left = client.xlen(RunKeys(run_name).results)

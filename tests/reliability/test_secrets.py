@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from conftest import REPO, write_prompts
+
 from distill.coordinator.redis_server import EmbeddedRedis
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
