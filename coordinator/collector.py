@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis
 
@@ -123,7 +123,7 @@ class Collector:
         """Write what the results stream holds now (waiting up to block_ms for something)."""
         # After a restart our own un-acked entries come first: they may already be on disk.
         start = "0" if self._read_pending_first else ">"
-        response = self.client.xreadgroup(
+        response: Any = self.client.xreadgroup(
             RESULTS_GROUP, CONSUMER, {self.keys.results: start}, count=count, block=None if start == "0" else block_ms
         )
         entries = response[0][1] if response else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -220,7 +221,7 @@ def check_ray(settings: Settings) -> list[Check]:
     connected_here = False
     try:
         if not ray.is_initialized():
-            ray.init(address=address, namespace="distill-doctor", logging_level="ERROR", log_to_driver=False,
+            ray.init(address=address, namespace="distill-doctor", logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=True)
             connected_here = True
         nodes = [node for node in ray.nodes() if node.get("Alive")]

@@ -99,7 +99,7 @@ def check_prompts(client: redis.Redis, keys: RunKeys, path: Path, limit: int | N
     return report
 
 
-def _check_batch(client, check, scratch, keys, path, batch, report) -> None:  # type: ignore[no-untyped-def]
+def _check_batch(client, check, scratch, keys, path, batch, report) -> None:
     if not batch:
         return
     pipe = client.pipeline(transaction=False)

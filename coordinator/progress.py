@@ -163,7 +163,7 @@ def status_table(run_dir: Path) -> Table:
     snapshot = read_progress_snapshot(run_dir) or {}
     total = int(snapshot.get("total", 0))
     pid = snapshot.get("coordinator_pid")
-    alive = bool(pid) and not snapshot.get("finished") and psutil.pid_exists(int(pid))
+    alive = pid is not None and not snapshot.get("finished") and psutil.pid_exists(int(pid))
     ended = counts["conversations"] + counts["dead"]
     if snapshot.get("finished") or (total and ended >= total):
         state = "finished"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis import Redis
 from rich.console import Console
 
 from distill.coordinator.collector import Collector, Drained
@@ -119,7 +120,7 @@ class Run:
     run_dir: Path
     keys: RunKeys
     redis: RunRedis
-    client: redis.Redis
+    client: Redis  # the field `redis` hides the module in this class
     lock_key: str
     started: float
     console: Console | None

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -45,12 +45,12 @@ OUTCOMES = ("ok", "tool_error", "infra_error")
 def tool_stats(client: redis.Redis, keys: RunKeys) -> dict[str, dict[str, Any]]:
     """Per tool: executions by outcome, and p50/p95 execution time in ms (from the workers' histograms)."""
     stats: dict[str, dict[str, Any]] = {}
-    for field, count in client.hgetall(keys.tool_calls).items():
+    for field, count in cast("dict[str, str]", client.hgetall(keys.tool_calls)).items():
         tool, _, outcome = field.rpartition("|")
         entry = stats.setdefault(tool, {**{o: 0 for o in OUTCOMES}, "p50_ms": None, "p95_ms": None})
         entry[outcome] = entry.get(outcome, 0) + int(count)
     histograms: dict[str, list[tuple[int, int]]] = {}
-    for field, count in client.hgetall(keys.tool_times).items():
+    for field, count in cast("dict[str, str]", client.hgetall(keys.tool_times)).items():
         tool, _, bucket = field.rpartition("|")
         histograms.setdefault(tool, []).append((int(bucket), int(count)))
     for tool, buckets in histograms.items():

@@ -143,8 +143,8 @@ async def _verify(
                     for task in finished:
                         task.result()  # an unexpected error stops the verify here
                 running.add(asyncio.create_task(_judge_one(conversation, judge, pool, writer, result, on_verdict)))
-            for task in asyncio.as_completed(running):
-                await task
+            for pending in asyncio.as_completed(running):
+                await pending
     finally:
         writer.close()
         await judge.aclose()

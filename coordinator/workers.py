@@ -29,7 +29,7 @@ class WorkerPool:
     def __init__(self, settings: Settings, redis_url: str) -> None:
         from distill.worker.actor import GenerationWorker, WorkerSpec
 
-        self._actor_class = GenerationWorker
+        self._actor_class: Any = GenerationWorker  # a Ray actor class: .options() and .remote() come from @ray.remote
         per_worker = max(1, -(-settings.conversations_in_flight() // settings.workers))
         self.spec_json = WorkerSpec(
             run=settings.run,
@@ -132,7 +132,7 @@ def running_workers(settings: Settings, redis_url: str) -> Iterator[WorkerPool]:
             address=settings.ray_address,
             namespace="distill",
             include_dashboard=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
             log_to_driver=False,
             configure_logging=True,
         )
