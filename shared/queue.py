@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.typing import EncodableT, FieldT
 
 from distill.shared.keys import DATA_FIELD, KIND_FIELD, RESULTS_GROUP, TASKS_GROUP, RunKeys
 from distill.shared.records import Conversation, DeadLetter, ResultKind
@@ -33,7 +34,7 @@ def ensure_groups(client: redis.Redis, keys: RunKeys) -> None:
                 raise
 
 
-def result_fields(record: Conversation | DeadLetter) -> dict[str, str]:
+def result_fields(record: Conversation | DeadLetter) -> dict[FieldT, EncodableT]:
     kind: ResultKind = "conversation" if isinstance(record, Conversation) else "dead"
     return {KIND_FIELD: kind, DATA_FIELD: record.model_dump_json()}
 

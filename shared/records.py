@@ -11,14 +11,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill.shared.keys import task_key
 from distill.shared.verdicts import Expected, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # The files of a run folder (data/runs/<run>/), written by the coordinator, read by everyone else.
 CONVERSATIONS_FILE = "conversations.jsonl"

@@ -102,7 +102,8 @@ def _expected_shape(value: Any) -> Any:
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(f"must be {EXPECTED_SHAPES}")
     (key, inner), = value.items()
-    model = {"any": AnyOf, "all": AllOf, "regex": Pattern}.get(key)
+    shapes: dict[str, type[AnyOf | AllOf | Pattern]] = {"any": AnyOf, "all": AllOf, "regex": Pattern}
+    model = shapes.get(key)
     if model is None:
         raise ValueError(f"unknown key {key!r}; use {EXPECTED_SHAPES}")
     if model is Pattern and not isinstance(inner, str):

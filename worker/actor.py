@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 import redis.asyncio as aioredis
@@ -193,7 +194,7 @@ class GenerationLoop:
         for entry_id, fields in entries:
             task = asyncio.create_task(self._handle(entry_id, fields))
             self.in_flight[entry_id] = task
-            task.add_done_callback(lambda _t, e=entry_id: self._slot_done(e))
+            task.add_done_callback(functools.partial(self._slot_done, entry_id))
         if not entries and self.in_flight:
             # Queue empty for now: wake when a slot frees up or new work may have arrived.
             self.slot_freed.clear()
@@ -201,7 +202,7 @@ class GenerationLoop:
                 await asyncio.wait_for(self.slot_freed.wait(), timeout=0.2)
         return False
 
-    def _slot_done(self, entry_id: str) -> None:
+    def _slot_done(self, entry_id: str, _task: object = None) -> None:
         self.in_flight.pop(entry_id, None)
         self.slot_freed.set()
 
@@ -216,7 +217,7 @@ class GenerationLoop:
                 return [(entry_id, fields) for entry_id, fields in claimed if fields] or []
         # Idle: block on the stream. Busy: don't block, a finishing conversation must refill at once.
         block = self.spec.read_block_ms if not self.in_flight else None
-        response = await self.redis.xreadgroup(
+        response: Any = await self.redis.xreadgroup(
             TASKS_GROUP, self.consumer, {self.keys.tasks: ">"}, count=count, block=block
         )
         return response[0][1] if response else []
@@ -258,7 +259,7 @@ class GenerationLoop:
             return
         attempt = int(attempt)
         if attempt > self.spec.max_attempts:
-            last = await self.redis.hget(self.keys.last_error, task.key)
+            last = cast("str | None", await self.redis.hget(self.keys.last_error, task.key))
             reason = last or "the worker running it died (no error was recorded)"
             await self._publish_dead(entry_id, task, f"gave up after {self.spec.max_attempts} attempts: {reason}",
                                      "AttemptsExhausted", attempt - 1, [])

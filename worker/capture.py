@@ -45,12 +45,11 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
     for message in history:
         if isinstance(message, ModelRequest):
             for part in message.parts:
-                kind = part.part_kind
-                if kind == "system-prompt":
+                if part.part_kind == "system-prompt":
                     messages.append(ChatMessage(role="system", content=part.content))
-                elif kind == "user-prompt":
+                elif part.part_kind == "user-prompt":
                     messages.append(ChatMessage(role="user", content=_text(part.content)))
-                elif kind == "tool-return":
+                elif part.part_kind == "tool-return":
                     # pydantic-ai v2 answers an unknown tool or bad arguments with a non-success return.
                     refused = getattr(part, "outcome", "success") != "success"
                     if refused:
@@ -64,7 +63,7 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
                             outcome="tool_error" if refused else outcomes.get(part.tool_call_id, "ok"),
                         )
                     )
-                elif kind == "retry-prompt":
+                elif part.part_kind == "retry-prompt":
                     # What the teacher was told about its bad call is that call's real result.
                     if part.tool_name is not None:
                         invalid += 1
@@ -131,10 +130,10 @@ def _append_response(messages: list[ChatMessage], response: ModelResponse) -> No
     messages.append(ChatMessage(role="assistant", content=content, tool_calls=calls or None))
 
 
-def _arguments(args: str | dict[str, Any] | None) -> dict[str, Any]:
+def _arguments(args: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """Arguments as a JSON object; text the model garbled is kept verbatim under `_raw`."""
-    if isinstance(args, dict):
-        return args
+    if isinstance(args, Mapping):
+        return dict(args)
     if not args:
         return {}
     try:

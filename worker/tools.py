@@ -160,7 +160,7 @@ class Workspace:
         if st.st_nlink > 1:
             raise ToolError(f"hard-linked file refused: {shown}")
 
-    def _read(self, real: Path | str, st: os.stat_result, shown: str) -> bytes:
+    def _read(self, real: os.PathLike[str] | str, st: os.stat_result, shown: str) -> bytes:
         """Read at most max_file_bytes of a file already vetted by lstat; never blocks or follows links."""
         try:
             fd = os.open(real, _OPEN_FLAGS)
@@ -645,4 +645,4 @@ def load_custom_tool(spec: str) -> Callable[..., str]:
             raise ToolError(f"module {module_name!r} has no attribute {attr!r} (tool {spec!r})") from None
     if not callable(obj):
         raise ToolError(f"custom tool {spec!r} is not callable")
-    return obj  # type: ignore[return-value]
+    return obj
