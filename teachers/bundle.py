@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from distill.shared.errors import DistillError
 from distill.teachers.chat_templates import QWEN25_CHAT_TEMPLATE
@@ -197,7 +197,7 @@ def _write_bundle(gguf: Path, out_dir: Path, *, dequantize: bool) -> None:
     import mlx.core as mx
 
     try:
-        tensors, metadata = mx.load(str(gguf), return_metadata=True)
+        tensors, metadata = cast("tuple[dict[str, Any], dict[str, Any]]", mx.load(str(gguf), return_metadata=True))
     except Exception as exc:  # any read failure means a broken file
         raise BundleError(f"cannot read {gguf}: {exc}") from exc
     if _meta_str(metadata, "general.architecture") != "llama":

@@ -273,6 +273,7 @@ class SimTeacher:
         results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         if offered and rounds < self.config.tool_rounds:
+            arguments: dict[str, Any]
             if rounds == 0 and self.config.first_tool in offered:
                 name, arguments = self.config.first_tool, {}
             else:

@@ -117,7 +117,7 @@ class TeacherSupervisor:
             retry=tenacity.retry_if_exception_type(MlxServerError),
             wait=backoff(self.options.backoff_s, self.options.max_backoff_s),
             stop=tenacity.stop_when_event_set(self._stopping),
-            sleep=self._stopping.wait,
+            sleep=self._stopping.wait,  # type: ignore[arg-type]  # tenacity ignores what sleep returns
             before_sleep=_log_failed_start,
             reraise=True,
         )

@@ -164,6 +164,7 @@ def _with_ids(messages: list[_PlainMessage]) -> list[RawMessage] | str:
     """
     out: list[RawMessage] = []
     unanswered: list[str] = []
+    call_id: str | None
     for index, message in enumerate(messages):
         calls = None
         if message.tool_calls:

@@ -242,9 +242,9 @@ class _Rejected(Exception):
 
 def training_messages(conversation: Trajectory, *, max_tool_calls: int) -> list[dict[str, Any]]:
     """The conversation's messages ready for training, or _Rejected with the first reason."""
-    for message in conversation.messages:
-        if message.role == "tool" and is_infra_error(message.content, message.outcome):
-            detail = f"tool call {message.tool_call_id!r} ({message.name}): {(message.content or '')[:200]}"
+    for turn in conversation.messages:
+        if turn.role == "tool" and is_infra_error(turn.content, turn.outcome):
+            detail = f"tool call {turn.tool_call_id!r} ({turn.name}): {(turn.content or '')[:200]}"
             raise _Rejected(DropReason.TOOL_INFRA_ERROR, detail)
     if conversation.status != "final_answer":
         suffix = f": {conversation.error}" if conversation.error else ""
@@ -479,6 +479,7 @@ def convert(
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
     lengths: list[int] = []
     picker = BestOf() if best_of else None
+    outcome: _Kept | DroppedRecord | None
     with _SplitFiles(out) as files:
         for outcome in _filtered(path, student, report, skip_invalid, verification, on_progress):
             if isinstance(outcome, _Kept) and picker is not None:
@@ -591,6 +592,7 @@ def _convert_one(
             raise TrainerError(line.error)
         return DroppedRecord(line=line.number, reason=DropReason.INVALID_RECORD, detail=line.error)
     conversation = line.conversation
+    assert conversation is not None  # a line without an error holds one
     verdict = verification.verdict_of(conversation)
     try:
         if conversation.status == "final_answer":

@@ -205,8 +205,8 @@ def _replayed(
     ids of the calls whose placeholder was replaced."""
     messages: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
-    for message in trajectory.messages:
-        dumped = message.model_dump(exclude_none=True)
+    for raw in trajectory.messages:
+        dumped = raw.model_dump(exclude_none=True)
         if dumped["role"] == "tool":
             if dumped.get("tool_call_id") in results:
                 continue  # a second answer to one call: the replay's single answer replaces both

@@ -55,9 +55,9 @@ def _jsonschema_errors(schema: dict[str, Any], arguments: Any) -> list[str]:
         return [f"the tool's own schema is invalid: {error.message}"]
     validator = validator_class(schema)
     problems = []
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
-        where = ".".join(str(part) for part in error.absolute_path)
-        problems.append(f"{where}: {error.message}" if where else error.message)
+    for issue in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(part) for part in issue.absolute_path)
+        problems.append(f"{where}: {issue.message}" if where else issue.message)
     return problems
 
 

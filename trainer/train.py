@@ -25,7 +25,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from mlx_lm.tuner.callbacks import TrainingCallback
@@ -282,7 +282,8 @@ def _load_model(model_source: str) -> tuple[Any, Any]:
     from mlx_lm.utils import load
 
     try:
-        return load(model_source)
+        model, tokenizer, *_ = load(model_source)
+        return model, tokenizer
     except Exception as error:  # noqa: BLE001 - any loader failure means a bad model argument
         raise TrainerError(f"{model_source}: cannot load the model ({type(error).__name__}: {error})") from None
 
@@ -479,7 +480,7 @@ def _write_info(job: TrainJob, result: TrainResult, started_at: datetime) -> Non
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
     from mlx.utils import tree_flatten
 
-    return tree_flatten(tree)
+    return cast("list[tuple[str, Any]]", tree_flatten(tree))
 
 
 def _write_adapter_config(adapter_path: Path, model_source: str, config: TrainConfig) -> None:
@@ -648,7 +649,7 @@ def fuse(
     if not (adapter_path / ADAPTER_FILE).is_file() or not (adapter_path / "adapter_config.json").is_file():
         raise TrainerError(f"{adapter_path}: no {ADAPTER_FILE} + adapter_config.json here (run distill train first)")
     try:
-        loaded, tokenizer, config = load(model_source, adapter_path=str(adapter_path), return_config=True)
+        loaded, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", load(model_source, adapter_path=str(adapter_path), return_config=True))
     except Exception as error:  # noqa: BLE001 - a mismatched adapter or model is the user's input
         raise TrainerError(f"{adapter_path}: cannot apply this adapter to {model_source} ({error})") from None
     fused = [

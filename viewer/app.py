@@ -201,7 +201,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
         if convert is None:
             problem = "no convert output for this run: run distill convert, then view its folder too"
         elif (drop or {}).get("reason") != KEPT:
-            reason = (drop or {}).get("reason")
+            reason: Any = (drop or {}).get("reason")
             problem = f"convert left this conversation out ({DROP_DESCRIPTIONS.get(reason, reason)}): the student learns nothing from it"
         elif not has_splits(convert):
             problem = f"{convert.path} has no train/valid/test.jsonl"

@@ -21,7 +21,7 @@ def _columns(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[tupl
     """The row's columns, its tool calls (tool, outcome, seconds), and the searchable answer."""
     if kind == "dead":
         raw = data.get("partial_messages") or []
-        calls = [
+        calls: list[tuple[str, str | None, float | None]] = [
             (str(part.get("tool_name")), None, None)
             for message in raw if isinstance(message, dict)
             for part in message.get("parts") or [] if isinstance(part, dict) and part.get("part_kind") == "tool-call"
