@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,7 +25,8 @@ T = TypeVar("T")
 err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One `error: ...` line and the exit code (README, Exit codes)."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -241,7 +242,7 @@ def repair(
         report = run_repair(source, workspace, out, custom_tools=custom_tool or (), keep_original=keep_original,
                             skip_invalid=skip_invalid, on_progress=on_progress)
     console_out.print(repair_table(report))
-    if continue_with is None:
+    if continue_with is None or teacher_model is None:  # both or neither (checked above)
         return
     prompts = out.with_name(f"{out.stem}.continue.jsonl")
     plan = continuation_prompts(out, prompts)
@@ -377,7 +378,7 @@ def demo(
     console_out.print(files_table(result))
 
 
-def _kinds(text: str) -> list:  # type: ignore[type-arg]
+def _kinds(text: str) -> list:
     from distill.coordinator.synth import KINDS
 
     chosen = [part.strip() for part in text.split(",") if part.strip()]

@@ -16,6 +16,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -147,7 +148,7 @@ def eval_progress(console: Console) -> Iterator[PromptCallback]:
         console=console,
         transient=True,
     )
-    bars: dict[str, int] = {}
+    bars: dict[str, TaskID] = {}
     with progress:
 
         def update(variant: str, done: int, total: int, calls: int) -> None:
@@ -188,7 +189,7 @@ def tokenize_progress(console: Console) -> Iterator[TokenizeCallback]:
         console=console,
         transient=True,
     )
-    bars: dict[str, int] = {}
+    bars: dict[str, TaskID] = {}
     with progress:
 
         def update(name: str, done: int, total: int) -> None:
