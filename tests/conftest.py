@@ -18,6 +18,36 @@ from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 REPO = Path(__file__).resolve().parent.parent
 _run_names = itertools.count()
 
+# The `slow` marker (README, Test): `python -m pytest -m "not slow"` is the fast subset. Slow means
+# local Ray, MLX training or serving, a real model, the browser, the demo or fault injection: a test
+# is slow when it lives in one of these files, asks for one of these fixtures, or is named here
+# (child `distill` processes, hypothesis fuzzing, many conversations at once).
+SLOW_FILES = {
+    "test_bench_smoke.py", "test_bundle.py", "test_demo.py", "test_mlx_teacher.py", "test_multinode.py",
+    "test_pipeline.py", "test_teachers.py", "test_trainer_eval.py", "test_trainer_train.py",
+    "test_viewer_browser.py",
+}
+SLOW_FOLDERS = {"reliability"}
+SLOW_FIXTURES = {"ray_session"}
+SLOW_TESTS = {
+    "test_continue_with_a_teacher_exactly_once_across_a_kill", "test_bad_input_is_one_line_naming_file_and_line",
+    "test_verify_judges_open_records_into_verdicts_file_and_convert_reads_them",
+    "test_many_conversations_with_slow_greps_never_time_out", "test_fuzz_tools_are_safe",
+    "test_too_long_uses_student_tokens_and_huge_outputs_survive_when_they_fit",
+    "test_eval_counts_loops_of_a_looping_student_and_scores_answers", "test_view_command_errors_are_one_line",
+    "test_retries_give_up_with_an_infra_error_never_an_answer",
+    "test_a_hung_tool_is_killed_and_its_conversation_fails_retryably",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path
+        if (path.name in SLOW_FILES or SLOW_FOLDERS & set(path.parent.parts[-1:])
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or getattr(item, "originalname", item.name) in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:

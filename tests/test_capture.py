@@ -83,8 +83,8 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(agent: Agent[None, str], **kwargs: object) -> Captured:
-    result = agent.run_sync("Where is beta defined?", **kwargs)  # type: ignore[call-overload]
+def run(agent: Agent[None, str]) -> Captured:
+    result = agent.run_sync("Where is beta defined?")
     return to_chat_messages(result.all_messages())
 
 
