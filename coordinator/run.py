@@ -23,7 +23,7 @@ from rich.console import Console
 from distill.coordinator.collector import Collector, Drained
 from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
 from distill.coordinator.progress import RunProgress, write_progress_snapshot
-from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError
+from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, embedded_redis
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
@@ -40,7 +40,6 @@ __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
 
 
@@ -72,12 +71,8 @@ def redis_for(settings: Settings, run_dir: Path) -> Iterator[RunRedis]:
     if settings.redis_url:
         yield RunRedis(settings.redis_url)
         return
-    server = EmbeddedRedis(run_dir / "redis")
-    url = server.start()
-    try:
-        yield RunRedis(url, server)
-    finally:
-        server.stop()
+    with embedded_redis(run_dir / "redis") as server:
+        yield RunRedis(server.url, server)
 
 
 @contextlib.contextmanager
@@ -291,6 +286,7 @@ def _write_manifest(
         redis_url_redacted=redact_url(url) if settings.redis_url else None,
         embedded_redis=settings.redis_url is None,
         started_at=started_at,
+        limits=settings.limits,
     )
     path.write_text(manifest.model_dump_json(indent=2))
     return manifest

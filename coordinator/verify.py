@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from distill.coordinator.collector import CONVERSATIONS_FILE, cut_partial_line
-from distill.coordinator.redis_server import EmbeddedRedis
+from distill.coordinator.redis_server import embedded_redis
 from distill.shared.connection import connect_async
 from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
 from distill.shared.records import Conversation, utcnow
@@ -85,21 +85,15 @@ def conversations_to_judge(run_dir: Path, result: VerifyResult, *, rejudge: bool
 @contextlib.asynccontextmanager
 async def lease_redis(redis_url: str | None) -> AsyncIterator[aioredis.Redis]:
     """The Redis that holds the judge's leases: the one given, or a private embedded one."""
-    server = None
-    scratch = None
-    if redis_url is None:
-        scratch = tempfile.TemporaryDirectory(prefix="distill-verify-")
-        server = EmbeddedRedis(Path(scratch.name))
-        redis_url = await asyncio.to_thread(server.start)
-    client = connect_async(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-        if scratch is not None:
-            scratch.cleanup()
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="distill-verify-"))
+            redis_url = stack.enter_context(embedded_redis(Path(scratch))).url
+        client = connect_async(redis_url)
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 def verify_run(

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.shared.errors import LineError, describe_validation_error, iter_jsonl, line_error
 from distill.shared.records import Record, utcnow
+from distill.shared.children import die_with_parent
 from distill.teachers.mlx_server import mlx_child_env, openblas_missing
 from distill.trainer.batches import MaskedDataset, TokenizeCallback, iterate_batches, load_split, masked_loss
 from distill.trainer.errors import TrainerError
@@ -699,7 +700,8 @@ def _train_in_child(job: TrainJob, callback: TrainingCallback | None, on_tokeniz
     job_file.write_text(child_job.model_dump_json(), encoding="utf-8")
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "distill.trainer.train", str(job_file)], env=mlx_child_env(), pass_fds=(write_end,)
+            [sys.executable, "-m", "distill.trainer.train", str(job_file)], env=mlx_child_env(), pass_fds=(write_end,),
+            preexec_fn=die_with_parent,
         )
     finally:
         os.close(write_end)
