@@ -32,7 +32,7 @@ from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
-from distill.shared.records import RunManifest, utcnow
+from distill.shared.records import MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
 
