@@ -32,6 +32,7 @@ from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
+from distill.shared.jsonl import write_atomic
 from distill.shared.records import MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
@@ -196,7 +197,7 @@ def _coordinate(run: Run) -> RunResult:
         collector.close()
     manifest.finished = int(client.scard(keys.done)) >= run.total
     manifest.updated_at = utcnow()
-    (run.run_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    write_atomic(run.run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
     counts = count_records(run.run_dir)
     final = snapshot(client, keys, run.total, counts, settings.teachers, finished=manifest.finished)
     write_progress_snapshot(run.run_dir, final)
@@ -288,7 +289,7 @@ def _write_manifest(
         started_at=started_at,
         limits=settings.limits,
     )
-    path.write_text(manifest.model_dump_json(indent=2))
+    write_atomic(path, manifest.model_dump_json(indent=2))
     return manifest
 
 

@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.coordinator.synth import Kind, SynthReport, synthesize
-from distill.shared.errors import DistillError, LineError, iter_jsonl
+from distill.shared.errors import DistillError, LineError
+from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.settings import BuiltinTool, GenerationLimits, Settings, TeacherConfig
 from distill.trainer.evaluate import VariantEval

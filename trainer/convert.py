@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from distill.shared.errors import LineError, line_error, parse_json_object
+from distill.shared.errors import LineError, line_error
+from distill.shared.jsonl import parse_json_object
 from distill.shared.records import (
     CONVERSATIONS_FILE,
     SCHEMA_VERSION,

@@ -31,7 +31,8 @@ import yaml
 from mlx_lm.tuner.callbacks import TrainingCallback
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.shared.errors import LineError, describe_validation_error, iter_jsonl, line_error
+from distill.shared.errors import LineError, describe_validation_error, line_error
+from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import Record, utcnow
 from distill.shared.children import die_with_parent
 from distill.teachers.mlx_server import mlx_child_env, openblas_missing
