@@ -420,7 +420,8 @@ def doctor(
     workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
 ) -> None:
     """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
-    from distill.coordinator.doctor import doctor_table, failed_required, run_doctor
+    from distill.coordinator.doctor import failed_required, run_doctor
+    from distill.views import doctor_table
 
     try:
         settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)
