@@ -280,8 +280,8 @@ def train(
     resume_adapter_file: Annotated[Optional[Path], typer.Option(help="Continue from this adapter file.")] = None,
 ) -> None:
     """Fine-tune the student with mlx-lm, with the loss on every assistant turn."""
-    from distill.trainer.train import load_train_config
     from distill.trainer.train import train as run_train
+    from distill.trainer.train_config import load_train_config
     from distill.views import TrainDisplay, tokenize_progress, train_summary
 
     settings = load_train_config(
@@ -304,7 +304,7 @@ def fuse(
     dequantize: Annotated[bool, typer.Option("--dequantize", help="Write full-precision weights.")] = False,
 ) -> None:
     """Fold an adapter into the model (mlx_lm fuse)."""
-    from distill.trainer.train import fuse as run_fuse
+    from distill.trainer.fuse import fuse as run_fuse
 
     result = run_fuse(model, adapter_path, save_path, dequantize=dequantize)
     console_out.print(f"fused model: {result.save_path} ({result.fused_modules} modules)", highlight=False)

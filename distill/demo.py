@@ -202,7 +202,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         note["detail"] = f"{report.kept} kept, mean {report.tokens.mean} tokens"
 
     with stage(f"train: LoRA on the student, {options.iters} iterations") as note:
-        from distill.trainer.train import load_train_config, train
+        from distill.trainer.train import train
+        from distill.trainer.train_config import load_train_config
 
         adapter_dir = out / "adapter"
         config = load_train_config(

@@ -29,7 +29,7 @@ from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
-from distill.trainer.train import TrainResult
+from distill.trainer.provenance import TrainResult
 
 
 def convert_table(report: ConvertReport) -> Table:
