@@ -24,16 +24,17 @@ from rich.console import Console
 from distill.coordinator.collector import Collector, Drained
 from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
 from distill.coordinator.progress import RunProgress, write_progress_snapshot
-from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError
+from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, embedded_redis
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
 from distill.coordinator.workers import WorkerPool, run_log_dir, running_workers
 from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
+from distill.shared.jsonl import write_atomic
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
-from distill.shared.records import RunManifest, utcnow
+from distill.shared.records import MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
 
@@ -41,7 +42,6 @@ __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
 
 
@@ -73,12 +73,8 @@ def redis_for(settings: Settings, run_dir: Path) -> Iterator[RunRedis]:
     if settings.redis_url:
         yield RunRedis(settings.redis_url)
         return
-    server = EmbeddedRedis(run_dir / "redis")
-    url = server.start()
-    try:
-        yield RunRedis(url, server)
-    finally:
-        server.stop()
+    with embedded_redis(run_dir / "redis") as server:
+        yield RunRedis(server.url, server)
 
 
 @contextlib.contextmanager
@@ -202,7 +198,7 @@ def _coordinate(run: Run) -> RunResult:
         collector.close()
     manifest.finished = int(client.scard(keys.done)) >= run.total
     manifest.updated_at = utcnow()
-    (run.run_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    write_atomic(run.run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
     counts = count_records(run.run_dir)
     final = snapshot(client, keys, run.total, counts, settings.teachers, finished=manifest.finished)
     write_progress_snapshot(run.run_dir, final)
@@ -292,8 +288,9 @@ def _write_manifest(
         redis_url_redacted=redact_url(url) if settings.redis_url else None,
         embedded_redis=settings.redis_url is None,
         started_at=started_at,
+        limits=settings.limits,
     )
-    path.write_text(manifest.model_dump_json(indent=2))
+    write_atomic(path, manifest.model_dump_json(indent=2))
     return manifest
 
 

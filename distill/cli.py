@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from distill.shared.errors import DistillError
-from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
+from distill.shared.settings import DEFAULT_OUT_DIR, ConfigError, GenerationLimits, TeacherConfig, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil a teacher's real tool use into training data, and train a student on it.")
@@ -133,7 +132,7 @@ def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> No
 @app.command()
 def status(
     run: Annotated[str, typer.Option(help="Run name.")],
-    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
+    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = DEFAULT_OUT_DIR,
 ) -> None:
     """Show a run's numbers, live or finished."""
     from distill.coordinator.progress import status_tables
@@ -152,7 +151,7 @@ def verify(
     judge_model: Annotated[Optional[str], typer.Option(help="Model name to send to the judge.")] = None,
     rubric: Annotated[Optional[Path], typer.Option(help="Text file: what a passing answer must do.")] = None,
     config: ConfigOption = None,
-    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
+    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = DEFAULT_OUT_DIR,
     redis_url: Annotated[Optional[str], typer.Option(help="Share the judge's caps with runs on this Redis (default: a private one).")] = None,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge again the records a judge already decided.")] = False,
 ) -> None:
@@ -187,7 +186,8 @@ def convert(
     source: Annotated[Path, typer.Argument(help="A run folder or a conversations.jsonl file.")],
     tokenizer: Annotated[str, typer.Option(help="The student model (folder) whose chat template renders the data.")],
     out: Annotated[Path, typer.Option(help="Where train/valid/test.jsonl and report.json go.")],
-    max_tool_calls: Annotated[int, typer.Option(help="Drop trajectories with more tool calls.")] = 5,
+    max_tool_calls: Annotated[Optional[int], typer.Option(
+        help="Drop trajectories with more tool calls (default: the run's own limit from its manifest).")] = None,
     max_seq_length: Annotated[int, typer.Option(help="Drop trajectories longer than this many tokens.")] = 2048,
     split: Annotated[str, typer.Option(help="train,valid,test ratios.")] = "0.8,0.1,0.1",
     format: Annotated[str, typer.Option("--format", help="chat ({messages, tools}) or text (rendered).")] = "chat",
@@ -281,26 +281,19 @@ def train(
     resume_adapter_file: Annotated[Optional[Path], typer.Option(help="Continue from this adapter file.")] = None,
 ) -> None:
     """Fine-tune the student with mlx-lm, with the loss on every assistant turn."""
-    from distill.teachers.mlx_server import mlx_child_env, openblas_missing
-    from distill.trainer.train import load_train_config
     from distill.trainer.train import train as run_train
+    from distill.trainer.train_config import load_train_config
     from distill.views import TrainDisplay, tokenize_progress, train_summary
 
-    if openblas_missing() and sys.argv[1:2] == ["train"]:
-        # OpenBLAS only takes effect when a process starts (10-25x faster training on Linux CPU):
-        # start this command again with it, so training, mlx-lm's bar and our display share one
-        # process. (Only when this process is `distill train` itself, not a CliRunner in a test.)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "distill", *sys.argv[1:]], mlx_child_env())
     settings = load_train_config(
         config, fine_tune_type=fine_tune_type, iters=iters, batch_size=batch_size, learning_rate=learning_rate,
         rank=rank, scale=scale, dropout=dropout, num_layers=num_layers, max_seq_length=max_seq_length,
         grad_checkpoint=grad_checkpoint, save_every=save_every, resume_adapter_file=resume_adapter_file,
     )
     with tokenize_progress(err) as on_tokenize:
+        # In a child process with OpenBLAS preloaded where it is installed but not loaded here.
         result = run_train(data, model, adapter_path, config=settings, callback=TrainDisplay(),
-                           on_tokenize=on_tokenize, in_process=True)
+                           on_tokenize=on_tokenize)
     console_out.print(train_summary(result), highlight=False)
 
 
@@ -312,7 +305,7 @@ def fuse(
     dequantize: Annotated[bool, typer.Option("--dequantize", help="Write full-precision weights.")] = False,
 ) -> None:
     """Fold an adapter into the model (mlx_lm fuse)."""
-    from distill.trainer.train import fuse as run_fuse
+    from distill.trainer.fuse import fuse as run_fuse
 
     result = run_fuse(model, adapter_path, save_path, dequantize=dequantize)
     console_out.print(f"fused model: {result.save_path} ({result.fused_modules} modules)", highlight=False)
@@ -325,7 +318,8 @@ def eval_command(
     workspace: Annotated[Path, typer.Option(help="Folder the tools work in.")] = Path("."),
     adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json and the PNG.")] = None,
-    max_tool_calls: Annotated[int, typer.Option(help="Tool calls before a run counts as a loop.")] = 5,
+    max_tool_calls: Annotated[Optional[int], typer.Option(
+        help="Tool calls before a run counts as a loop (default: generation's limit).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 512,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
@@ -427,7 +421,8 @@ def doctor(
     workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
 ) -> None:
     """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
-    from distill.coordinator.doctor import doctor_table, failed_required, run_doctor
+    from distill.coordinator.doctor import failed_required, run_doctor
+    from distill.views import doctor_table
 
     try:
         settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)

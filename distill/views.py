@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from mlx_lm.cli_ui import make_console
 from mlx_lm.tuner.callbacks import TrainingCallback
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,12 +24,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from distill.coordinator.checks import Check
 from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
+from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
-from distill.trainer.train import TrainResult
 
 
 def convert_table(report: ConvertReport) -> Table:
@@ -254,3 +256,20 @@ def verify_progress(console: Console) -> Iterator[Callable[[VerifyResult], None]
             progress.update(task, counts=counts)
 
         yield update
+
+
+def doctor_table(checks: Iterable[Check]) -> Table:
+    table = Table(title="distill doctor", show_lines=False, expand=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for check in checks:
+        if check.ok:
+            mark = "[green]ok[/]"
+        elif check.required:
+            mark = "[bold red]FAIL[/]"
+        else:
+            mark = "[yellow]warn[/]"
+        table.add_row(mark, escape(check.name), escape(check.detail), escape(check.hint or "") if not check.ok else "")
+    return table

@@ -11,11 +11,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill.shared.keys import task_key
+from distill.shared.settings import GenerationLimits
 from distill.shared.verdicts import Expected, Verdict
 
 SCHEMA_VERSION: Final = 1
@@ -23,6 +25,7 @@ SCHEMA_VERSION: Final = 1
 # The files of a run folder (data/runs/<run>/), written by the coordinator, read by everyone else.
 CONVERSATIONS_FILE = "conversations.jsonl"
 DEAD_FILE = "dead.jsonl"
+MANIFEST_FILE = "manifest.json"
 
 # Texts that earlier pipelines wrote instead of a real tool result (docs/architecture.md). A record that
 # carries one of these taught the 7B student to call tools forever, so it is refused outright.
@@ -352,3 +355,19 @@ class RunManifest(Record):
     started_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished: bool = False
+    # The limits the run's conversations were generated under (convert and eval default to them).
+    # Missing in manifests from older versions.
+    limits: GenerationLimits | None = None
+
+
+def run_limits(run_dir: Path) -> GenerationLimits:
+    """The limits a run folder's conversations were generated under; the defaults where unknown.
+
+    A folder without a readable manifest (a plain conversations file, a run from an older
+    version) gets `GenerationLimits()`: the same defaults `distill generate` uses.
+    """
+    try:
+        manifest = RunManifest.model_validate_json((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return GenerationLimits()
+    return manifest.limits or GenerationLimits()

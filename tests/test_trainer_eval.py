@@ -28,7 +28,8 @@ from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.evaluate import EvalReport, evaluate, totals_of
-from distill.trainer.train import load_train_config, train
+from distill.trainer.train import train
+from distill.trainer.train_config import load_train_config
 
 QUESTION = "What does config.py do?"
 ANSWER = "config.py defines parse(), which returns 1."

@@ -20,15 +20,12 @@ from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  
 from distill.trainer.batches import MaskedDataset, iterate_batches, load_split, masked_loss
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
+from distill.trainer.fuse import fuse
+from distill.trainer.metrics import read_metrics
+from distill.trainer.provenance import TrainInfo
 from distill.trainer.render import load_tokenizer
-from distill.trainer.train import (
-    TrainConfig,
-    TrainInfo,
-    fuse,
-    load_train_config,
-    read_metrics,
-    train,
-)
+from distill.trainer.train import train
+from distill.trainer.train_config import TrainConfig, load_train_config
 
 
 class Recorder(TrainingCallback):

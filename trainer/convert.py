@@ -29,13 +29,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from distill.shared.errors import LineError, line_error, parse_json_object
+from distill.shared.errors import LineError, line_error
+from distill.shared.jsonl import parse_json_object
 from distill.shared.records import (
     CONVERSATIONS_FILE,
     SCHEMA_VERSION,
     Conversation,
     Record,
     is_infra_error,
+    run_limits,
     tool_result_problem,
     utcnow,
 )
@@ -440,7 +442,7 @@ def convert(
     tokenizer: str | Path,
     out: Path,
     *,
-    max_tool_calls: int = 5,
+    max_tool_calls: int | None = None,
     max_seq_length: int = 2048,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     format: Literal["chat", "text"] = "chat",  # mirrors the --format flag
@@ -460,8 +462,10 @@ def convert(
     `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
     from the verdicts.jsonl beside the conversations file. Returns the report; the caller shows it.
     """
-    ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     path = conversations_path(source)
+    if max_tool_calls is None:  # what generation allowed, so convert never drops what generate kept
+        max_tool_calls = run_limits(path.parent).max_tool_calls
+    ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     student = load_tokenizer(tokenizer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

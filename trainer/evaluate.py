@@ -115,7 +115,7 @@ def evaluate(
     *,
     adapter_path: Path | None = None,
     out: Path | None = None,
-    max_tool_calls: int = 5,
+    max_tool_calls: int | None = None,
     max_requests: int | None = None,
     max_tokens: int = 512,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -148,6 +148,8 @@ def evaluate(
     workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base or teacher is not None)
     out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
+    if max_tool_calls is None:  # the loop guard generation uses, so both count a loop alike
+        max_tool_calls = GenerationLimits().max_tool_calls
     limits = GenerationLimits(
         max_tool_calls=max_tool_calls,
         max_requests=max_requests or max_tool_calls + 3,

@@ -289,7 +289,7 @@ def continuation_prompts(repaired: Path, out: Path) -> Continuations:
     again. Ids are the repaired conversation's id plus "-continued": the same file gives the same
     prompts, so rerunning the same command resumes the run instead of repeating it.
     """
-    from distill.shared.errors import iter_jsonl
+    from distill.shared.jsonl import iter_jsonl
     from distill.shared.records import ChatMessage, continuation_problem
 
     plan = Continuations(path=str(out))
