@@ -23,7 +23,8 @@ from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.worker.agent import ConversationFailed, Conversations
 from distill.worker.tool_pool import ToolInfraError, ToolPool
-from distill.worker.tools import Workspace
+from distill.worker.sandbox import ToolLimits
+from distill.worker.toolcore import ToolCore
 
 TOOLS_MODULE = '''
 import os, pathlib, time
@@ -36,6 +37,10 @@ def hang() -> str:
 def where() -> str:
     """Says which process ran it."""
     return f"ran in pid {os.getpid()}"
+
+def flood() -> str:
+    """More text than an answer may hold."""
+    return "word " * 10_000
 
 def crash_once(marker: str) -> str:
     """The first call writes its pid to `marker` and waits to be killed; later calls answer."""
@@ -94,11 +99,10 @@ def tool_messages(record: Conversation) -> list[ChatMessage]:
 def test_many_conversations_with_slow_greps_never_time_out(tmp_path: Path) -> None:
     """48 conversations at once, each grepping 4,000 files: queueing for a tool process is not
     execution, so no call hits the limit (the thread-pool tools timed out most of these)."""
-    workspace = Workspace(big_workspace(tmp_path / "ws"))
+    core = ToolCore(big_workspace(tmp_path / "ws"), limits=GenerationLimits(tool_timeout_s=2.0, tool_attempts=1))
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, tool_rounds=1))
     sim.start()
-    limits = GenerationLimits(tool_timeout_s=2.0, tool_attempts=1)
-    conversations = Conversations(workspace, limits, system_prompt="You help.", tool_processes=2)
+    conversations = Conversations(core, system_prompt="You help.", tool_processes=2)
     try:
         records = asyncio.run(run_all(conversations, teacher_for(sim), 48))
     finally:
@@ -114,12 +118,11 @@ def test_many_conversations_with_slow_greps_never_time_out(tmp_path: Path) -> No
 
 
 def test_a_hung_tool_is_killed_and_its_conversation_fails_retryably(tmp_path: Path, tools_module: str) -> None:
-    workspace = Workspace(tmp_path)
+    core = ToolCore(tmp_path, [f"{tools_module}:hang", f"{tools_module}:where"],
+                    GenerationLimits(tool_timeout_s=0.3, tool_attempts=2))
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, first_tool="hang"))
     sim.start()
-    limits = GenerationLimits(tool_timeout_s=0.3, tool_attempts=2)
-    conversations = Conversations(workspace, limits, system_prompt="You help.",
-                                  custom_tools=[f"{tools_module}:hang", f"{tools_module}:where"], tool_processes=1)
+    conversations = Conversations(core, system_prompt="You help.", tool_processes=1)
     pool = conversations.tool_pool
     try:
         [failure] = asyncio.run(run_all(conversations, teacher_for(sim), 1))
@@ -137,10 +140,11 @@ def test_a_hung_tool_is_killed_and_its_conversation_fails_retryably(tmp_path: Pa
 
 def test_a_killed_tool_process_is_replaced_and_the_call_retried(tmp_path: Path, tools_module: str) -> None:
     marker = tmp_path / "first-call.pid"
-    pool = ToolPool(Workspace(tmp_path), processes=1, timeout_s=60, attempts=3, backoff_s=0.01)
+    core = ToolCore(tmp_path, [f"{tools_module}:crash_once"], GenerationLimits(tool_timeout_s=60, tool_attempts=3))
+    pool = ToolPool(core, processes=1, backoff_s=0.01)
 
     async def scenario() -> Any:
-        call = asyncio.ensure_future(pool.call("crash_once", f"{tools_module}:crash_once", {"marker": str(marker)}))
+        call = asyncio.ensure_future(pool.call("crash_once", {"marker": str(marker)}))
         while not marker.exists() or not marker.read_text():
             await asyncio.sleep(0.02)  # the tool's own signal that it is running
         victim = int(marker.read_text())
@@ -157,14 +161,15 @@ def test_a_killed_tool_process_is_replaced_and_the_call_retried(tmp_path: Path, 
 
 
 def test_retries_give_up_with_an_infra_error_never_an_answer(tmp_path: Path, tools_module: str) -> None:
-    pool = ToolPool(Workspace(tmp_path), processes=1, timeout_s=0.2, attempts=2, backoff_s=0.01)
+    core = ToolCore(tmp_path, [f"{tools_module}:hang"], GenerationLimits(tool_timeout_s=0.2, tool_attempts=2))
+    pool = ToolPool(core, processes=1, backoff_s=0.01)
     try:
         with pytest.raises(ToolInfraError, match="time limit") as failure:
-            asyncio.run(pool.call("hang", f"{tools_module}:hang", {}))
+            asyncio.run(pool.call("hang", {}))
         assert failure.value.attempts == 2
-        # The replaced process answers the next call.
-        answer = asyncio.run(pool.call("grep", "grep", {"pattern": "nothing-here"}))
-        assert (answer.outcome, answer.text) == ("tool_error", "no matches")
+        # The replaced process answers the next call; finding nothing is a real answer.
+        answer = asyncio.run(pool.call("grep", {"pattern": "nothing-here"}))
+        assert (answer.outcome, answer.text) == ("ok", "no matches")
     finally:
         pool.close()
 
@@ -172,8 +177,8 @@ def test_retries_give_up_with_an_infra_error_never_an_answer(tmp_path: Path, too
 def test_a_custom_tool_runs_in_a_pool_process(tmp_path: Path, tools_module: str) -> None:
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, first_tool="where", tool_rounds=1))
     sim.start()
-    conversations = Conversations(Workspace(tmp_path), GenerationLimits(), system_prompt="You help.",
-                                  custom_tools=[f"{tools_module}:where"], tool_processes=1)
+    conversations = Conversations(ToolCore(tmp_path, [f"{tools_module}:where"]), system_prompt="You help.",
+                                  tool_processes=1)
     try:
         [record] = asyncio.run(run_all(conversations, teacher_for(sim), 1))
     finally:
@@ -185,17 +190,27 @@ def test_a_custom_tool_runs_in_a_pool_process(tmp_path: Path, tools_module: str)
     assert "where" in [tool["function"]["name"] for tool in record.tools]
 
 
-def test_builtin_outcomes(tmp_path: Path) -> None:
+def test_outcomes_in_a_pool_process_are_the_cores(tmp_path: Path, tools_module: str) -> None:
+    """The pool answers exactly as the core does in-process, for built-in and custom tools alike,
+    and carries its limits: the output cap applies to a custom tool's answer too."""
     (tmp_path / "a.py").write_text("x = 1\n")
-    workspace = Workspace(tmp_path)
-    assert workspace.answer("grep", {"pattern": "x ="}) == ("ok", "a.py:1: x = 1")
-    assert workspace.answer("grep", {"pattern": "zzz"}) == ("tool_error", "no matches")
-    assert workspace.answer("grep", {"pattern": "("})[0] == "tool_error"
-    assert workspace.answer("read_file", {"path": "missing.py"})[0] == "tool_error"
-    assert workspace.answer("find_files", {"pattern": "*.rs"}) == ("tool_error", "no files found")
-    slow = Workspace(tmp_path, workspace.limits.__class__(timeout_s=0.0))
-    outcome, text = slow.answer("grep", {"pattern": "x"})
-    assert outcome == "infra_error" and "time limit" in text
+    core = ToolCore(tmp_path, [f"{tools_module}:where", f"{tools_module}:flood"], GenerationLimits(tool_max_output_chars=300))
+    calls = [("grep", {"pattern": "x ="}), ("grep", {"pattern": "zzz"}), ("grep", {"pattern": "("}),
+             ("read_file", {"path": "missing.py"}), ("find_files", {"pattern": "*.rs"}), ("flood", {})]
+    pool = ToolPool(core, processes=1)
+    try:
+        runs = [asyncio.run(pool.call(name, arguments)) for name, arguments in calls]
+    finally:
+        pool.close()
+    assert [(run.outcome, run.text) for run in runs] == [tuple(core.answer(name, arguments)) for name, arguments in calls]
+    assert [run.outcome for run in runs] == ["ok", "ok", "tool_error", "tool_error", "ok", "ok"]
+    assert len(runs[-1].text) <= 300
+    slow = ToolPool(ToolCore(tmp_path, sandbox=ToolLimits(timeout_s=0.0)), processes=1, backoff_s=0.01)
+    try:
+        with pytest.raises(ToolInfraError, match="time limit"):
+            asyncio.run(slow.call("grep", {"pattern": "x"}))
+    finally:
+        slow.close()
 
 
 def test_a_record_never_holds_an_infra_error() -> None:
