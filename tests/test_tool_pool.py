@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import write_prompts
+from conftest import REPO, write_prompts
 from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 from distill.coordinator.progress import read_progress_snapshot
 from distill.coordinator.run import generate
@@ -261,3 +263,35 @@ def test_a_run_whose_tools_keep_hitting_the_limit_ends_in_dead_letters(
     assert snapshot["tool_processes"] >= 1
     assert result.tools["grep"]["infra_error"] == grep["infra_error"]
     assert result.endpoints["sim"]["errors"] == 4 * 2  # one per failed conversation attempt
+
+
+def distill_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The command in a fresh process, with `cwd` importable (a user's tools module lives there)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd)]), "COLUMNS": "80"}
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize(("custom_tools", "needle"), [
+    ('["nonexistent_mod_xyz:fn"]', "cannot import module 'nonexistent_mod_xyz' for tool 'nonexistent_mod_xyz:fn'"),
+    ('["os.path:no_such_function"]', "module 'os.path' has no attribute 'no_such_function'"),
+    ('["json:dumps", "pickle:dumps"]', "custom tools 'json:dumps' and 'pickle:dumps' are both named 'dumps'"),
+    ('["cli_tools_mod:opaque"]', "tool 'opaque': no JSON schema can be made from its signature"),
+    ('["cli_tools_mod:grep"]', "custom tool 'cli_tools_mod:grep' is named 'grep', like the built-in tool"),
+])
+def test_a_bad_custom_tool_fails_generate_in_one_line_before_anything_starts(
+    tmp_path: Path, custom_tools: str, needle: str
+) -> None:
+    """Checked in the run's preflight: no Redis, no Ray, no worker (the run folder is never made)."""
+    teacher = '[[teachers]]\nname = "t"\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+    (tmp_path / "distill.toml").write_text(f"custom_tools = {custom_tools}\n" + teacher)
+    (tmp_path / "cli_tools_mod.py").write_text(
+        "import socket\n\ndef opaque(handle: socket.socket) -> str:\n    return ''\n\n"
+        "def grep(pattern: str) -> str:\n    return pattern\n")
+    prompts = write_prompts(tmp_path / "p.jsonl", 1)
+    done = distill_cli(tmp_path, "generate", str(prompts), "--run", "bad-tool", "--out-dir", str(tmp_path / "runs"),
+                       "--workspace", str(tmp_path), "--no-progress")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and needle in line, done.stderr
+    assert not (tmp_path / "runs").exists()
