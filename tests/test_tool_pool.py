@@ -269,7 +269,7 @@ def distill_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """The command in a fresh process, with `cwd` importable (a user's tools module lives there)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd)]), "COLUMNS": "80"}
     return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=cwd)
+                          timeout=120, cwd=cwd, check=False)
 
 
 @pytest.mark.parametrize(("custom_tools", "needle"), [
