@@ -215,6 +215,26 @@ def test_outcomes_in_a_pool_process_are_the_cores(tmp_path: Path, tools_module: 
         slow.close()
 
 
+def test_tools_that_cannot_be_built_in_a_tool_process_are_an_infra_error(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passed the preflight here, fails in the tool process (say, another node's environment): every
+    call says why as an infra error (retried, never shown), and the pool is not broken for good."""
+    name = f"parent_only_tools_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text(
+        "import multiprocessing\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    raise ImportError('not installed on this node')\n\n"
+        "def here() -> str:\n    return 'here'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ToolPool(ToolCore(tmp_path, [f"{name}:here"], GenerationLimits(tool_attempts=2)), processes=1, backoff_s=0.01)
+    try:
+        with pytest.raises(ToolInfraError, match="could not build its tools.*not installed on this node"):
+            asyncio.run(pool.call("here", {}))
+        assert [run.outcome for run in pool.drain()] == ["infra_error", "infra_error"]
+    finally:
+        pool.close()
+
+
 def test_a_record_never_holds_an_infra_error() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": {"pattern": "x"}}}
     messages = [

@@ -65,6 +65,7 @@ _BUILTIN_RUNNERS: dict[str, Callable[..., Ran]] = {
     "read_file": lambda ws, **arguments: Ran(read_file(ws, **arguments)),
     "list_dir": lambda ws, **arguments: Ran(list_dir(ws, **arguments)),
 }
+assert set(_BUILTIN_RUNNERS) == set(BUILTIN_TOOLS), "one runner per shared/settings.py BuiltinTool"
 
 
 class BuiltinTools:
@@ -118,7 +119,8 @@ class ToolCore:
     @functools.cached_property
     def schemas(self) -> list[dict[str, Any]]:
         """The OpenAI tool block offered to the teacher; a custom tool pydantic-ai can't describe is refused."""
-        from pydantic_ai import Tool  # here, not at the top: tool processes never need it
+        # Imported here, not at the top: tool processes never need pydantic-ai.
+        from pydantic_ai import Tool
 
         tools = []
         for name, function in self.offered.items():
@@ -132,7 +134,7 @@ class ToolCore:
     def answer(self, name: str, arguments: dict[str, Any]) -> ToolAnswer:
         """Run one call and say how it ended: the one place a tool call's result is produced and
         finished (the output cap), inside the tool process, before it leaves for the agent."""
-        return self._finish(name, self._run(name, arguments))
+        return self._finish(name, arguments, self._run(name, arguments))
 
     def _run(self, name: str, arguments: dict[str, Any]) -> ToolAnswer:
         source = self._source_of.get(name)
@@ -151,8 +153,10 @@ class ToolCore:
             return ToolAnswer("infra_error", f"time limit of {self.workspace.limits.timeout_s:g}s hit; the answer was incomplete")
         return ToolAnswer("ok", ran.text)
 
-    def _finish(self, name: str, answer: ToolAnswer) -> ToolAnswer:
-        """What every answer passes through before it leaves the tool process, whatever its source."""
+    def _finish(self, name: str, arguments: dict[str, Any], answer: ToolAnswer) -> ToolAnswer:
+        """What every answer passes through before it leaves the tool process, whatever its source
+        (built-in, custom, or any source added later): the output cap. Post-processing that must
+        hold for every tool (secret redaction) belongs here, before the cap."""
         return ToolAnswer(answer.outcome, self.workspace.cap(answer.text))
 
 
