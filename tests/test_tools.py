@@ -491,6 +491,11 @@ def flood() -> str:
     """Far more text than any answer may hold."""
     return "word " * 100_000
 
+def gone() -> str:
+    """Its backing service is down: no answer was had."""
+    from distill.worker.toolcore import ToolUnavailable
+    raise ToolUnavailable("the ticket service did not answer")
+
 def grep(pattern: str) -> str:
     """A second tool called grep."""
     return pattern
@@ -558,13 +563,15 @@ def test_only_the_offered_builtins_answer(ws: Workspace) -> None:
 
 
 def test_custom_tools_get_the_same_outcomes_and_cap(tmp_path: Path, custom_module: str) -> None:
-    core = ToolCore(tmp_path, [f"{custom_module}:{name}" for name in ("shout", "empty_handed", "boom", "flood")],
-                    GenerationLimits(tool_max_output_chars=500))
-    assert list(core.offered) == ["grep", "read_file", "list_dir", "find_files", "shout", "empty_handed", "boom", "flood"]
+    names = ("shout", "empty_handed", "boom", "flood", "gone")
+    core = ToolCore(tmp_path, [f"{custom_module}:{name}" for name in names], GenerationLimits(tool_max_output_chars=500))
+    assert list(core.offered) == ["grep", "read_file", "list_dir", "find_files", *names]
     assert core.answer("shout", {"text": "hi"}) == ("ok", "HI")
     assert core.answer("empty_handed", {}) == ("ok", "no matches")
     assert core.answer("boom", {"reason": "disk on fire"}) == ("tool_error", "error: ValueError: disk on fire")
     assert core.answer("shout", {"txt": "hi"}).outcome == "tool_error"
+    # A source whose machinery failed has no answer to give: ours to retry, never the teacher's to see.
+    assert core.answer("gone", {}) == ("infra_error", "the ticket service did not answer")
     outcome, text = core.answer("flood", {})
     assert outcome == "ok" and len(text) <= 500 and TRUNCATED_MARKER in text.splitlines()[-1]
 

@@ -39,6 +39,11 @@ class ToolAnswer(NamedTuple):
     text: str
 
 
+class ToolUnavailable(Exception):
+    """A source's own machinery failed (a server gone, a transport broken): no answer was had, so the
+    call is an `infra_error`, retried and never shown, not the tool's answer."""
+
+
 @dataclass(frozen=True)
 class Ran:
     """A source's answer: its text, and whether a walk stopped at the time limit (incomplete)."""
@@ -51,7 +56,8 @@ class ToolSource(Protocol):
     """One family of tools the core dispatches to by name.
 
     `offered` maps each name to the function whose signature and docstring are its schema;
-    `run` answers a call or raises ToolError for an answer that says the input is wrong.
+    `run` answers a call, raises ToolError for an answer that says the input is wrong, and
+    ToolUnavailable when its machinery failed.
     """
 
     offered: dict[str, Callable[..., Any]]
@@ -144,6 +150,8 @@ class ToolCore:
             ran = source.run(name, arguments)
         except ToolError as error:
             return ToolAnswer("tool_error", f"error: {error}")
+        except ToolUnavailable as error:
+            return ToolAnswer("infra_error", str(error))
         except MemoryError:
             return ToolAnswer("infra_error", "out of memory")
         except Exception as error:  # noqa: BLE001 - a tool's crash (or wrong arguments) is the tool's answer
