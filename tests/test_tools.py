@@ -7,7 +7,6 @@ import inspect
 import os
 import socket
 import sys
-import time
 import uuid
 from pathlib import Path
 
