@@ -61,20 +61,19 @@ def check_workspace(settings: Settings) -> Check:
 
 def check_tools(settings: Settings) -> Check:
     """The tool capacity (processes per worker) and whether every custom tool imports."""
+    from distill.worker.custom_tools import ToolSetupError, load_custom_tools
     from distill.worker.tool_pool import default_processes
-    from distill.worker.tools import ToolError, load_custom_tool
 
     limits = settings.limits
     processes = limits.tool_processes or default_processes()
     source = "tool_processes" if limits.tool_processes else "this node's cores"
     detail = (f"{processes} tool process(es) per worker ({source}) x {settings.workers} worker(s); "
               f"{limits.tool_timeout_s:g}s per call, execution only")
-    for spec in settings.custom_tools:
-        try:
-            load_custom_tool(spec)
-        except ToolError as error:
-            return Check(name="tools", ok=False, detail=f"{detail}; custom tool {spec}: {error}",
-                         hint="install the tool's package where the workers run, or fix custom_tools")
+    try:
+        load_custom_tools(settings.custom_tools, settings.limits.builtin_tools)
+    except ToolSetupError as error:
+        return Check(name="tools", ok=False, detail=f"{detail}; {error}",
+                     hint="install the tool's package where the workers run, or fix custom_tools")
     if settings.custom_tools:
         detail += f"; custom tools import: {', '.join(settings.custom_tools)}"
     if settings.ray_address:

@@ -37,6 +37,7 @@ from distill.shared.queue import ensure_groups, requeue_orphans
 from distill.shared.records import MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
+from distill.worker.toolcore import check_tools
 
 __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
 
@@ -130,6 +131,8 @@ def generate(settings: Settings, prompts_file: Path, *, console: Console | None 
 
     With a `console`, a live progress bar is drawn on it while the run works.
     """
+    # The tools a worker would build, built here first: a bad custom tool is one line, not a dead worker.
+    check_tools(settings.workspace, settings.custom_tools, settings.limits)
     run_dir = settings.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = RunKeys(settings.run)

@@ -117,9 +117,9 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
-# How a tool call ended. `ok`: the tool answered. `tool_error`: the tool's own real answer that
-# something is wrong or absent (no such file, bad regex, no matches, a call that failed validation):
-# a result worth learning from. `infra_error`: our machinery failed (time limit hit, the tool
+# How a tool call ended. `ok`: the tool answered, finding nothing included ("no matches").
+# `tool_error`: the tool's own real answer that the input is wrong (no such file, bad regex, a path
+# outside the workspace, a call that failed validation): a result worth learning from. `infra_error`: our machinery failed (time limit hit, the tool
 # process died, overload): not a result, never shown to the teacher, never in a conversation.
 ToolOutcome = Literal["ok", "tool_error", "infra_error"]
 

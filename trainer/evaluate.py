@@ -29,6 +29,7 @@ from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
 from distill.trainer.schema_check import argument_errors, tool_schemas
+from distill.worker.toolcore import ToolCore, check_tools
 
 EVAL_FILE = "eval.json"
 PLOT_FILE = "tool_calls.png"
@@ -157,7 +158,9 @@ def evaluate(
         builtin_tools=list(builtin_tools),
         tool_docs=tool_docs,
     )
-    run = _Agent(workspace, limits, system_prompt, tuple(custom_tools), max_tokens, request_timeout_s, on_prompt)
+    # The tools are checked before any server starts: a bad custom tool is one line, not a dead variant.
+    tools = check_tools(workspace, custom_tools, limits)
+    run = _Agent(tools, system_prompt, max_tokens, request_timeout_s, on_prompt)
     variants = [
         evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
         for name, adapter in _variants(include_base, adapter_path)
@@ -183,10 +186,8 @@ def evaluate(
 class _Agent:
     """How every variant is driven: the same agent loop, tools and limits as generation."""
 
-    workspace: Path
-    limits: GenerationLimits
+    tools: ToolCore
     system_prompt: str
-    custom_tools: tuple[str, ...]
     max_tokens: int
     request_timeout_s: float
     on_prompt: PromptCallback | None
@@ -277,12 +278,11 @@ async def _run_prompts(
     tasks: list[PromptTask], student: TeacherConfig, agent: _Agent, name: str, server: Any
 ) -> list[PromptEval]:
     from distill.worker.agent import ConversationFailed, Conversations, TeacherUnavailable
-    from distill.worker.tools import Workspace
-
     # One agent, tool pool and client for the whole variant, as a worker keeps them: starting a
-    # tool process per prompt cost up to a second each.
-    conversations = Conversations(Workspace(agent.workspace), agent.limits, system_prompt=agent.system_prompt,
-                                  custom_tools=agent.custom_tools, tool_processes=agent.limits.tool_processes or 1)
+    # tool process per prompt cost up to a second each. The tool core is generation's: the same
+    # time limit, output cap and outcomes.
+    conversations = Conversations(agent.tools, system_prompt=agent.system_prompt,
+                                  tool_processes=agent.tools.limits.tool_processes or 1)
     results: list[PromptEval] = []
     try:
         for task in tasks:
