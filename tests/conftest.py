@@ -37,6 +37,8 @@ SLOW_TESTS = {
     "test_eval_counts_loops_of_a_looping_student_and_scores_answers", "test_view_command_errors_are_one_line",
     "test_retries_give_up_with_an_infra_error_never_an_answer",
     "test_a_hung_tool_is_killed_and_its_conversation_fails_retryably",
+    "test_a_bad_custom_tool_fails_repair_in_one_line_before_any_line",
+    "test_a_bad_custom_tool_fails_generate_in_one_line_before_anything_starts",
 }
 
 
