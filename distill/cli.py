@@ -193,6 +193,7 @@ def convert(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
     require_verified: Annotated[bool, typer.Option("--require-verified", help="Keep only trajectories whose answer passed verification.")] = False,
     best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
+    reasoning: Annotated[str, typer.Option(help="The teacher's reasoning: keep (rendered as the student's template expects), drop, or auto (keep for a thinking template such as Qwen3).")] = "auto",
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
@@ -201,14 +202,15 @@ def convert(
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
-        if len(ratios) != 3 or format not in ("chat", "text"):
+        if len(ratios) != 3 or format not in ("chat", "text") or reasoning not in ("auto", "keep", "drop"):
             raise ValueError
     except ValueError:
-        fail("--split takes three ratios like 0.8,0.1,0.1 and --format is chat or text")
+        fail("--split takes three ratios like 0.8,0.1,0.1, --format is chat or text, --reasoning is auto, keep or drop")
     with convert_progress(err, conversations_path(source)) as on_progress:
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
-                             require_verified=require_verified, best_of=best_of, on_progress=on_progress)
+                             require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
+                             on_progress=on_progress)
     console_out.print(convert_table(report))
 
 

@@ -15,7 +15,7 @@ import pytest
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import encode, hf_tokenizer, load_tokenizer, render_masked
 from distill.trainer.thinking import template_thinks, with_reasoning
-from tests.tiny_model import build_tiny_model
+from tiny_model import build_tiny_model
 
 TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search files.",
           "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}}}]

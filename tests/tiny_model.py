@@ -88,7 +88,7 @@ Hello! How can I help you today? I found 3 files. The file defines a class and t
 def build_tiny_model(
     out_dir: Path,
     *,
-    arch: Literal["qwen2", "llama"] = "qwen2",
+    arch: Literal["qwen2", "qwen3", "llama"] = "qwen2",
     seed: int = 0,
     num_layers: int = 2,
     hidden_size: int = 64,
@@ -124,7 +124,8 @@ def build_tiny_model(
 
     config = {
         "model_type": arch,
-        "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+        "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(arch, "LlamaForCausalLM")],
+        "head_dim": hidden_size // num_attention_heads,
         "hidden_size": hidden_size,
         "num_hidden_layers": num_layers,
         "intermediate_size": intermediate_size,
@@ -183,6 +184,8 @@ def _build_tokenizer(vocab_size: int, extra_corpus: Sequence[str], spec: Family)
 def _model_classes(arch: str):
     if arch == "qwen2":
         from mlx_lm.models import qwen2 as module
+    elif arch == "qwen3":
+        from mlx_lm.models import qwen3 as module
     elif arch == "llama":
         from mlx_lm.models import llama as module
     else:

@@ -76,16 +76,23 @@ def with_reasoning(messages: Sequence[dict[str, Any]], applied: str, thinks: boo
     return out
 
 
-def count(stats: ReasoningStats, original: Sequence[dict[str, Any]], rendered: str) -> None:
-    """Count one kept conversation's reasoning turns: kept when their text is in the rendering."""
+def count(applied: str, original: Sequence[dict[str, Any]], rendered: str) -> dict[str, int]:
+    """One conversation's reasoning turns: kept when their text is in the rendering."""
+    counts = {"turns_with_reasoning": 0, "kept": 0, "dropped": 0, "dropped_by_template": 0}
     for message in original:
         reasoning = message.get("reasoning_content")
         if not reasoning:
             continue
-        stats.turns_with_reasoning += 1
-        if stats.applied == "drop":
-            stats.dropped += 1
+        counts["turns_with_reasoning"] += 1
+        if applied == "drop":
+            counts["dropped"] += 1
         elif reasoning.strip() in rendered:
-            stats.kept += 1
+            counts["kept"] += 1
         else:
-            stats.dropped_by_template += 1
+            counts["dropped_by_template"] += 1
+    return counts
+
+
+def add(stats: ReasoningStats, counts: dict[str, int]) -> None:
+    for name, value in counts.items():
+        setattr(stats, name, getattr(stats, name) + value)
