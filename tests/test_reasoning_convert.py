@@ -61,8 +61,8 @@ def test_keep_renders_qwen3_thinking_and_masks_it_exactly(run_file: Path, qwen3:
     assert all("<think>" not in (m.get("content") or "") for line in lines for m in line["messages"])
     masked = render_masked(tokenizer, record["messages"], record["tools"])
     assert masked.trained_text(tokenizer) == [
-        f"<think>\n{REASONS[0]}\n</think>\n\n"
-        '<tool_call>\n{"name": "read_file", "arguments": {"path": "config.py"}}\n</tool_call><|im_end|>',
+        (f"<think>\n{REASONS[0]}\n</think>\n\n"
+         '<tool_call>\n{"name": "read_file", "arguments": {"path": "config.py"}}\n</tool_call><|im_end|>'),
         f"<think>\n{REASONS[1]}\n</think>\n\nIt parses the TOML settings file.<|im_end|>",
     ]
     plain = next(line for line in lines if len(line["messages"]) == 2)
@@ -105,7 +105,7 @@ def test_distill_train_trains_the_qwen3_student_on_converted_reasoning(run_file:
     data = tmp_path / "data"
     run = subprocess.run([sys.executable, "-m", "distill", "convert", str(run_file), "--tokenizer", str(qwen3),
                           "--out", str(data), "--split", "0.5,0.5,0", "--reasoning", mode],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
                          env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stderr[-2000:]
     # The table's caption wraps at the table's width.
@@ -115,7 +115,7 @@ def test_distill_train_trains_the_qwen3_student_on_converted_reasoning(run_file:
     out = tmp_path / "adapter"
     run = subprocess.run([sys.executable, "-m", "distill", "train", "--data", str(data), "--model", str(qwen3),
                           "--adapter-path", str(out), "--iters", "2", "--batch-size", "1", "--num-layers", "-1"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (out / "adapters.safetensors").is_file()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

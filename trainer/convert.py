@@ -49,6 +49,7 @@ from distill.trainer.chat_lines import (
     plain_trajectory,
 )
 from distill.trainer.errors import TrainerError
+from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
 from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
 from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
@@ -211,6 +212,11 @@ def _parse_line(path: str, number: int, raw: bytes, offset: int) -> _Line:
     data = parse_json_object(path, number, raw)
     if isinstance(data, LineError):
         return _Line(number=number, error=str(data), end_offset=offset)
+    if is_rendered_text(data):
+        try:
+            data = parse_rendered(data["text"])
+        except NotThisFamily as problem:
+            return _Line(number=number, error=str(LineError(path, number, "text", str(problem))), end_offset=offset)
     if is_plain_chat(data):
         trajectory = plain_trajectory(path, number, data)
         if isinstance(trajectory, LineError):
