@@ -537,15 +537,19 @@ def sim_teacher(
     script: Annotated[str, typer.Option(
         help="generic: a few tool calls on any prompt; tasks: answer `distill prompts synth` questions "
              "by calling the real tools and reading their results.")] = "generic",
+    reasoning: Annotated[str, typer.Option(
+        help="none; field: think in reasoning_content; tags: open the content with a <think> block.")] = "none",
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     if script not in ("generic", "tasks"):
         fail("--script is generic or tasks")
+    if reasoning not in ("none", "field", "tags"):
+        fail("--reasoning is none, field or tags")
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
                                           seconds_per_token=seconds_per_token, length_jitter=length_jitter,
-                                          script=script))  # type: ignore[arg-type]
+                                          script=script, reasoning=reasoning))  # type: ignore[arg-type]
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:
