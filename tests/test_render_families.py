@@ -136,3 +136,19 @@ def test_a_user_message_quoting_the_lead_in_is_not_taken_for_the_turn(students: 
     messages[2]["content"] = "Why does <|im_end|>\n<|im_start|>assistant\n appear? Where is Collector?"
     masked = render_masked(students["smollm2"], messages)
     assert masked.trained_text(students["smollm2"]) == ["Hi there.<|im_end|>", "Found it in a.py.<|im_end|>"]
+
+
+def test_convert_stops_on_a_template_it_cannot_mask(tmp_path: Path) -> None:
+    from trainer_fixtures import conversation, write_jsonl
+
+    from distill.trainer.convert import convert
+
+    template = ("{% for m in messages %}{% if m.role == 'assistant' %}{{ (m.content or '') + '<|im_end|>' }}"
+                "{% else %}{{ '<|im_start|>' + m.role + '\\n' + (m.content or '') }}{% endif %}{% endfor %}")
+    model = build_tiny_model(tmp_path / "m", chat_template=template, num_layers=1, hidden_size=32, intermediate_size=64)
+    data = write_jsonl(tmp_path / "run" / "conversations.jsonl", [conversation("t-1")])
+    with pytest.raises(TrainerError, match=r"conversations.jsonl:1: the chat template marks no boundary before "
+                                           r"assistant message 2"):
+        convert(data, model, tmp_path / "out")
+    # The text format trains on every token: nothing to mask, so it converts.
+    assert convert(data, model, tmp_path / "text", format="text").kept == 1

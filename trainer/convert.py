@@ -50,7 +50,7 @@ from distill.trainer.chat_lines import (
 )
 from distill.trainer.errors import TrainerError
 from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
-from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
+from distill.trainer.render import assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
 from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
 from distill.trainer.thinking import add as add_reasoning
@@ -625,6 +625,10 @@ def _convert_one(
         messages = with_reasoning(original, report.reasoning.applied, report.reasoning.template_thinks)
         tools = conversation.tools
         text = render_text(tokenizer, messages, tools)
+        if report.format == "chat":
+            # Training masks every assistant turn of this rendering: a template whose turns
+            # cannot be found exactly stops here, not hours later in `distill train`.
+            assistant_spans(tokenizer, messages, tools)
         length = len(encode(tokenizer, text))
         if length > report.max_seq_length:
             raise _Rejected(DropReason.TOO_LONG, f"{length} tokens > max_seq_length {report.max_seq_length}")

@@ -256,15 +256,9 @@ def render_masked(
     full, spans = assistant_spans(tokenizer, messages, tools)
     encoded = hf_tokenizer(tokenizer)(full, add_special_tokens=False, return_offsets_mapping=True)
     tokens = list(encoded["input_ids"])
-    edges = {edge for span in spans for edge in span}
     mask = []
     span_index = 0
-    for start, end in encoded["offset_mapping"]:
-        if any(start < edge < end for edge in edges):
-            # One token holds the end of the prompt and the start of the answer (or the end of the
-            # answer and what follows): no per-token mask can be exact.
-            raise TrainerError(f"a token ({full[start:end]!r}) crosses the edge of an assistant turn, so its "
-                               "loss mask would not be exact (use train_on: all to train on every token instead)")
+    for start, _end in encoded["offset_mapping"]:
         while span_index < len(spans) and start >= spans[span_index][1]:
             span_index += 1
         inside = span_index < len(spans) and spans[span_index][0] <= start
