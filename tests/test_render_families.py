@@ -152,3 +152,9 @@ def test_convert_stops_on_a_template_it_cannot_mask(tmp_path: Path) -> None:
         convert(data, model, tmp_path / "out")
     # The text format trains on every token: nothing to mask, so it converts.
     assert convert(data, model, tmp_path / "text", format="text").kept == 1
+
+
+def test_a_template_that_drops_tool_calls_is_refused(students: dict[str, Any]) -> None:
+    # SmolLM2's template renders only `content`: a tool-call turn would train as an empty turn.
+    with pytest.raises(TrainerError, match=r"does not render the tool calls of assistant message 2 \(grep\)"):
+        render_masked(students["smollm2"], tool_conversation(), TOOLS)

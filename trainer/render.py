@@ -189,6 +189,13 @@ def assistant_spans(
         found = full.find(content, start) if content else -1
         if 0 <= found < end < found + len(content):
             raise _unmaskable(index, "ends (its own text holds the end-of-turn marker)")
+        missing = [call["function"]["name"] for call in message.get("tool_calls") or []
+                   if call["function"]["name"] not in full[start:end]]
+        if missing:
+            # SmolLM2's template, for one, renders only `content`: the student would learn an
+            # empty turn where the teacher called a tool.
+            raise TrainerError(f"the chat template does not render the tool calls of assistant message {index} "
+                               f"({', '.join(missing)}): this student cannot learn them from this template")
         spans.append((start, end))
         cursor = end
     return full, spans
