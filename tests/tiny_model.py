@@ -125,7 +125,6 @@ def build_tiny_model(
     config = {
         "model_type": arch,
         "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(arch, "LlamaForCausalLM")],
-        "head_dim": hidden_size // num_attention_heads,
         "hidden_size": hidden_size,
         "num_hidden_layers": num_layers,
         "intermediate_size": intermediate_size,
@@ -140,6 +139,8 @@ def build_tiny_model(
         "bos_token_id": endoftext,
         "eos_token_id": im_end,
     }
+    if arch == "qwen3":
+        config["head_dim"] = hidden_size // num_attention_heads
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
