@@ -52,7 +52,7 @@ from distill.trainer.chat_lines import (
 )
 from distill.trainer.errors import TrainerError
 from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
-from distill.trainer.render import assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
+from distill.trainer.render import MarkerInText, assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
 from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
 from distill.trainer.thinking import add as add_reasoning
@@ -76,6 +76,7 @@ class DropReason(StrEnum):
     REPEATED_CALL = "repeated_identical_call"
     TOO_MANY_TOOL_CALLS = "too_many_tool_calls"
     NO_FINAL_ANSWER = "no_final_text_answer"
+    HOLDS_TURN_MARKER = "text_holds_end_of_turn_marker"
     TOO_LONG = "longer_than_max_seq_length"
     DUPLICATE = "exact_duplicate"
     NOT_BEST_OF = "not_best_of_samples"
@@ -93,6 +94,7 @@ DROP_DESCRIPTIONS = {
     DropReason.REPEATED_CALL: "the same call (name + arguments) repeated",
     DropReason.TOO_MANY_TOOL_CALLS: "more tool calls than max_tool_calls",
     DropReason.NO_FINAL_ANSWER: "no final text answer",
+    DropReason.HOLDS_TURN_MARKER: "an assistant turn's text holds the student template's end-of-turn marker",
     DropReason.TOO_LONG: "longer than max_seq_length tokens",
     DropReason.DUPLICATE: "exact duplicate of a kept conversation",
     DropReason.NOT_BEST_OF: "another sample of the prompt was kept (best-of)",
@@ -632,7 +634,10 @@ def _convert_one(
         if report.format == "chat":
             # Training masks every assistant turn of this rendering: a template whose turns
             # cannot be found exactly stops here, not hours later in `distill train`.
-            assistant_spans(tokenizer, messages, tools)
+            try:
+                assistant_spans(tokenizer, messages, tools)
+            except MarkerInText as marker:
+                raise _Rejected(DropReason.HOLDS_TURN_MARKER, str(marker)) from None
         length = len(encode(tokenizer, text))
         if length > report.max_seq_length:
             raise _Rejected(DropReason.TOO_LONG, f"{length} tokens > max_seq_length {report.max_seq_length}")

@@ -188,7 +188,8 @@ def assistant_spans(
         content = (message.get("content") or "").strip()
         found = full.find(content, start) if content else -1
         if 0 <= found < end < found + len(content):
-            raise _unmaskable(index, "ends (its own text holds the end-of-turn marker)")
+            raise MarkerInText(f"assistant message {index} holds the chat template's end-of-turn marker "
+                               f"{end_marker!r}: the student would learn to end its turn there")
         missing = [call["function"]["name"] for call in message.get("tool_calls") or []
                    if call["function"]["name"] not in full[start:end]]
         if missing:
@@ -199,6 +200,11 @@ def assistant_spans(
         spans.append((start, end))
         cursor = end
     return full, spans
+
+
+class MarkerInText(TrainerError):
+    """One conversation's own text holds the template's end-of-turn marker: that conversation
+    cannot be masked (others can), unlike a template that cannot be masked at all."""
 
 
 def _unmaskable(index: int, what: str) -> TrainerError:
