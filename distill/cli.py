@@ -194,6 +194,7 @@ def convert(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
     require_verified: Annotated[bool, typer.Option("--require-verified", help="Keep only trajectories whose answer passed verification.")] = False,
     best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
+    reasoning: Annotated[str, typer.Option(help="The teacher's reasoning: keep (rendered as the student's template expects), drop, or auto (keep for a thinking template such as Qwen3).")] = "auto",
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
@@ -202,14 +203,15 @@ def convert(
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
-        if len(ratios) != 3 or format not in ("chat", "text"):
+        if len(ratios) != 3 or format not in ("chat", "text") or reasoning not in ("auto", "keep", "drop"):
             raise ValueError
     except ValueError:
-        fail("--split takes three ratios like 0.8,0.1,0.1 and --format is chat or text")
+        fail("--split takes three ratios like 0.8,0.1,0.1, --format is chat or text, --reasoning is auto, keep or drop")
     with convert_progress(err, conversations_path(source)) as on_progress:
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
-                             require_verified=require_verified, best_of=best_of, on_progress=on_progress)
+                             require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
+                             on_progress=on_progress)
     console_out.print(convert_table(report))
 
 
@@ -531,15 +533,19 @@ def sim_teacher(
     script: Annotated[str, typer.Option(
         help="generic: a few tool calls on any prompt; tasks: answer `distill prompts synth` questions "
              "by calling the real tools and reading their results.")] = "generic",
+    reasoning: Annotated[str, typer.Option(
+        help="none; field: think in reasoning_content; tags: open the content with a <think> block.")] = "none",
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     if script not in ("generic", "tasks"):
         fail("--script is generic or tasks")
+    if reasoning not in ("none", "field", "tags"):
+        fail("--reasoning is none, field or tags")
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
                                           seconds_per_token=seconds_per_token, length_jitter=length_jitter,
-                                          script=script))  # type: ignore[arg-type]
+                                          script=script, reasoning=reasoning))  # type: ignore[arg-type]
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

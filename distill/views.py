@@ -45,11 +45,22 @@ def convert_table(report: ConvertReport) -> Table:
     for name in SPLITS:
         table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
     lines = [verification_line(report)] if report.verification.records else []
+    if report.reasoning.turns_with_reasoning:
+        lines.append(reasoning_line(report))
     if report.kept:
         lines.append(f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
                      f"report: {Path(report.out_dir) / REPORT_FILE}")
     table.caption = "\n".join(lines) or None
     return table
+
+
+def reasoning_line(report: ConvertReport) -> str:
+    """How many turns had the teacher's reasoning, and what became of it."""
+    stats = report.reasoning
+    line = f"reasoning ({stats.applied}): {stats.turns_with_reasoning} turns had it; {stats.kept} kept, {stats.dropped} dropped"
+    if stats.dropped_by_template:
+        line += f", {stats.dropped_by_template} not shown by the student's template"
+    return line
 
 
 def verification_line(report: ConvertReport) -> str:

@@ -136,6 +136,9 @@ class ChatMessage(BaseModel):
     name: str | None = None
     # Tool messages only; None in records written before distill kept it.
     outcome: ToolOutcome | None = None
+    # Assistant messages only: the teacher's thinking before this turn, never part of `content`
+    # (shared/reasoning.py). None when the teacher did not think, and in older records.
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> ChatMessage:
@@ -145,6 +148,8 @@ class ChatMessage(BaseModel):
             raise ValueError("only assistant messages carry tool_calls")
         if self.role != "tool" and self.outcome is not None:
             raise ValueError("only tool messages carry an outcome")
+        if self.role != "assistant" and self.reasoning is not None:
+            raise ValueError("only assistant messages carry reasoning")
         return self
 
 
@@ -162,6 +167,9 @@ class Usage(BaseModel):
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # The part of output_tokens that was reasoning: as the server reported it
+    # (completion_tokens_details.reasoning_tokens), else estimated from the share of characters.
+    reasoning_tokens: int = 0
     tool_calls: int = 0
     # Calls the tools refused before running (unknown tool, arguments that don't validate).
     invalid_tool_calls: int = 0

@@ -379,3 +379,12 @@ def test_plain_chat_line_errors_name_file_line_and_field(tmp_path: Path, tiny_mo
         run(tmp_path, tiny_model, [orphan])
     with pytest.raises(TrainerError, match=r"conversations.jsonl:1: field messages.0.role"):
         run(tmp_path, tiny_model, [{"messages": [{"role": "robot", "content": "hi"}]}])
+
+
+def test_an_answer_holding_the_end_of_turn_marker_is_dropped_not_fatal(tmp_path: Path, tiny_model: Path) -> None:
+    """One record quoting `<|im_end|>` cannot be masked; the others still convert (a template that
+    cannot be masked at all still stops convert: see test_render_families)."""
+    quoting = conversation("quoting", answer="Turns end with <|im_end|> in this template.")
+    report = run(tmp_path, tiny_model, [conversation(), quoting])
+    assert report.kept == 1
+    assert report.dropped[DropReason.HOLDS_TURN_MARKER] == 1

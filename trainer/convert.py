@@ -51,8 +51,12 @@ from distill.trainer.chat_lines import (
     plain_trajectory,
 )
 from distill.trainer.errors import TrainerError
-from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
+from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
+from distill.trainer.render import MarkerInText, assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
+from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
+from distill.trainer.thinking import add as add_reasoning
+from distill.trainer.thinking import count as count_reasoning
 
 SPLITS = ("train", "valid", "test")
 REPORT_FILE = "report.json"
@@ -72,6 +76,7 @@ class DropReason(StrEnum):
     REPEATED_CALL = "repeated_identical_call"
     TOO_MANY_TOOL_CALLS = "too_many_tool_calls"
     NO_FINAL_ANSWER = "no_final_text_answer"
+    HOLDS_TURN_MARKER = "text_holds_end_of_turn_marker"
     TOO_LONG = "longer_than_max_seq_length"
     DUPLICATE = "exact_duplicate"
     NOT_BEST_OF = "not_best_of_samples"
@@ -89,6 +94,7 @@ DROP_DESCRIPTIONS = {
     DropReason.REPEATED_CALL: "the same call (name + arguments) repeated",
     DropReason.TOO_MANY_TOOL_CALLS: "more tool calls than max_tool_calls",
     DropReason.NO_FINAL_ANSWER: "no final text answer",
+    DropReason.HOLDS_TURN_MARKER: "an assistant turn's text holds the student template's end-of-turn marker",
     DropReason.TOO_LONG: "longer than max_seq_length tokens",
     DropReason.DUPLICATE: "exact duplicate of a kept conversation",
     DropReason.NOT_BEST_OF: "another sample of the prompt was kept (best-of)",
@@ -150,6 +156,8 @@ class ConvertReport(Record):
     splits: dict[str, int] = Field(default_factory=lambda: {s: 0 for s in SPLITS})
     tokens: TokenStats = Field(default_factory=TokenStats)
     verification: VerificationStats = Field(default_factory=VerificationStats)
+    # Turns with the teacher's reasoning in the kept conversations, and what `--reasoning` did.
+    reasoning: ReasoningStats = Field(default_factory=ReasoningStats)
     drops: list[DroppedRecord] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -208,6 +216,11 @@ def _parse_line(path: str, number: int, raw: bytes, offset: int) -> _Line:
     data = parse_json_object(path, number, raw)
     if isinstance(data, LineError):
         return _Line(number=number, error=str(data), end_offset=offset)
+    if is_rendered_text(data):
+        try:
+            data = parse_rendered(data["text"])
+        except NotThisFamily as problem:
+            return _Line(number=number, error=str(LineError(path, number, "text", str(problem))), end_offset=offset)
     if is_plain_chat(data):
         trajectory = plain_trajectory(path, number, data)
         if isinstance(trajectory, LineError):
@@ -358,6 +371,8 @@ class _Kept:
     sample: int = 0
     tool_calls: int = 0
     verdict: Verdict = field(default_factory=Verdict)
+    # What happened to its turns' reasoning (trainer/thinking.py:count), added up when written.
+    reasoning: dict[str, int] = field(default_factory=dict)
 
 
 class Verification:
@@ -449,6 +464,7 @@ def convert(
     skip_invalid: bool = False,
     require_verified: bool = False,
     best_of: bool = False,
+    reasoning: ReasoningMode = "auto",
     on_progress: ProgressCallback | None = None,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
@@ -460,13 +476,20 @@ def convert(
     `skip_invalid`, which counts them as dropped. Empty splits are not written (mlx-lm cannot
     read an empty file). `require_verified` drops every trajectory whose verdict is not passed;
     `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
-    from the verdicts.jsonl beside the conversations file. Returns the report; the caller shows it.
+    from the verdicts.jsonl beside the conversations file. `reasoning` keeps or drops each turn's
+    reasoning (trainer/thinking.py; auto: keep for a thinking template). Returns the report; the
+    caller shows it.
     """
     path = conversations_path(source)
     if max_tool_calls is None:  # what generation allowed, so convert never drops what generate kept
         max_tool_calls = run_limits(path.parent).max_tool_calls
     ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     student = load_tokenizer(tokenizer)
+    thinks = template_thinks(student)
+    try:
+        applied = resolve(reasoning, thinks)
+    except ValueError as error:
+        raise TrainerError(str(error)) from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = ConvertReport(
@@ -479,6 +502,7 @@ def convert(
         split_ratios=ratios,
         require_verified=require_verified,
         best_of=best_of,
+        reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
     )
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
     lengths: list[int] = []
@@ -493,9 +517,11 @@ def convert(
             elif outcome is not None:
                 files.write(outcome)
                 lengths.append(outcome.tokens)
+                add_reasoning(report.reasoning, outcome.reasoning)
         for kept in picker.winners() if picker is not None else []:
             files.write(kept)
             lengths.append(kept.tokens)
+            add_reasoning(report.reasoning, kept.reasoning)
         report.splits = files.finish()
     report.verification = verification.stats()
     _summarize(report, lengths)
@@ -603,9 +629,17 @@ def _convert_one(
             # After the status (a conversation that never ended has no answer to verify), before
             # every other check: a wrong answer is not data, whatever its shape.
             verification.check(verdict)
-        messages = training_messages(conversation, max_tool_calls=report.max_tool_calls)
+        original = training_messages(conversation, max_tool_calls=report.max_tool_calls)
+        messages = with_reasoning(original, report.reasoning.applied, report.reasoning.template_thinks)
         tools = conversation.tools
         text = render_text(tokenizer, messages, tools)
+        if report.format == "chat":
+            # Training masks every assistant turn of this rendering: a template whose turns
+            # cannot be found exactly stops here, not hours later in `distill train`.
+            try:
+                assistant_spans(tokenizer, messages, tools)
+            except MarkerInText as marker:
+                raise _Rejected(DropReason.HOLDS_TURN_MARKER, str(marker)) from None
         length = len(encode(tokenizer, text))
         if length > report.max_seq_length:
             raise _Rejected(DropReason.TOO_LONG, f"{length} tokens > max_seq_length {report.max_seq_length}")
@@ -624,5 +658,7 @@ def _convert_one(
     if report.format == "chat" and tools:
         payload["tools"] = tools
     calls = sum(len(message.get("tool_calls") or []) for message in messages)
+    thoughts = count_reasoning(report.reasoning.applied, original, text)
     return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length, line=line.number,
-                 task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict)
+                 task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict,
+                 reasoning=thoughts)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.shared.connection import redact_url
+from distill.shared.reasoning import split_thinking
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
@@ -62,6 +63,8 @@ class PromptEval(BaseModel):
     verdict: str = ""
     error: str | None = None
     seconds: float = 0.0
+    # Output tokens the variant spent thinking (shared/records.py:Usage.reasoning_tokens).
+    reasoning_tokens: int = 0
 
 
 class EvalTotals(BaseModel):
@@ -81,6 +84,7 @@ class EvalTotals(BaseModel):
     correct: int = 0
     # correct / with_reference (0 when no prompt has a reference).
     accuracy: float = 0.0
+    reasoning_tokens: int = 0
 
 
 class VariantEval(BaseModel):
@@ -328,6 +332,9 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
                 invalid += 1
     last = conversation.messages[-1] if conversation.messages else None
     answer = last.content if last is not None and last.role == "assistant" and not last.tool_calls else None
+    # Capture keeps thinking apart already; a record from before it did may still open with a
+    # <think> block, and what the student thought is never its answer.
+    answer = split_thinking(answer)[1]
     final = conversation.status == "final_answer" and bool((answer or "").strip())
     # The same rule as generation: an answer counts only if the conversation ended with it.
     verdict = reference_verdict(task.expected, answer if final else None)
@@ -348,6 +355,7 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
         correct=verdict.passed,
         verdict=verdict.detail,
         error=conversation.error,
+        reasoning_tokens=conversation.usage.reasoning_tokens,
     )
 
 
@@ -369,6 +377,7 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         with_reference=with_reference,
         correct=correct,
         accuracy=round(correct / with_reference, 4) if with_reference else 0.0,
+        reasoning_tokens=sum(r.reasoning_tokens for r in results),
     )
 
 

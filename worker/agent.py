@@ -37,7 +37,7 @@ from distill.shared.records import (
 )
 from distill.shared.settings import TeacherConfig
 from distill.shared.verdicts import reference_verdict
-from distill.worker.capture import raw_history, to_chat_messages, to_model_messages
+from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messages, to_model_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
 from distill.worker.toolcore import ToolCore
@@ -339,6 +339,7 @@ def _usage(history: list[ModelMessage], tool_calls: int, invalid: int) -> Usage:
         requests=len(responses),
         input_tokens=sum(r.usage.input_tokens or 0 for r in responses),
         output_tokens=sum(r.usage.output_tokens or 0 for r in responses),
+        reasoning_tokens=sum(reasoning_tokens(r) for r in responses),
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
     )
