@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import build_tiny_model
+from trainer_fixtures import conversation, read_jsonl, write_jsonl
 
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import load_tokenizer, render_masked
-from tiny_model import build_tiny_model
-from trainer_fixtures import conversation, read_jsonl, write_jsonl
 
 REASONS = ("I should read config.py first.", "config.py parses TOML, so that is the answer.")
 
@@ -24,7 +24,7 @@ REASONS = ("I should read config.py first.", "config.py parses TOML, so that is 
 def reasoning_record(task_id: str) -> dict[str, Any]:
     record = conversation(task_id, prompt=f"What does config.py do? ({task_id})")
     turns = [m for m in record["messages"] if m["role"] == "assistant"]
-    for turn, reasoning in zip(turns, REASONS):
+    for turn, reasoning in zip(turns, REASONS, strict=False):
         turn["reasoning"] = reasoning
     return record
 

@@ -21,7 +21,7 @@ def records() -> list[dict[str, Any]]:
     out = []
     for index in range(3):
         record = conversation(f"t-{index}", prompt=f"What does config.py do? ({index})")
-        for turn, reasoning in zip([m for m in record["messages"] if m["role"] == "assistant"], REASONS):
+        for turn, reasoning in zip([m for m in record["messages"] if m["role"] == "assistant"], REASONS, strict=False):
             turn["reasoning"] = reasoning
         out.append(record)
     return out

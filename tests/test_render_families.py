@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import build_tiny_model
 
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import encode, hf_tokenizer, load_tokenizer, render_masked
 from distill.trainer.thinking import template_thinks, with_reasoning
-from tiny_model import build_tiny_model
 
 TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search files.",
           "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}}}]
@@ -92,11 +92,11 @@ def test_trained_tokens_are_exactly_the_assistant_turns(students: dict[str, Any]
     expected = kept if keep else dropped
     assert masked.trained_text(tokenizer) == expected
     # Token by token: the trained ids are the expected texts' own tokens, in order.
-    trained = [token for token, on in zip(masked.tokens, masked.mask) if on]
+    trained = [token for token, on in zip(masked.tokens, masked.mask, strict=True) if on]
     assert trained == [token for text in expected for token in encode(tokenizer, text)]
     # And nothing else is: the untrained text holds every user, system and tool message (Mistral
     # v0.3's template shows the system message only when the conversation ends on a user turn).
-    untrained = hf_tokenizer(tokenizer).decode([t for t, on in zip(masked.tokens, masked.mask) if not on])
+    untrained = hf_tokenizer(tokenizer).decode([t for t, on in zip(masked.tokens, masked.mask, strict=True) if not on])
     for message in messages:
         if message["role"] != "assistant" and not (family == "mistral" and message["role"] == "system"):
             assert message["content"] in untrained

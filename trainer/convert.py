@@ -51,8 +51,16 @@ from distill.trainer.chat_lines import (
     plain_trajectory,
 )
 from distill.trainer.errors import TrainerError
+from distill.trainer.render import (
+    MarkerInText,
+    assistant_spans,
+    canonical_json,
+    chat_messages,
+    encode,
+    load_tokenizer,
+    render_text,
+)
 from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
-from distill.trainer.render import MarkerInText, assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
 from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
 from distill.trainer.thinking import add as add_reasoning

@@ -69,8 +69,8 @@ def _tool_responses(body: str) -> list[str]:
 
 
 def _chatml_assistant(body: str) -> dict[str, Any]:
-    reasoning, body = split_thinking(body)
-    body = body or ""
+    reasoning, rest = split_thinking(body)
+    body = rest or ""
     calls = []
     first = body.find("<tool_call>")
     content = body if first < 0 else body[:first]
