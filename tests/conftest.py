@@ -39,6 +39,8 @@ SLOW_TESTS = {
     "test_a_hung_tool_is_killed_and_its_conversation_fails_retryably",
     "test_a_bad_custom_tool_fails_repair_in_one_line_before_any_line",
     "test_a_bad_custom_tool_fails_generate_in_one_line_before_anything_starts",
+    "test_distill_train_trains_the_qwen3_student_on_converted_reasoning",
+    "test_a_qwen_text_line_with_a_placeholder_is_repaired_and_converts_with_the_same_rendering",
 }
 
 
