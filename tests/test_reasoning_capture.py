@@ -9,31 +9,31 @@ import pytest
 
 from distill.shared.reasoning import split_thinking
 from distill.shared.records import ChatMessage, Conversation, PromptTask
-from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.shared.settings import TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.worker.agent import run_conversation
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path) -> Workspace:
+def workspace(tmp_path: Path) -> ToolCore:
     (tmp_path / "collector.py").write_text("class Collector:\n    pass\n")
-    return Workspace(tmp_path)
+    return ToolCore(tmp_path)
 
 
-def captured(workspace: Workspace, reasoning: str) -> Conversation:
+def captured(workspace: ToolCore, reasoning: str) -> Conversation:
     teacher = SimTeacher(SimTeacherConfig(reasoning=reasoning))  # type: ignore[arg-type]
     url = teacher.start()
     try:
         task = PromptTask(task_id="t0", run="r", prompt="Where is Collector defined?")
         return asyncio.run(run_conversation(task, TeacherConfig(base_url=url, model="sim"), workspace,
-                                            GenerationLimits(), system_prompt="You help."))
+                                            system_prompt="You help."))
     finally:
         teacher.stop()
 
 
 @pytest.mark.parametrize("shape", ["field", "tags"])
-def test_a_reasoning_teacher_ends_as_a_record_whose_answers_hold_no_thinking(workspace: Workspace, shape: str) -> None:
+def test_a_reasoning_teacher_ends_as_a_record_whose_answers_hold_no_thinking(workspace: ToolCore, shape: str) -> None:
     record = captured(workspace, shape)
     assert record.status == "final_answer"
     turns = [m for m in record.messages if m.role == "assistant"]
@@ -51,7 +51,7 @@ def test_a_reasoning_teacher_ends_as_a_record_whose_answers_hold_no_thinking(wor
     assert 0 < record.usage.reasoning_tokens < record.usage.output_tokens
 
 
-def test_a_teacher_that_does_not_think_leaves_no_reasoning(workspace: Workspace) -> None:
+def test_a_teacher_that_does_not_think_leaves_no_reasoning(workspace: ToolCore) -> None:
     record = captured(workspace, "none")
     assert all(m.reasoning is None for m in record.messages)
     assert record.usage.reasoning_tokens == 0
