@@ -9,6 +9,7 @@ from distill.shared.records import Conversation, PromptTask
 from distill.shared.settings import GenerationLimits, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.trainer.evaluate import _Agent, evaluate_endpoint, prompt_eval
+from distill.worker.toolcore import ToolCore
 
 
 def test_a_thinking_endpoint_is_judged_on_its_answer_alone(tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_a_thinking_endpoint_is_judged_on_its_answer_alone(tmp_path: Path) -> No
     url = teacher.start()
     tasks = [PromptTask(task_id="a", run="eval", prompt="Where is Collector?", expected="collector.py"),
              PromptTask(task_id="b", run="eval", prompt="Which workspace is this?", expected="workspace")]
-    agent = _Agent(tmp_path, GenerationLimits(), "You help.", (), 256, 30.0, None)
+    agent = _Agent(ToolCore(tmp_path, limits=GenerationLimits()), "You help.", 256, 30.0, None)
     try:
         result = evaluate_endpoint("teacher", TeacherConfig(base_url=url, model="sim"), tasks, agent)
     finally:
