@@ -261,3 +261,44 @@ def test_parts_that_are_neither_calls_nor_results_leave_the_pairs_intact(workspa
     assert answers["t1"].content == (workspace / "b.py").read_text()
     assert captured.final_text == "b.py"
     assert [m.role for m in captured.messages][-3:] == ["assistant", "tool", "assistant"]
+
+
+def test_a_call_id_reused_across_turns_gets_a_name_of_its_own() -> None:
+    # Adversarial: a server that numbers calls per turn sends "call_0" every time.
+    history: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart("q")]),
+        ModelResponse(parts=[ToolCallPart("read", {"path": "a.py"}, tool_call_id="call_0")]),
+        ModelRequest(parts=[ToolReturnPart("read", "def alpha(): ...", tool_call_id="call_0")]),
+        ModelResponse(parts=[ToolCallPart("read", {"path": "b.py"}, tool_call_id="call_0")]),
+        ModelRequest(parts=[ToolReturnPart("read", "def beta(): ...", tool_call_id="call_0")]),
+        ModelResponse(parts=[TextPart("b.py")]),
+    ]
+
+    captured = to_chat_messages(history)
+
+    answers = assert_paired(captured.messages)
+    calls = [c for m in captured.messages for c in m.tool_calls or []]
+    assert [c.id for c in calls] == ["call_0", "call_0~2"]
+    assert answers["call_0"].content == "def alpha(): ..." and answers["call_0~2"].content == "def beta(): ..."
+    assert captured.tool_calls == 2 and captured.dropped_unanswered_calls == 0
+
+
+def test_feedback_on_a_visible_reply_is_kept_and_on_an_empty_one_dropped() -> None:
+    from pydantic_ai.messages import RetryFeedbackPart, RetryInfo
+
+    def feedback() -> RetryFeedbackPart:
+        return RetryFeedbackPart(content="Please return text.", retry=RetryInfo(cause="no_output"))
+
+    history: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart("q")]),
+        ModelResponse(parts=[]),
+        ModelRequest(parts=[feedback()]),
+        ModelResponse(parts=[TextPart("a half answer")]),
+        ModelRequest(parts=[feedback()]),
+        ModelResponse(parts=[TextPart("b.py")]),
+    ]
+
+    messages = to_chat_messages(history).messages
+
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2].content is not None and "Please return text." in messages[2].content

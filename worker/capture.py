@@ -44,6 +44,9 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
     outcomes = outcomes or {}
     messages: list[ChatMessage] = []
     invalid = 0
+    # Some servers number calls per turn ("call_0" every time): a reused id is renamed where the
+    # call is made, and the results that follow it answer the new name.
+    ids = _CallIds()
     for message in history:
         if isinstance(message, ModelRequest):
             for part in message.parts:
@@ -59,7 +62,7 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
                     messages.append(
                         ChatMessage(
                             role="tool",
-                            tool_call_id=part.tool_call_id,
+                            tool_call_id=ids.answer(part.tool_call_id),
                             name=part.tool_name,
                             content=part.model_response_str(),
                             outcome="tool_error" if refused else outcomes.get(part.tool_call_id, "ok"),
@@ -72,7 +75,7 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
                         messages.append(
                             ChatMessage(
                                 role="tool",
-                                tool_call_id=part.tool_call_id,
+                                tool_call_id=ids.answer(part.tool_call_id),
                                 name=part.tool_name,
                                 content=part.model_response(),
                                 outcome="tool_error",
@@ -80,8 +83,12 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
                         )
                     else:
                         messages.append(ChatMessage(role="user", content=part.model_response()))
+                elif part.part_kind == "retry-feedback" and messages and messages[-1].role == "assistant":
+                    # What the teacher was told about a reply it gave ("Please return text."). An
+                    # empty reply leaves no turn, so the feedback on it is dropped with it.
+                    messages.append(ChatMessage(role="user", content=part.model_response()))
         elif isinstance(message, ModelResponse):
-            _append_response(messages, message)
+            _append_response(messages, message, ids)
     messages, dropped = _drop_unanswered_calls(messages)
     calls = sum(len(m.tool_calls or []) for m in messages)
     final = messages[-1].content if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls else None
@@ -115,7 +122,28 @@ def to_model_messages(system: str, prompt: str, turns: Sequence[ChatMessage]) ->
     return history
 
 
-def _append_response(messages: list[ChatMessage], response: ModelResponse) -> None:
+class _CallIds:
+    """Tool-call ids made unique within one record, and which call a later result answers."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._current: dict[str, str] = {}
+
+    def call(self, original: str) -> str:
+        unique, n = original, 1
+        while unique in self._used:
+            n += 1
+            unique = f"{original}~{n}"
+        self._used.add(unique)
+        self._current[original] = unique
+        return unique
+
+    def answer(self, original: str) -> str:
+        """The id of the latest call made under `original` (results follow their call)."""
+        return self._current.get(original, original)
+
+
+def _append_response(messages: list[ChatMessage], response: ModelResponse, ids: _CallIds) -> None:
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[ToolCall] = []
@@ -127,7 +155,7 @@ def _append_response(messages: list[ChatMessage], response: ModelResponse) -> No
         elif part.part_kind == "tool-call":
             calls.append(
                 ToolCall(
-                    id=part.tool_call_id,
+                    id=ids.call(part.tool_call_id),
                     function=FunctionCall(name=part.tool_name, arguments=_arguments(part.args)),
                 )
             )
