@@ -31,7 +31,8 @@ from distill.worker.toolcore import ToolCore
 GREP_LINE = re.compile(r"^[^\s:]+:\d+: ", re.MULTILINE)
 
 
-def distill_run(root: Path, workspace: Path, prompts: Path, url: str, concurrency: int, in_flight: int) -> dict:
+def distill_run(root: Path, workspace: Path, prompts: Path, url: str, concurrency: int, in_flight: int,
+                redact: bool = True) -> dict:
     import ray
 
     from distill.coordinator.run import generate
@@ -43,6 +44,7 @@ def distill_run(root: Path, workspace: Path, prompts: Path, url: str, concurrenc
             run="tool-load", out_dir=root / "runs", workspace=workspace, redis_url=server.start(),
             teachers=[TeacherConfig(name="sim", base_url=url, model="sim", max_concurrency=concurrency, timeout_s=120)],
             concurrency=in_flight, limits=GenerationLimits(max_tool_calls=8),
+            **({} if redact else {"secrets": {"enabled": False}}),
         )
         result = generate(settings, prompts)
     finally:
@@ -97,17 +99,20 @@ def utilization(url: str, slots: int) -> float:
 
 
 def measure(prompts: int = 480, files: int = 1000, latency_s: float = 1.0, concurrency: int = 32,
-            in_flight: int | None = None) -> dict:
+            in_flight: int | None = None, redact: bool = True, bare: bool = True) -> dict:
     """`concurrency`: the teacher's slots and the bare client's tasks; `in_flight`: distill's
-    conversations in flight (`--concurrency`), the same unless given."""
+    conversations in flight (`--concurrency`), the same unless given. `redact`: the secrets scan
+    on (distill's default) or off; `bare`: also measure the bare client."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         # Each topic is defined once, in the last file: every grep walks the whole tree.
         workspace = make_tree(root / "workspace", files)
         prompts_file = write_prompts(root / "p.jsonl", prompts)
         with sim_teacher_process(latency_s, tool_rounds=1) as url:
-            ours = distill_run(root, workspace, prompts_file, url, concurrency, in_flight or concurrency)
+            ours = distill_run(root, workspace, prompts_file, url, concurrency, in_flight or concurrency, redact)
             ours["teacher_utilization"] = utilization(url, concurrency)
+        if not bare:
+            return {"prompts": prompts, "files": files, "concurrency": concurrency, "redact": redact, "distill": ours}
         texts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
         grep = ToolCore(workspace).answer("grep", {"pattern": "Collector", "max_results": 20}).text
         tools = [{"type": "function", "function": {"name": "grep", "description": "search",

@@ -17,6 +17,7 @@ import redis
 from distill.shared.keys import DATA_FIELD, RunKeys
 from distill.shared.prompts import BadLine, read_prompts
 from distill.shared.records import PromptTask
+from distill.shared.secrets import SecretsConfig
 
 BATCH = 500
 MAX_BAD_LINES_KEPT = 1_000
@@ -68,9 +69,11 @@ class CheckReport:
             self.bad_lines.append(bad)
 
 
-def _valid_tasks(path: Path, run: str, limit: int | None, report: CheckReport | None) -> Iterator[PromptTask]:
+def _valid_tasks(
+    path: Path, run: str, limit: int | None, report: CheckReport | None, secret_rules: SecretsConfig | None = None
+) -> Iterator[PromptTask]:
     taken = 0
-    for item in read_prompts(path, run):
+    for item in read_prompts(path, run, secret_rules):
         if isinstance(item, BadLine):
             if report is not None:
                 report.add_bad(item)
@@ -81,14 +84,16 @@ def _valid_tasks(path: Path, run: str, limit: int | None, report: CheckReport | 
         yield item
 
 
-def check_prompts(client: redis.Redis, keys: RunKeys, path: Path, limit: int | None = None) -> CheckReport:
+def check_prompts(
+    client: redis.Redis, keys: RunKeys, path: Path, limit: int | None = None, secret_rules: SecretsConfig | None = None
+) -> CheckReport:
     """Pass 1: every line parsed, ids checked for duplicates inside the file and against the run."""
     report = CheckReport()
     scratch = keys.check_scratch(secrets.token_hex(6))
     check = client.register_script(CHECK_SCRIPT)
     try:
         batch: list[PromptTask] = []
-        for task in _valid_tasks(path, keys.run, limit, report):
+        for task in _valid_tasks(path, keys.run, limit, report, secret_rules):
             batch.append(task)
             if len(batch) >= BATCH:
                 _check_batch(client, check, scratch, keys, path, batch, report)
@@ -133,6 +138,7 @@ def enqueue_prompts(
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     samples: int = 1,
+    secret_rules: SecretsConfig | None = None,
 ) -> int:
     """Pass 2: queue every sample of every good prompt not queued or finished before.
 
@@ -158,7 +164,7 @@ def enqueue_prompts(
             on_batch(len(batch))
         batch = []
 
-    for task in _valid_tasks(path, keys.run, limit, None):
+    for task in _valid_tasks(path, keys.run, limit, None, secret_rules):
         batch.append(task)
         if len(batch) >= BATCH:
             flush()

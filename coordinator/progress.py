@@ -119,6 +119,7 @@ def summary_table(result: RunResult) -> Table:
         ("bad prompt lines skipped", f"{result.check.bad_count:,}"),
         ("tool calls (this command)", f"{result.tool_calls:,}"),
         ("answers passed / failed / unverified (this command)", f"{result.passed:,} / {result.failed:,} / {result.unverified:,}"),
+        ("secrets withheld (in conversations)", f"{result.redactions:,} ({result.redacted:,})"),
         ("tool processes", f"{result.tool_processes:,}"),
         ("tool infrastructure errors", f"{infra_errors(result.tools):,}"),
         ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
@@ -182,6 +183,7 @@ def status_table(run_dir: Path) -> Table:
     table.add_row("conversations", f"{counts['conversations']:,}")
     table.add_row("dead letters", f"{counts['dead']:,}")
     table.add_row("remaining", f"{max(0, total - ended):,}" if total else "unknown")
+    table.add_row("secrets withheld (in conversations)", f"{counts['redactions']:,} ({counts['redacted']:,})")
     if state == "running":
         table.add_row("in flight", str(snapshot.get("in_flight", 0)))
         table.add_row("queued", str(snapshot.get("queued", 0)))

@@ -34,6 +34,10 @@ class RunResult:
     passed: int = 0
     failed: int = 0
     unverified: int = 0
+    # Secrets withheld in the run's conversations (values tagged and files withheld), and how many
+    # conversations had any (shared/secrets.py).
+    redactions: int = 0
+    redacted: int = 0
     # The workers' own logs (one file per actor); None when no worker had to start.
     worker_logs: Path | None = None
 

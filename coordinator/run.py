@@ -180,11 +180,12 @@ def _coordinate(run: Run) -> RunResult:
     settings, client, keys = run.settings, run.client, run.keys
     collector = Collector(client, keys, run.run_dir)
     collector.recover()
-    check = check_prompts(client, keys, run.prompts_file, settings.limit)
+    check = check_prompts(client, keys, run.prompts_file, settings.limit, settings.secrets)
     if check.bad_count and not settings.skip_invalid:
         raise RunRefused(f"{run.prompts_file}: {check.bad_count} bad line(s); fix them or pass --skip-invalid", check)
     ensure_groups(client, keys)
-    queued_now = enqueue_prompts(client, keys, run.prompts_file, settings.limit, samples=settings.samples)
+    queued_now = enqueue_prompts(client, keys, run.prompts_file, settings.limit, samples=settings.samples,
+                                 secret_rules=settings.secrets)
     orphans = requeue_orphans(client, keys)
     client.delete(keys.stop)
     run.total = tasks_total(client, keys)
@@ -228,6 +229,8 @@ def _coordinate(run: Run) -> RunResult:
         passed=run.totals.passed,
         failed=run.totals.failed,
         unverified=run.totals.unverified,
+        redactions=counts["redactions"],
+        redacted=counts["redacted"],
         worker_logs=logs if logs.is_dir() else None,
     )
 

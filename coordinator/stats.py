@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -105,7 +106,26 @@ def snapshot(
     }
 
 
+# A record's own field (a quote inside a message's text is escaped, so it never looks like this).
+_REDACTIONS = re.compile(rb'(?<!\\)"redactions":(\d+)')
+
+
 def count_records(run_dir: Path) -> dict[str, int]:
-    return {"conversations": count_lines(run_dir / CONVERSATIONS_FILE), "dead": count_lines(run_dir / DEAD_FILE)}
+    """Lines of the output files, and the secrets withheld in the conversations (values and files,
+    and how many conversations had any)."""
+    counts = {"conversations": 0, "dead": count_lines(run_dir / DEAD_FILE), "redactions": 0, "redacted": 0}
+    path = run_dir / CONVERSATIONS_FILE
+    if not path.exists():
+        return counts
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            counts["conversations"] += 1
+            found = _REDACTIONS.findall(raw)
+            if found and int(found[-1]):
+                counts["redactions"] += int(found[-1])
+                counts["redacted"] += 1
+    return counts
 
 

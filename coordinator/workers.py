@@ -49,6 +49,7 @@ class WorkerPool:
             judge=settings.judge,
             judge_rubric=settings.judge.rubric() if settings.judge else None,
             log_dir=str(run_log_dir(settings.run_dir())),
+            secrets=settings.secrets,
         ).model_dump_json()
         self.log_dir = run_log_dir(settings.run_dir())
         self.run = settings.run

@@ -195,6 +195,7 @@ def convert(
     require_verified: Annotated[bool, typer.Option("--require-verified", help="Keep only trajectories whose answer passed verification.")] = False,
     best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
     reasoning: Annotated[str, typer.Option(help="The teacher's reasoning: keep (rendered as the student's template expects), drop, or auto (keep for a thinking template such as Qwen3).")] = "auto",
+    drop_redacted: Annotated[bool, typer.Option("--drop-redacted", help="Leave out conversations from which secrets were withheld.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
@@ -211,7 +212,7 @@ def convert(
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
                              require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
-                             on_progress=on_progress)
+                             on_progress=on_progress, drop_redacted=drop_redacted)
     console_out.print(convert_table(report))
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distill.shared.errors import DistillError, LineError, line_error
 from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import ChatMessage, PromptTask, continuation_problem
+from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.verdicts import Expected
 
 MAX_PROMPT_CHARS = 200_000
@@ -66,16 +67,46 @@ class PromptLine(BaseModel):
         return value
 
 
-def read_prompts(path: Path, run: str) -> Iterator[PromptTask | LineError]:
-    """Stream the file: a PromptTask for each good line, a LineError for each bad one."""
+def read_prompts(path: Path, run: str, secrets: SecretsConfig | None = None) -> Iterator[PromptTask | LineError]:
+    """Stream the file: a PromptTask for each good line, a LineError for each bad one.
+
+    A secret in a line (its prompt, system prompt, history, anything but its id) is replaced by a
+    tag, or the line refused, as `[secrets] prompts` says (shared/secrets.py): nothing raw is queued.
+    """
     if not path.is_file():
         raise PromptsFileError(f"{path}: prompts file not found")
+    redactor = Redactor(secrets or SecretsConfig(), new_key())
     seen_any = False
     for number, data in iter_jsonl(path, max_line_bytes=MAX_LINE_BYTES):
         seen_any = True
+        if not isinstance(data, LineError):
+            data = _without_secrets(str(path), number, data, redactor)
         yield data if isinstance(data, LineError) else _task(str(path), number, data, run)
     if not seen_any:
         raise PromptsFileError(f"{path}: the file has no prompts")
+
+
+def _without_secrets(path: str, number: int, data: dict[str, Any], redactor: Redactor) -> dict[str, Any] | LineError:
+    tags = SecretTags()
+    found: list[tuple[str, str]] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            redacted, count = redactor.redact(value)
+            if count:
+                found.append((where, redactor.findings(value)[0].kind))
+            return tags.apply(redacted)
+        if isinstance(value, list):
+            return [clean(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if isinstance(value, dict):
+            return {key: clean(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+        return value
+
+    cleaned = {key: value if key == "id" else clean(value, key) for key, value in data.items()}
+    if found and redactor.config.prompts == "refuse":
+        where, kind = found[0]
+        return LineError(path, number, where, f"holds a secret ({kind}); remove it, or set [secrets] prompts = \"redact\"")
+    return cleaned
 
 
 def _task(path: str, number: int, data: dict[str, Any], run: str) -> PromptTask | LineError:

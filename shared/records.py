@@ -223,6 +223,9 @@ class Conversation(Record):
     # Whether the answer is right, decided when the conversation ended; RUN/verdicts.jsonl can
     # hold a later one (`distill verify`), which readers prefer.
     verdict: Verdict = Field(default_factory=Verdict)
+    # Secret values replaced by tags and files withheld in this conversation (shared/secrets.py);
+    # 0 in records written before distill redacted.
+    redactions: int = Field(default=0, ge=0)
 
     @property
     def key(self) -> str:

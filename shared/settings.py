@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from distill.shared.errors import DistillError, describe_validation_error
+from distill.shared.secrets import SecretsConfig
 
 DEFAULT_CONFIG_FILE = "distill.toml"
 DEFAULT_OUT_DIR = Path("data/runs")
@@ -196,6 +197,8 @@ class Settings(BaseSettings):
     redis_outage_s: float = Field(default=120.0, gt=0)
     limit: int | None = Field(default=None, gt=0)
     skip_invalid: bool = False
+    # Secrets in the workspace and the prompts: found, tagged, withheld (shared/secrets.py).
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     @field_validator("run")
     @classmethod

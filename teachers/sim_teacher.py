@@ -58,6 +58,11 @@ class SimTeacherConfig:
     # SGLang, DeepSeek), "tags" opens the content with a `<think>` block (mlx_lm.server, vLLM
     # without a reasoning parser). "none": it does not think.
     reasoning: Literal["none", "field", "tags"] = "none"
+    # Scripted tool calls: a prompt containing KEY makes these calls (tool name, arguments) in turn,
+    # then answers (tests drive the tools at chosen files with it).
+    calls: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    # Every request's body is appended here as one JSON line: what a teacher was sent.
+    request_log: str | None = None
 
 
 @dataclass
@@ -181,6 +186,11 @@ class SimTeacher:
             trace = list(self.trace)
         return web.json_response(trace)
 
+    def _log_request(self, body: dict[str, Any]) -> None:
+        assert self.config.request_log is not None
+        with open(self.config.request_log, "a", encoding="utf-8") as log:
+            log.write(json.dumps(body) + "\n")
+
     def _count_failure(self, kind: str) -> None:
         with self._lock:
             self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
@@ -188,6 +198,8 @@ class SimTeacher:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         with self._lock:
+            if self.config.request_log:
+                self._log_request(body)
             self.stats.requests += 1
             self.stats.in_flight += 1
             if self.stats.first_request_at is None:
@@ -293,7 +305,13 @@ class SimTeacher:
         rounds = sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
         results = [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
-        if offered and rounds < self.config.tool_rounds:
+        planned = next((calls for key, calls in self.config.calls.items() if key in prompt), None)
+        if planned is not None and offered and rounds < len(planned):
+            planned_name, planned_arguments = planned[rounds]
+            call = {"id": f"call_{rounds}_{len(messages)}", "type": "function",
+                    "function": {"name": planned_name, "arguments": json.dumps(planned_arguments)}}
+            return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        if planned is None and offered and rounds < self.config.tool_rounds:
             arguments: dict[str, Any]
             if rounds == 0 and self.config.first_tool in offered:
                 name, arguments = self.config.first_tool, {}

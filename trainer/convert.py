@@ -41,6 +41,7 @@ from distill.shared.records import (
     tool_result_problem,
     utcnow,
 )
+from distill.shared.secrets import TAG
 from distill.shared.verdicts import VERDICTS_FILE, Verdict, latest_verdicts
 from distill.trainer.chat_lines import (
     ArgumentsNotObject,
@@ -74,6 +75,7 @@ class DropReason(StrEnum):
     """Why a conversation was left out; the first that applies wins, checked in this order."""
 
     INVALID_RECORD = "invalid_record"
+    REDACTED = "secrets_redacted"
     TOOL_INFRA_ERROR = "tool_infrastructure_error"
     NOT_FINAL_ANSWER = "status_not_final_answer"
     FAILED_VERIFICATION = "failed_verification"
@@ -92,6 +94,7 @@ class DropReason(StrEnum):
 
 DROP_DESCRIPTIONS = {
     DropReason.INVALID_RECORD: "invalid record (bad JSON, unknown schema, missing fields)",
+    DropReason.REDACTED: "secrets were withheld from it (--drop-redacted)",
     DropReason.TOOL_INFRA_ERROR: "a tool result is an infrastructure error (time limit, crash), not the tool's answer",
     DropReason.NOT_FINAL_ANSWER: "status is not final_answer",
     DropReason.FAILED_VERIFICATION: "failed verification (the answer is wrong)",
@@ -158,6 +161,7 @@ class ConvertReport(Record):
     split_ratios: tuple[float, float, float]
     require_verified: bool = False
     best_of: bool = False
+    drop_redacted: bool = False
     records: int = 0
     kept: int = 0
     dropped: dict[DropReason, int] = Field(default_factory=lambda: {r: 0 for r in DropReason})
@@ -474,6 +478,7 @@ def convert(
     best_of: bool = False,
     reasoning: ReasoningMode = "auto",
     on_progress: ProgressCallback | None = None,
+    drop_redacted: bool = False,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
 
@@ -511,6 +516,7 @@ def convert(
         require_verified=require_verified,
         best_of=best_of,
         reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
+        drop_redacted=drop_redacted,
     )
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
     lengths: list[int] = []
@@ -567,6 +573,13 @@ def _filtered(
         yield outcome
         if on_progress is not None:
             on_progress(line.end_offset, kept, dropped)
+
+
+def _redacted(conversation: Trajectory) -> bool:
+    """A record that counted redactions, or any line whose messages hold a tag (a plain dataset)."""
+    return bool(conversation.extra.get("redactions")) or any(
+        TAG.search(message.content) for message in conversation.messages if isinstance(message.content, str)
+    )
 
 
 def _summarize(report: ConvertReport, lengths: list[int]) -> None:
@@ -631,6 +644,9 @@ def _convert_one(
         return DroppedRecord(line=line.number, reason=DropReason.INVALID_RECORD, detail=line.error)
     conversation = line.conversation
     assert conversation is not None  # a line without an error holds one
+    if report.drop_redacted and _redacted(conversation):
+        return DroppedRecord(line=line.number, task_id=conversation.task_id, sample=conversation.sample,
+                             reason=DropReason.REDACTED, detail=f"{conversation.extra.get('redactions') or 'some'} withheld")
     verdict = verification.verdict_of(conversation)
     try:
         if conversation.status == "final_answer":

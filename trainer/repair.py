@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.shared.records import Record, is_placeholder, utcnow
+from distill.shared.secrets import SecretTags
 from distill.shared.settings import GenerationLimits
 from distill.trainer.chat_lines import ArgumentsNotObject, Trajectory, arguments_object
 from distill.trainer.convert import conversations_path, read_conversations
@@ -102,6 +103,8 @@ class ToolBox:
         # One call at a time: one tool process, driven by an event loop of its own.
         self._pool = ToolPool(self.core, processes=1)
         self._loop = asyncio.Runner()
+        # The secret tags of the conversation being replayed (`_replayed` starts a table for each).
+        self.tags = SecretTags()
 
     def run(self, name: str, arguments: dict[str, Any]) -> str:
         """The tool's real answer (`ok` or `tool_error`); raises _Failed when the call cannot be replayed."""
@@ -113,7 +116,7 @@ class ToolBox:
         if problems:
             raise _Failed("", name, f"{name}: {problems[0]}")
         try:
-            return self._loop.run(self._pool.call(name, arguments)).text
+            return self.tags.apply(self._loop.run(self._pool.call(name, arguments)).text)
         except ToolInfraError as failure:
             # No real answer was had (time limit, a crashed tool process): nothing may be written for it.
             raise _Failed("", name, str(failure)) from None
@@ -211,6 +214,7 @@ def _replayed(
     ids of the calls whose placeholder was replaced."""
     messages: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
+    tools.tags = SecretTags(str(raw.content or "") for raw in trajectory.messages)
     for raw in trajectory.messages:
         dumped = raw.model_dump(exclude_none=True)
         if dumped["role"] == "tool":

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from distill.coordinator.progress import read_progress_snapshot
+from distill.coordinator.stats import count_records
 from distill.trainer.convert import DROP_DESCRIPTIONS, DropReason
 from distill.viewer.catalog import Catalog, ConvertOutput, RunFolder, discover, has_splits
 from distill.viewer.evals import SHARES, eval_table
@@ -146,7 +147,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
         snapshot = read_progress_snapshot(run.path) or {}
         return page(
             request, "run.html", run=run, summary=index.summary(), snapshot=snapshot, verdicts_error=index.verdicts_error,
-            endpoints=snapshot.get("endpoints") or {}, convert=run.convert,
+            endpoints=snapshot.get("endpoints") or {}, convert=run.convert, counts=count_records(run.path),
         )
 
     def records(request: Request) -> HTMLResponse:

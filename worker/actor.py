@@ -37,6 +37,7 @@ from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys, tool_calls_fie
 from distill.shared.queue import add_ack, add_publish, add_requeue
 from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from distill.shared.retry import REDIS_DOWN, outlast_redis_async
+from distill.shared.secrets import SecretsConfig
 from distill.shared.settings import GenerationLimits, JudgeConfig, Policy, TeacherConfig
 from distill.shared.verdicts import Verdict
 from distill.worker.agent import ConversationFailed, Conversations
@@ -77,6 +78,8 @@ class WorkerSpec(BaseModel):
     judge_rubric: str | None = None
     # Where the worker's log file goes (the run folder's logs/, at the same path on every node).
     log_dir: str | None = None
+    # The run's `[secrets]` rules: the tools redact by them (shared/secrets.py).
+    secrets: SecretsConfig = SecretsConfig()
 
 
 class WorkerReport(BaseModel):
@@ -110,7 +113,7 @@ class GenerationLoop:
         self.stopping = False
         self.next_housekeeping = 0.0
         # Tools, agents and one client per teacher (its connection pool) live as long as the worker.
-        self.conversations = Conversations(ToolCore(spec.workspace, spec.custom_tools, spec.limits),
+        self.conversations = Conversations(ToolCore(spec.workspace, spec.custom_tools, spec.limits, secrets=spec.secrets),
                                            system_prompt=spec.system_prompt, worker=self.info)
 
     async def run(self) -> WorkerReport:

@@ -35,6 +35,7 @@ from distill.shared.records import (
     WorkerInfo,
     utcnow,
 )
+from distill.shared.secrets import SecretTags
 from distill.shared.settings import TeacherConfig
 from distill.shared.verdicts import reference_verdict
 from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messages, to_model_messages
@@ -87,6 +88,8 @@ class ToolDeps:
     tools: ToolPool
     # The outcome of each answered tool call, by tool_call_id (the record keeps it per tool message).
     outcomes: dict[str, ToolOutcome] = field(default_factory=dict)
+    # The conversation's secret tags: a tool answer's markers become `[REDACTED kind #n]` here.
+    secrets: SecretTags = field(default_factory=SecretTags)
 
 
 def build_tools(core: ToolCore) -> list[Tool[ToolDeps]]:
@@ -107,7 +110,7 @@ def _pooled(name: str, function: Callable[..., Any]) -> Callable[..., Awaitable[
         run = await ctx.deps.tools.call(name, arguments)
         if ctx.tool_call_id:
             ctx.deps.outcomes[ctx.tool_call_id] = run.outcome
-        return run.text
+        return ctx.deps.secrets.apply(run.text)
 
     functools.update_wrapper(call, function)
     call.__name__ = name
@@ -198,7 +201,10 @@ class Conversations:
         limits = self.limits
         client = self.client(teacher)
         exchanges = Exchanges(slot)
-        deps = ToolDeps(system_prompt=task.system or self.system_prompt, tools=self.tool_pool)
+        # Tags already in the task (a prompt redacted at enqueue, a continued history) count, and
+        # new ones are numbered after them.
+        quoted = [task.prompt, task.system or "", *(m.content or "" for m in task.history)]
+        deps = ToolDeps(system_prompt=task.system or self.system_prompt, tools=self.tool_pool, secrets=SecretTags(quoted))
         # A continued conversation (task.history) resumes from its last tool results: no new
         # prompt, and pydantic-ai's history carries the system prompt and the prompt itself.
         prompt: str | None = task.prompt
@@ -278,6 +284,7 @@ class Conversations:
             # The reference is checked where the conversation ends; without one the verdict stays
             # open (a judge may give it later).
             verdict=reference_verdict(task.expected, chat.final_text if status == "final_answer" else None),
+            redactions=deps.secrets.count,
         )
 
 

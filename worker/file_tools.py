@@ -19,7 +19,8 @@ def read_file(ws: Workspace, path: str, start_line: int = 1, end_line: int | Non
     if b"\0" in data[:BINARY_SNIFF_BYTES]:
         raise ToolError(f"binary file: {path}")
     lines = split_lines(data.decode("utf-8", errors="replace"))
-    partial = st.st_size > len(data)
+    # Against the limit, not len(data): redaction changes the length of what was read.
+    partial = st.st_size > ws.limits.max_file_bytes
     if not lines:
         if start_line == 1:
             return "(empty file)"
@@ -33,7 +34,7 @@ def read_file(ws: Workspace, path: str, start_line: int = 1, end_line: int | Non
     end = len(lines) if end_line is None else min(end_line, len(lines))
     out = [f"{n:>5}| {lines[n - 1]}" for n in range(start_line, end + 1)]
     if partial:
-        out.append(f"[file is {st.st_size} bytes; only the first {len(data)} bytes were read]")
+        out.append(f"[file is {st.st_size} bytes; only the first {ws.limits.max_file_bytes} bytes were read]")
     return "\n".join(out)
 
 

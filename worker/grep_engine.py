@@ -15,7 +15,7 @@ from pathlib import Path
 import regex
 
 from distill.worker.globs import glob_filter, glob_parts
-from distill.worker.sandbox import BINARY_SNIFF_BYTES, Scan, ToolError, Workspace, split_lines
+from distill.worker.sandbox import BINARY_SNIFF_BYTES, Scan, ToolError, WithheldFile, Workspace, split_lines
 
 MAX_LINE_CHARS = 300
 MAX_PATTERN_CHARS = 1000
@@ -67,6 +67,8 @@ def grep(
         if (prefilter is not None and "\r" not in text
                 and not _search(prefilter, text, scan.deadline, ws.limits.timeout_s)):
             continue
+        # Lines are searched and shown as redacted: a pattern can't probe a secret's characters.
+        text = ws.redactor.redact(text)[0]
         for n, line in enumerate(split_lines(text), 1):
             if _search(compiled, line, scan.deadline, ws.limits.timeout_s):
                 if len(out) == max_results:
@@ -99,7 +101,10 @@ def _read(ws: Workspace, entry: os.DirEntry[str] | Path, rel: str, scan: Scan) -
         scan.skip(f"files larger than {ws.limits.max_file_bytes} bytes", rel)
         return None
     try:
-        data = ws.read(entry, st, rel)
+        data = ws.read(entry, st, rel, redact=False)
+    except WithheldFile:
+        scan.skip("files withheld because they hold secrets", rel + ws.redactor.file_marker(rel))
+        return None
     except ToolError:
         scan.skip("unreadable files", rel)
         return None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.shared.secrets import Redactor, SecretsConfig, new_key
 from distill.shared.settings import GenerationLimits
 
 
@@ -23,15 +24,24 @@ class ToolLimits:
     max_output_chars: int = 16_000
     max_file_bytes: int = 2_000_000
     max_files_scanned: int = 5_000
+    # The run's `[secrets]` rules (shared/secrets.py), and the key of the secrets' fingerprints:
+    # drawn once where the limits are made, shared by every tool process built from them.
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    redaction_key: bytes = field(default_factory=new_key, repr=False)
 
     @classmethod
-    def of(cls, limits: GenerationLimits) -> ToolLimits:
+    def of(cls, limits: GenerationLimits, secrets: SecretsConfig | None = None) -> ToolLimits:
         """The tool limits a run's GenerationLimits set; every path that runs tools takes them from here."""
-        return cls(timeout_s=limits.tool_timeout_s, max_output_chars=limits.tool_max_output_chars)
+        return cls(timeout_s=limits.tool_timeout_s, max_output_chars=limits.tool_max_output_chars,
+                   secrets=secrets or SecretsConfig())
 
 
 class ToolError(Exception):
     """A failure the model should see as the tool's answer ("error: ...")."""
+
+
+class WithheldFile(ToolError):
+    """A file that holds secrets by its nature (`.env`, private keys, credentials): never read."""
 
 
 TRUNCATED_MARKER = "[truncated]"
@@ -87,6 +97,7 @@ class Workspace:
             raise ToolError(f"workspace root is not a directory: {root}")
         self.root = Path(real)
         self.limits = limits
+        self.redactor = Redactor(limits.secrets, limits.redaction_key)
         self._root_str = real
 
     def scan(self) -> Scan:
@@ -150,7 +161,23 @@ class Workspace:
         if st.st_nlink > 1:
             raise ToolError(f"hard-linked file refused: {shown}")
 
-    def read(self, real: Path | str | os.DirEntry[str], st: os.stat_result, shown: str) -> bytes:
+    def read(self, real: Path | str | os.DirEntry[str], st: os.stat_result, shown: str, *, redact: bool = True) -> bytes:
+        """A file's bytes with its secrets replaced by markers (shared/secrets.py); WithheldFile for
+        a file that holds secrets by its nature. Redacting what is read, not what is answered, keeps
+        a secret from leaking in part (a clipped line, a grep hit inside a key block) or through
+        grep used as an oracle. `redact=False`: the caller redacts the text itself (grep, which
+        redacts only the files its pattern may match)."""
+        # A walk's entries come with their path from the root already.
+        rel = shown if isinstance(real, os.DirEntry) else (self.rel(os.fspath(real)) or shown)
+        if self.redactor.withholds(rel):
+            raise WithheldFile(f"{shown} is withheld: files like it hold secrets{self.redactor.file_marker(rel)}")
+        data = self._read_raw(real, st, shown)
+        if not redact or not self.redactor.config.enabled or b"\0" in data[:BINARY_SNIFF_BYTES]:
+            return data
+        text, found = self.redactor.redact(data.decode("utf-8", errors="surrogateescape"))
+        return text.encode("utf-8", errors="surrogateescape") if found else data
+
+    def _read_raw(self, real: Path | str | os.DirEntry[str], st: os.stat_result, shown: str) -> bytes:
         """Read at most max_file_bytes of a file already vetted by lstat; never blocks or follows links."""
         try:
             fd = os.open(real, _OPEN_FLAGS)

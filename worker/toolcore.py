@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from distill.shared.records import ToolOutcome
+from distill.shared.secrets import SecretsConfig
 from distill.shared.settings import BUILTIN_TOOLS, GenerationLimits
 from distill.worker.custom_tools import ToolSetupError, load_custom_tools
 from distill.worker.file_tools import list_dir, read_file
@@ -104,13 +105,15 @@ class ToolCore:
     and every tool process, so each of them offers and answers exactly alike."""
 
     def __init__(self, workspace: str | Path, custom_tools: Sequence[str] = (),
-                 limits: GenerationLimits | None = None, *, sandbox: ToolLimits | None = None) -> None:
+                 limits: GenerationLimits | None = None, *, sandbox: ToolLimits | None = None,
+                 secrets: SecretsConfig | None = None) -> None:
         """`sandbox` replaces the tool limits `limits` sets, with the budgets no config sets (file
-        size, files per walk): tests and benchmarks reach those edges with it."""
+        size, files per walk): tests and benchmarks reach those edges with it. `secrets`: the run's
+        `[secrets]` rules (the default: on)."""
         self.limits = limits or GenerationLimits()
         self.custom_tools = tuple(custom_tools)
         try:
-            self.workspace = Workspace(workspace, sandbox or ToolLimits.of(self.limits))
+            self.workspace = Workspace(workspace, sandbox or ToolLimits.of(self.limits, secrets))
         except ToolError as error:
             raise ToolSetupError(str(error)) from None
         builtins = BuiltinTools(self.workspace, self.limits)
@@ -164,8 +167,12 @@ class ToolCore:
     def _finish(self, name: str, arguments: dict[str, Any], answer: ToolAnswer) -> ToolAnswer:
         """What every answer passes through before it leaves the tool process, whatever its source
         (built-in, custom, or any source added later): the output cap. Post-processing that must
-        hold for every tool (secret redaction) belongs here, before the cap."""
-        return ToolAnswer(answer.outcome, self.workspace.cap(answer.text))
+        hold for every tool belongs here, before the cap: secret redaction (issue 26). Built-in tools
+        already redacted what they read (worker/sandbox.py Workspace.read); this is the last look
+        for every source. The caller turns the markers into the conversation's tags
+        (shared/secrets.py SecretTags)."""
+        text = self.workspace.redactor.redact(answer.text)[0]
+        return ToolAnswer(answer.outcome, self.workspace.cap(text))
 
 
 def check_tools(workspace: str | Path, custom_tools: Sequence[str], limits: GenerationLimits) -> ToolCore:
