@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.workspace import make_tree
 from distill.shared.secrets import Redactor, SecretsConfig, new_key
 from distill.worker.sandbox import ToolLimits
 from distill.worker.toolcore import ToolCore
-
-from bench.workspace import make_tree
 
 
 def cpu_ms(call, repeats: int) -> float:  # type: ignore[no-untyped-def]

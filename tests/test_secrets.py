@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from starlette.testclient import TestClient
+from trainer_fixtures import conversation, tiny_model, write_jsonl  # noqa: F401 - fixture
+
 from distill.coordinator.collector import CONVERSATIONS_FILE
 from distill.coordinator.progress import status_table, summary_table
 from distill.coordinator.run import generate
@@ -27,9 +31,6 @@ from distill.viewer.index import RunIndex
 from distill.worker.sandbox import ToolLimits
 from distill.worker.tool_pool import ToolPool
 from distill.worker.toolcore import ToolCore
-from rich.console import Console
-from starlette.testclient import TestClient
-from trainer_fixtures import conversation, tiny_model, write_jsonl  # noqa: F401 - fixture
 
 # Made-up values in the real formats (none is a live credential).
 AWS_KEY_ID = "AKIAQX7RTY2NBV4LMZPD"
@@ -367,7 +368,7 @@ def test_a_run_on_a_workspace_with_secrets_writes_and_sends_none(
             assert value[:12].encode() not in data and value[-12:].encode() not in data, (value[:6], where)
 
 
-def test_convert_drop_redacted(tmp_path: Path, tiny_model: Path) -> None:  # noqa: F811 - fixture
+def test_convert_drop_redacted(tmp_path: Path, tiny_model: Path) -> None:
     redacted = {**conversation("r", prompt="Where is the token read?"), "redactions": 2}
     tagged_plain = conversation("t", prompt="Which token?", results=["a.py:1: TOKEN = [REDACTED github-token #1]"])
     source = write_jsonl(tmp_path / "run" / "conversations.jsonl", [conversation(), redacted, tagged_plain])
