@@ -244,3 +244,22 @@ def test_a_prompt_history_must_end_on_real_results(tmp_path: Path) -> None:
         f"{path}:4: field history: message 0 is an assistant answer; a history ends before the answer",
         f"{path}:5: field history: message 0 is a user message; a history holds assistant and tool turns only",
     ]
+
+
+def test_secrets_the_dataset_brought_along_are_tagged_too(tmp_path: Path, workspace: Path) -> None:
+    """Today's results are redacted in the tool process; an old result kept as it was, the prompt
+    and the answers are redacted by repair before it writes them."""
+    key = "AKIA" + "Z7QW3ERT5YUI8OPA"  # an AWS access key id's shape, split so no scanner flags this file
+    line = chat("grep", {"pattern": "DEBUG", "path": "pkg"}, f"pkg/config.py:1: DEBUG = False  # {key}",
+                answer=f"DEBUG is set next to the key {key}.")
+    line["messages"][1]["content"] = f"Where is DEBUG? My key is {key}."
+    dataset = write_jsonl(tmp_path / "leaky.jsonl", [line])
+
+    repair(dataset, workspace, tmp_path / "kept.jsonl", keep_original=True)
+
+    written = (tmp_path / "kept.jsonl").read_text()
+    assert key not in written
+    [row] = read_jsonl(tmp_path / "kept.jsonl")
+    # One value, one tag, in the prompt, the kept result and the answer.
+    assert [m["content"].count("[REDACTED aws-access-key #1]") for m in row["messages"]] == [0, 1, 0, 1, 1]
+    assert "#2" not in written

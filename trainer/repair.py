@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.shared.records import Record, is_placeholder, utcnow
-from distill.shared.secrets import SecretTags
+from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.settings import GenerationLimits
 from distill.trainer.chat_lines import ArgumentsNotObject, Trajectory, arguments_object
 from distill.trainer.convert import conversations_path, read_conversations
@@ -105,6 +105,13 @@ class ToolBox:
         self._loop = asyncio.Runner()
         # The secret tags of the conversation being replayed (`_replayed` starts a table for each).
         self.tags = SecretTags()
+        # For the text the dataset brought along (prompts, answers, results kept as they were):
+        # today's results are redacted in the tool process, the rest here, before anything is written.
+        self._redactor = Redactor(SecretsConfig(), new_key())
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret value replaced by this conversation's tag for it."""
+        return self.tags.apply(self._redactor.redact(text)[0])
 
     def run(self, name: str, arguments: dict[str, Any]) -> str:
         """The tool's real answer (`ok` or `tool_error`); raises _Failed when the call cannot be replayed."""
@@ -245,6 +252,9 @@ def _replayed(
             if note is not None:
                 changes.append(CallNote(line=line, task_id=trajectory.task_id, call_id=call["id"],
                                         tool=call["function"]["name"], outcome=outcome, detail=note))
+    for message in out:
+        if isinstance(message.get("content"), str):
+            message["content"] = tools.redact(message["content"])
     return out, replaced
 
 
