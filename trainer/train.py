@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.shared.errors import LineError, describe_validation_error, iter_jsonl, line_error
 from distill.shared.records import Record, utcnow
-from distill.teachers.mlx_server import mlx_child_env, openblas_missing
+from distill.teachers.mlx_server import blas_in_use, mlx_child_env, openblas_missing
 from distill.trainer.batches import MaskedDataset, TokenizeCallback, iterate_batches, load_split, masked_loss
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import canonical_json, check_model_source
@@ -167,6 +167,8 @@ class TrainResult(BaseModel):
     final_val_loss: float | None = None
     test_loss: float | None = None
     seconds: float
+    # The BLAS the training process ran on (teachers.mlx_server.blas_in_use); "" in older results.
+    blas: str = ""
 
 
 class DataFile(BaseModel):
@@ -266,6 +268,7 @@ def _run(job: TrainJob, callback: TrainingCallback | None, on_tokenize: Tokenize
     plot_file = plot_losses(metrics.path, job.adapter_path / PLOT_FILE)
     seconds = time.perf_counter() - clock
     result = _result(job.adapter_path, config, splits, metrics.records, plot_file, test_loss, seconds)
+    result.blas = blas_in_use()
     _write_info(job, result, started_at)
     return result
 
@@ -575,6 +578,10 @@ class MetricsWriter(TrainingCallback):
             self.wrapped_callback.on_train_loss_report(train_info)
 
     def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        # mlx-lm runs validation before iteration `it`'s step, prints "Iter it: Val loss" and
+        # reports it - 1 (steps done) to callbacks; the record keeps the number the console showed,
+        # so the plot and metrics.jsonl agree with what the user read.
+        val_info = {**val_info, "iteration": int(val_info["iteration"]) + 1}
         self.record(
             MetricRecord(
                 kind="val",
