@@ -117,9 +117,9 @@ def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> No
     """Run `distill generate`'s job and show its tables; exit 1 when prompts are left unfinished."""
     from distill.coordinator.collector import OutputError
     from distill.coordinator.progress import endpoints_table, summary_paths, summary_table, tools_table
-    from distill.views import print_with_paths
     from distill.coordinator.run import RedisLost, RunRefused
     from distill.coordinator.run import generate as run_generate
+    from distill.views import print_with_paths
 
     if not settings.workspace.is_dir():
         fail(f"workspace {settings.workspace} is not a folder")
@@ -475,6 +475,7 @@ def view(
 
 def _serve_viewer(paths: list[Path], *, port: int, no_open: bool, tokenizer: str | None, index_dir: Path | None) -> None:
     import webbrowser
+    from urllib.parse import quote
 
     from distill.viewer.app import create_app
     from distill.viewer.index import default_index_dir
@@ -492,6 +493,8 @@ def _serve_viewer(paths: list[Path], *, port: int, no_open: bool, tokenizer: str
     console_out.print(f"{len(found.runs)} run(s), {len(found.converts)} convert output(s), {len(found.evals)} evaluation(s)",
                       highlight=False)
     console_out.print(f"distill view: {url} (Ctrl+C stops it)", highlight=False, soft_wrap=True)
+    for evaluation in found.evals:
+        console_out.print(f"  evaluation {evaluation.id}: {url}evals/{quote(evaluation.id)}", highlight=False, soft_wrap=True)
     if not no_open:
         webbrowser.open(url)
     serve(app_, sock)

@@ -397,8 +397,8 @@ def scores_table(result: DemoResult) -> Table:
         asked = f"{row.questions} training" if row is teacher else f"{row.questions} held out"
         table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.final_answers), str(row.truncated),
                       f"{row.correct}/{row.questions}", kinds, style="bold" if row.who.endswith("adapter") else None)
-    notes = ["students: the held-out questions (names training never mentioned); teacher: the training "
-             "questions it answered to make the data, a different set"]
+    notes = [("students: the held-out questions (names training never mentioned); teacher: the training "
+              "questions it answered to make the data, a different set")]
     if result.scripted_teacher:
         notes.append("teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one")
     table.caption = "\n".join(notes)

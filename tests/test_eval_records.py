@@ -10,6 +10,9 @@ that looks right and must not count as a final answer.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,17 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_fixtures import write_jsonl
-
+import test_viewer_browser
 from distill.shared.settings import TeacherConfig
 from distill.trainer.evaluate import EvalReport, evaluate, totals_of
+from trainer_fixtures import write_jsonl
+
 from distill.views import eval_table
+
+# The viewer tests' headless Chromium (Debian's, driven by selenium), shared rather than copied.
+browser = test_viewer_browser.browser
+URL_LINE = test_viewer_browser.URL_LINE
 
 
 class GrepThenAnswer(BaseHTTPRequestHandler):
     """Calls grep for `def parse`, then answers; the question containing "cut" stops at max_tokens."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         question = next(m["content"] for m in body["messages"] if m["role"] == "user")
         results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
@@ -118,3 +126,66 @@ def test_the_eval_table_shows_the_truncated_count(report: EvalReport) -> None:
     text = console.export_text()
     line = next(row for row in text.splitlines() if "cut off at the token limit" in row)
     assert line.split("│")[-2].strip() == "1"
+
+
+def test_the_eval_page_shows_each_tool_result_the_verdict_and_the_chart(report: EvalReport, browser: object,
+                                                                        tmp_path: Path) -> None:
+    """`distill view` on the eval folder, in headless Chromium: the user's way to the answer's why."""
+    from selenium.webdriver.common.by import By
+
+    eval_dir = Path(report.plot_file).parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distill", "view", str(eval_dir), "--port", "0", "--no-open", "--index-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "80"},
+    )
+    try:
+        assert process.stdout is not None
+        url = next(match.group(1) for line in process.stdout if (match := URL_LINE.search(line)))
+        driver = browser
+        driver.get(url)  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, "a[href^='/evals/']").click()  # type: ignore[attr-defined]
+        rows = {row.find_element(By.CSS_SELECTOR, "td.prompt .dim").text: row  # type: ignore[attr-defined]
+                for row in driver.find_elements(By.CSS_SELECTOR, "#eval-prompts tbody tr")}  # type: ignore[attr-defined]
+        wrong = rows["wrong"]
+        results = [r.text for r in wrong.find_elements(By.CSS_SELECTOR, "pre.result")]
+        assert results == ["config.py:1: def parse():"]  # the real result, as the tool gave it
+        assert "grep" in wrong.text and "parse is defined in config.py." in wrong.text
+        assert "why wrong: answer lacks 'settings.py'" in wrong.text
+        assert "why right: answer contains 'config.py'" in rows["right"].text
+        assert "cut off at the token limit (32 tokens)" in rows["cut"].text
+        chart = driver.find_element(By.CSS_SELECTOR, ".charts img")  # type: ignore[attr-defined]
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart) > 100  # type: ignore[attr-defined]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_demo_evaluation_belongs_to_the_demo_run(tmp_path: Path) -> None:
+    """The demo keeps eval/ beside runs/: the index still lists the evaluation on the run's row,
+    followed run -> convert output -> adapter (distill_train.json names its data) -> eval.json."""
+    from distill.viewer.catalog import discover
+
+    out = tmp_path / "distill-demo"
+    run = out / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "conversations.jsonl").write_text("")
+    other = out / "runs" / "other"
+    other.mkdir()
+    (other / "conversations.jsonl").write_text("")
+    data = out / "train-data"
+    data.mkdir()
+    (data / "report.json").write_text(json.dumps({"source": str(run / "conversations.jsonl"), "drops": [], "splits": {}}))
+    adapter = out / "adapter"
+    adapter.mkdir()
+    (adapter / "distill_train.json").write_text(json.dumps({"data_dir": str(data)}))
+    (out / "eval").mkdir()
+    (out / "eval" / "eval.json").write_text(json.dumps({"variants": [], "adapter_path": str(adapter)}))
+    # An evaluation of an adapter trained elsewhere belongs to no run.
+    (out / "elsewhere").mkdir()
+    (out / "elsewhere" / "eval.json").write_text(json.dumps({"variants": [], "adapter_path": str(tmp_path / "gone")}))
+
+    catalog = discover([out])
+    runs = {r.id: r for r in catalog.runs}
+    assert [e.path for e in runs["demo"].evals] == [out / "eval" / "eval.json"]
+    assert runs["other"].evals == []
+    assert len(catalog.evals) == 2

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, write_prompts
-from rich.console import Console
-
-from distill.coordinator.progress import endpoints_table, summary_paths, summary_table, tools_table
+from distill.coordinator.progress import (
+    endpoints_table,
+    summary_paths,
+    summary_table,
+    tools_table,
+)
 from distill.coordinator.run import generate
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher
+from rich.console import Console
+
 from distill.views import print_with_paths
 
 
@@ -31,7 +36,7 @@ class Counting(BaseHTTPRequestHandler):
 
     hits = 0
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         type(self).hits += 1
         self.send_response(200)
         self.end_headers()
@@ -54,7 +59,7 @@ def counting_teacher() -> Iterator[str]:
 def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(REPO / "tests")}
     return subprocess.run([sys.executable, "-m", "distill", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def test_generate_with_a_missing_prompts_file_fails_before_any_teacher_or_run_folder(tmp_path, counting_teacher):
@@ -131,3 +136,24 @@ def test_generate_output_at_80_columns_keeps_every_path_whole(tmp_path, ray_sess
     for word in ("conversations", "requests", "tokens in", "sim-teacher-with-a-long-name"):
         assert word in text
     assert json.loads((result.run_dir / "progress.json").read_text())
+
+
+def test_the_blas_named_is_the_one_loaded(tmp_path):
+    """What /proc/self/maps holds decides, not what the environment asks for: a preload of a file
+    that is not OpenBLAS (here a copy of libc under another name) must not read as OpenBLAS."""
+    from distill.teachers.mlx_server import OPENBLAS_PATH
+
+    probe = "import mlx.core; from distill.teachers.mlx_server import blas_in_use; print(blas_in_use())"
+
+    def blas(preload: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | ({"LD_PRELOAD": preload} if preload else {})
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                              check=True)
+        return done.stdout.strip()
+
+    assert blas("").startswith("MLX's reference BLAS")
+    assert OPENBLAS_PATH.exists(), "Debian's libopenblas0-pthread is part of this project's test machine"
+    assert blas(str(OPENBLAS_PATH)) == "OpenBLAS (preloaded)"
+    decoy = tmp_path / "libblas-decoy.so"
+    decoy.write_bytes(Path("/lib/x86_64-linux-gnu/libm.so.6").read_bytes())
+    assert blas(str(decoy)).startswith("MLX's reference BLAS")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from distill.shared.records import Conversation, ToolOutcome
+from pydantic import BaseModel, ConfigDict
 
 # A tool result longer than this is cut in the report (grep over a big tree can return pages).
 MAX_RESULT_CHARS = 4000
