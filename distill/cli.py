@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -59,6 +61,21 @@ def _options(
     """Distil a teacher's real tool use into training data, and train a student on it."""
 
 
+# What to do after Ctrl+C: one line, so the user knows whether anything was lost.
+RESUME_GENERATE = "interrupted: run the same command again to resume; the conversations written so far are kept"
+RESUME_DEMO = "interrupted: run the same command again to start the demo over (its stages are not resumed)"
+
+
+@contextmanager
+def resume_hint(line: str) -> Iterator[None]:
+    """Ctrl+C ends the command with `line` and exit code 130 (click would otherwise exit silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML config (default: ./distill.toml if present).")]
 
 
@@ -110,7 +127,8 @@ def generate(
                                  for t in settings.teachers]
     except ValueError as error:  # pydantic validation of a flag value
         fail(str(error).splitlines()[0])
-    _generate_and_show(settings, prompts, no_progress=no_progress)
+    with resume_hint(RESUME_GENERATE):
+        _generate_and_show(settings, prompts, no_progress=no_progress)
 
 
 def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> None:
@@ -274,7 +292,8 @@ def repair(
         settings.teachers = [TeacherConfig(name="continue", base_url=continue_with, model=teacher_model)]
     except ValueError as error:
         fail(str(error).splitlines()[0])
-    _generate_and_show(settings, prompts, no_progress=no_progress)
+    with resume_hint(RESUME_GENERATE):
+        _generate_and_show(settings, prompts, no_progress=no_progress)
 
 
 @app.command()
@@ -388,7 +407,8 @@ def demo(
     options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,
                           kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed)
     check_options(options)
-    result = run_demo(options, console=console_out)
+    with resume_hint(RESUME_DEMO):
+        result = run_demo(options, console=console_out)
     print_summary(result, console_out)
     if view_after:
         _serve_viewer([result.out], port=0, no_open=False, tokenizer=None, index_dir=None)
@@ -587,15 +607,6 @@ def setup_logging() -> None:
     logging.getLogger("distill").setLevel(logging.INFO)
 
 
-# What to do after Ctrl+C, by command: one line, so the user knows whether anything was lost.
-RESUME_HINTS = {
-    "generate": "interrupted: run the same command again to resume; the conversations written so far are kept",
-    "repair": "interrupted: run the same command again; a --continue-with run resumes where it stopped",
-    "demo": "interrupted: run the same command again to start the demo over (its stages are not resumed)",
-    "train": "interrupted: run the same command again to train from the start; the adapter saved so far is in --adapter-path",
-}
-
-
 def main() -> None:
     """The console command: distill's own errors end as one line and an exit code, never a traceback."""
     setup_logging()
@@ -605,8 +616,7 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
-        err.print(RESUME_HINTS.get(command, "interrupted"), highlight=False, soft_wrap=True)
+        err.print("interrupted", highlight=False)
         sys.exit(130)
 
 

