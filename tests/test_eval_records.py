@@ -189,3 +189,25 @@ def test_the_demo_evaluation_belongs_to_the_demo_run(tmp_path: Path) -> None:
     assert [e.path for e in runs["demo"].evals] == [out / "eval" / "eval.json"]
     assert runs["other"].evals == []
     assert len(catalog.evals) == 2
+
+
+def test_no_third_party_banner_during_eval(endpoint: TeacherConfig, tmp_path: Path) -> None:
+    """pydantic-ai shows a first-run banner on a terminal or to a coding agent; distill owns its output.
+
+    AI_AGENT=1 is how pydantic-ai is told a reader is there (as a terminal would): without distill
+    turning the banner off, it lands on stderr in the middle of the evaluation.
+    """
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "config.py").write_text("def parse():\n    return 1\n")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": "right", "prompt": "Where is parse defined?"}])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_VERSION", "CI", "PYDANTIC_AI_NO_BANNER")}
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", "eval", "--prompts", str(prompts), "--workspace", str(workspace),
+         "--teacher", endpoint.base_url, "--teacher-model", "scripted", "--out", str(tmp_path / "eval")],
+        env={**env, "AI_AGENT": "1", "COLUMNS": "80"}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "final answers" in done.stdout  # the evaluation ran its agent
+    for banner_text in ("pydantic-ai v", "observability", "Logfire", "PYDANTIC_AI_NO_BANNER"):
+        assert banner_text not in done.stdout + done.stderr
