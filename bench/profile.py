@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
+import inspect
 import io
 import json
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from bench.workspace import make_workspace
 from distill.shared.records import PromptTask
 from distill.shared.settings import GenerationLimits, TeacherConfig
 from distill.worker.agent import Conversations
-from distill.worker.tools import Workspace, builtin_tools
+from distill.worker.toolcore import ToolCore
 
 
 def _task(index: int) -> PromptTask:
@@ -50,7 +53,7 @@ async def _bounded(count: int, concurrency: int, one: Any) -> list[Any]:
 async def worker_path(url: str, workspace: Path, count: int, concurrency: int,
                       profiler: cProfile.Profile | None) -> dict[str, float]:
     teacher = TeacherConfig(name="sim", base_url=url, model="sim", max_concurrency=concurrency, timeout_s=60)
-    conversations = Conversations(Workspace(workspace), GenerationLimits(max_tool_calls=8), system_prompt="You help.")
+    conversations = Conversations(ToolCore(workspace, limits=GenerationLimits(max_tool_calls=8)), system_prompt="You help.")
     try:
         await _bounded(8, concurrency, lambda i: conversations.run(_task(i), teacher))  # warm-up
         if profiler:
@@ -72,6 +75,18 @@ async def worker_path(url: str, workspace: Path, count: int, concurrency: int,
             "total_cpu_ms_per_request": round(1000 * (cpu + tool_cpu) / requests, 3), "tool_processes": processes}
 
 
+def _in_process(core: ToolCore, name: str) -> Callable[..., str]:
+    """The core's tool as a plain function of its schema's parameters, run in this process."""
+    schema = core.offered[name]
+    signature = inspect.signature(schema)
+
+    @functools.wraps(schema)
+    def run(*args: Any, **kwargs: Any) -> str:
+        return core.answer(name, dict(signature.bind(*args, **kwargs).arguments)).text
+
+    return run
+
+
 async def floor(workspace: Path, count: int, concurrency: int) -> dict[str, float]:
     from pydantic_ai import Agent, Tool, UsageLimits
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
@@ -87,9 +102,10 @@ async def floor(workspace: Path, count: int, concurrency: int) -> dict[str, floa
                                                                    "end_line": 40}, tool_call_id="b")])
         return ModelResponse(parts=[TextPart("It is defined in project/module_00.py.")])
 
-    # The plain tools in pydantic-ai's thread pool: what any pydantic-ai worker pays at least.
+    # The tools run in pydantic-ai's thread pool: what any pydantic-ai worker pays at least.
+    core = ToolCore(workspace)
     agent = Agent(FunctionModel(script), system_prompt="You help.",
-                  tools=[Tool(function, max_retries=2) for function in builtin_tools(Workspace(workspace))], retries=2)
+                  tools=[Tool(_in_process(core, name), max_retries=2) for name in core.offered], retries=2)
     limits = UsageLimits(request_limit=10, tool_calls_limit=8)
     await _bounded(8, concurrency, lambda i: agent.run(f"q{i}", usage_limits=limits))
     cpu = time.process_time()

@@ -26,7 +26,7 @@ from distill.coordinator.collector import CONVERSATIONS_FILE
 from distill.coordinator.redis_server import EmbeddedRedis
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 
 GREP_LINE = re.compile(r"^[^\s:]+:\d+: ", re.MULTILINE)
 
@@ -109,7 +109,7 @@ def measure(prompts: int = 480, files: int = 1000, latency_s: float = 1.0, concu
             ours = distill_run(root, workspace, prompts_file, url, concurrency, in_flight or concurrency)
             ours["teacher_utilization"] = utilization(url, concurrency)
         texts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
-        grep = Workspace(workspace).grep("Collector", max_results=20)
+        grep = ToolCore(workspace).answer("grep", {"pattern": "Collector", "max_results": 20}).text
         tools = [{"type": "function", "function": {"name": "grep", "description": "search",
                                                    "parameters": {"type": "object", "properties": {
                                                        "pattern": {"type": "string"}}, "required": ["pattern"]}}}]

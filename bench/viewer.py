@@ -31,10 +31,10 @@ REPEATS = 5
 def template_record(root: Path) -> dict[str, Any]:
     """One real conversation: the agent loop, real tools on a small workspace, the simulated teacher."""
     from distill.shared.records import PromptTask
-    from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+    from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, TeacherConfig
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
     from distill.worker.agent import run_conversation
-    from distill.worker.tools import Workspace
+    from distill.worker.toolcore import ToolCore
 
     workspace = root / "workspace"
     workspace.mkdir()
@@ -44,8 +44,8 @@ def template_record(root: Path) -> dict[str, Any]:
     try:
         conversation = asyncio.run(run_conversation(
             PromptTask(task_id="t", run="bench", prompt="Where is collector_7 defined?"),
-            TeacherConfig(name="alpha", base_url=url, model="sim-teacher"), Workspace(workspace),
-            GenerationLimits(), system_prompt=DEFAULT_SYSTEM_PROMPT,
+            TeacherConfig(name="alpha", base_url=url, model="sim-teacher"), ToolCore(workspace),
+            system_prompt=DEFAULT_SYSTEM_PROMPT,
         ))
     finally:
         teacher.stop()

@@ -13,18 +13,16 @@ A crash in the middle of 1 leaves a partial last line, which `recover()` cuts of
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import redis
 
 from distill.shared.keys import DATA_FIELD, RESULTS_GROUP, RunKeys, task_key
 from distill.shared.queue import DEAD_STREAM_MAXLEN, parse_result
-from distill.shared.errors import DistillError
+from distill.shared.errors import DistillError, LineError
+from distill.shared.jsonl import DurableAppender, cut_partial_line, iter_jsonl
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, Conversation, DeadLetter
 
 CONSUMER = "collector"
@@ -57,34 +55,10 @@ def iter_task_keys(path: Path) -> Iterator[str]:
     """The task key of every record in a results file (a record without `sample` is sample 0)."""
     if not path.exists():
         return
-    with path.open("rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                record = json.loads(raw)
-                yield task_key(record["task_id"], record.get("sample", 0))
-
-
-def cut_partial_line(path: Path) -> bool:
-    """Drop a last line that a crash left without its newline. Returns True if it cut."""
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return False
-        size = handle.seek(0, os.SEEK_END)
-        step = 1 << 16
-        position = size
-        while position > 0:
-            position = max(0, position - step)
-            handle.seek(position)
-            chunk = handle.read(min(step, size - position))
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                handle.truncate(position + newline + 1)
-                return True
-        handle.truncate(0)
-        return True
+    for _, record in iter_jsonl(path):
+        if isinstance(record, LineError):
+            raise OutputError(f"{record}: the file is damaged; move the line away and run again")
+        yield task_key(str(record.get("task_id")), int(record.get("sample", 0)))
 
 
 class Collector:
@@ -94,7 +68,7 @@ class Collector:
         self.run_dir = run_dir
         self.conversations_path = run_dir / CONVERSATIONS_FILE
         self.dead_path = run_dir / DEAD_FILE
-        self._files: dict[str, IO[bytes]] = {}
+        self._files = {path: DurableAppender(path) for path in (self.conversations_path, self.dead_path)}
         self._read_pending_first = True
 
     def recover(self) -> int:
@@ -173,40 +147,19 @@ class Collector:
         return drained
 
     def _append(self, fresh: list[tuple[str, Conversation | DeadLetter, str]]) -> None:
-        lines: dict[Path, list[bytes]] = {}
+        lines: dict[Path, list[str]] = {}
         for _, record, data in fresh:
             path = self.conversations_path if isinstance(record, Conversation) else self.dead_path
             # The payload was just validated against the record's model: it goes to disk as it came,
             # one JSON line (re-serialised only if a producer sent it spread over several lines).
             line = data if "\n" not in data else record.model_dump_json()
-            lines.setdefault(path, []).append(line.encode() + b"\n")
+            lines.setdefault(path, []).append(line)
         for path, chunk in lines.items():
-            handle = self._handle(path)
-            before = handle.tell()
             try:
-                handle.write(b"".join(chunk))
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError as error:
-                # Leave no half-written line behind; the entries stay un-acked for the next run.
-                try:
-                    handle.truncate(before)
-                except OSError:
-                    pass
+                self._files[path].append(chunk)
+            except OSError as error:  # the entries stay un-acked for the next run
                 raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
-    def _handle(self, path: Path) -> IO[bytes]:
-        handle = self._files.get(str(path))
-        if handle is None:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                handle = path.open("ab")
-            except OSError as error:
-                raise OutputError(f"cannot open {path} for writing: {error.strerror or error}") from None
-            self._files[str(path)] = handle
-        return handle
-
     def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        for appender in self._files.values():
+            appender.close()

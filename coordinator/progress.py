@@ -8,7 +8,7 @@ Nothing here prints: the bar draws on the console its caller gives, the tables a
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,12 @@ from rich.table import Table
 
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, infra_errors
+from distill.shared.jsonl import write_atomic
 
 PROGRESS_FILE = "progress.json"
+
+
+log = logging.getLogger(__name__)
 
 
 class _CountColumn(MofNCompleteColumn):
@@ -91,10 +95,10 @@ class RunProgress:
 
 
 def write_progress_snapshot(run_dir: Path, snapshot: dict[str, Any]) -> None:
-    path = run_dir / PROGRESS_FILE
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(snapshot, indent=2))
-    os.replace(scratch, path)
+    try:
+        write_atomic(run_dir / PROGRESS_FILE, json.dumps(snapshot, indent=2))
+    except OSError as error:  # numbers for status only: the collector reports a full disk itself
+        log.warning("cannot write %s: %s", run_dir / PROGRESS_FILE, error.strerror or error)
 
 
 def read_progress_snapshot(run_dir: Path) -> dict[str, Any] | None:

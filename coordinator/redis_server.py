@@ -8,22 +8,18 @@ file under the run folder so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import secrets
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
-
-from distill.shared.connection import connect, free_port, redact_url  # noqa: F401 - used by the server
-from distill.shared.errors import DistillError
+from urllib.parse import quote
 
 import psutil
 import redis
+
+from distill.shared.children import Child, spawn
+from distill.shared.connection import free_port
+from distill.shared.errors import DistillError
 
 PIDFILE = "valkey.pid"
 
@@ -41,14 +37,6 @@ def server_binary() -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    # Linux only: the server goes down (SIGTERM, so it flushes its AOF) when distill dies,
-    # even by SIGKILL, instead of lingering as an orphan.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class EmbeddedRedis:
     """A private server over `data_dir`; `start()` returns its URL (with the password)."""
 
@@ -56,7 +44,7 @@ class EmbeddedRedis:
         self.data_dir = Path(data_dir)
         self.port = port
         self.password = secrets.token_urlsafe(24)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -82,36 +70,27 @@ class EmbeddedRedis:
                 'logfile "valkey.log"',
             ]
         )
-        self.process = subprocess.Popen(
+        self.child = spawn(
             [str(server_binary()), "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            name="embedded Redis",
+            log_path=self.data_dir / "valkey.log",
+            stdin_data=config.encode(),
         )
-        assert self.process.stdin is not None
-        self.process.stdin.write(config.encode())
-        self.process.stdin.close()
-        self._wait_ready(timeout_s)
+        self.child.wait_ready(self._ping, timeout_s, RedisStartError, interval_s=0.05)
         return self.url
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RedisStartError(
-                    f"embedded Redis exited with code {self.process.returncode}; "
-                    f"see {self.data_dir / 'valkey.log'}"
-                )
-            try:
-                # A server still replaying a long AOF answers LOADING; wait it out.
-                if client.ping():
-                    client.close()
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                time.sleep(0.05)
-        raise RedisStartError(f"embedded Redis did not answer within {timeout_s:.0f}s")
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.child.process if self.child is not None else None
+
+    def _ping(self) -> None:
+        # A server still replaying a long AOF answers LOADING: not ready yet.
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            if not client.ping():
+                raise ConnectionError("no PONG")
+        finally:
+            client.close()
 
     def _stop_leftover(self) -> None:
         """A server left by a killed distill on Linux dies with it; elsewhere stop it here."""
@@ -126,22 +105,14 @@ class EmbeddedRedis:
             pidfile.unlink()
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        if self.child is not None:
+            self.child.stop(timeout_s=15)
+            self.child = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: tests use it to prove a run survives losing Redis."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+        if self.child is not None:
+            self.child.kill()
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from rich.console import Console
 from distill.coordinator.collector import Collector, Drained
 from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
 from distill.coordinator.progress import RunProgress, write_progress_snapshot
-from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError
+from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, embedded_redis
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
 from distill.coordinator.teachers import launched_teachers, plan_teachers
@@ -33,16 +33,17 @@ from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
 from distill.shared.keys import RunKeys
 from distill.shared.queue import ensure_groups, requeue_orphans
+from distill.shared.jsonl import write_atomic
 from distill.shared.prompts import PromptsFileError
-from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, RunManifest, utcnow
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
+from distill.worker.toolcore import check_tools
 
 __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 LOCK_TTL_S = 15
 
 
@@ -74,12 +75,8 @@ def redis_for(settings: Settings, run_dir: Path) -> Iterator[RunRedis]:
     if settings.redis_url:
         yield RunRedis(settings.redis_url)
         return
-    server = EmbeddedRedis(run_dir / "redis")
-    url = server.start()
-    try:
-        yield RunRedis(url, server)
-    finally:
-        server.stop()
+    with embedded_redis(run_dir / "redis") as server:
+        yield RunRedis(server.url, server)
 
 
 @contextlib.contextmanager
@@ -139,6 +136,8 @@ def generate(settings: Settings, prompts_file: Path, *, console: Console | None 
     """
     if not Path(prompts_file).is_file():
         raise PromptsFileError(f"{prompts_file}: prompts file not found")
+    # The tools a worker would build, built here first: a bad custom tool is one line, not a dead worker.
+    check_tools(settings.workspace, settings.custom_tools, settings.limits)
     run_dir = settings.run_dir()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +224,7 @@ def _coordinate(run: Run) -> RunResult:
         collector.close()
     manifest.finished = int(client.scard(keys.done)) >= run.total
     manifest.updated_at = utcnow()
-    (run.run_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    write_atomic(run.run_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2))
     counts = count_records(run.run_dir)
     final = snapshot(client, keys, run.total, counts, settings.teachers, finished=manifest.finished)
     write_progress_snapshot(run.run_dir, final)
@@ -315,8 +314,9 @@ def _write_manifest(
         redis_url_redacted=redact_url(url) if settings.redis_url else None,
         embedded_redis=settings.redis_url is None,
         started_at=started_at,
+        limits=settings.limits,
     )
-    path.write_text(manifest.model_dump_json(indent=2))
+    write_atomic(path, manifest.model_dump_json(indent=2))
     return manifest
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from distill.shared.jsonl import count_lines
 from distill.shared.keys import TASKS_GROUP, RunKeys, endpoint_leases_key, tool_time_ms
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, utcnow
 from distill.shared.settings import TeacherConfig
@@ -105,12 +106,6 @@ def snapshot(
 
 
 def count_records(run_dir: Path) -> dict[str, int]:
-    def lines(path: Path) -> int:
-        if not path.exists():
-            return 0
-        with path.open("rb") as handle:
-            return sum(1 for raw in handle if raw.strip())
-
-    return {"conversations": lines(run_dir / CONVERSATIONS_FILE), "dead": lines(run_dir / DEAD_FILE)}
+    return {"conversations": count_lines(run_dir / CONVERSATIONS_FILE), "dead": count_lines(run_dir / DEAD_FILE)}
 
 

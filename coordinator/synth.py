@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from distill.shared.errors import DistillError
-from distill.worker.tools import VCS_DIRS, WALK_SKIPPED_DIRS, ToolLimits
+from distill.worker.sandbox import VCS_DIRS, WALK_SKIPPED_DIRS, ToolLimits
 
 log = logging.getLogger(__name__)
 

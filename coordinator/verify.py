@@ -14,20 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from distill.coordinator.collector import CONVERSATIONS_FILE, cut_partial_line
-from distill.coordinator.redis_server import EmbeddedRedis
+from distill.coordinator.collector import CONVERSATIONS_FILE
+from distill.coordinator.redis_server import embedded_redis
 from distill.shared.connection import connect_async
-from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
+from distill.shared.errors import DistillError, LineError, line_error
+from distill.shared.jsonl import DurableAppender, iter_jsonl
 from distill.shared.records import Conversation, utcnow
 from distill.shared.settings import JudgeConfig
 from distill.shared.verdicts import VERDICTS_FILE, Verdict, VerdictRecord, latest_verdicts
@@ -85,21 +84,15 @@ def conversations_to_judge(run_dir: Path, result: VerifyResult, *, rejudge: bool
 @contextlib.asynccontextmanager
 async def lease_redis(redis_url: str | None) -> AsyncIterator[aioredis.Redis]:
     """The Redis that holds the judge's leases: the one given, or a private embedded one."""
-    server = None
-    scratch = None
-    if redis_url is None:
-        scratch = tempfile.TemporaryDirectory(prefix="distill-verify-")
-        server = EmbeddedRedis(Path(scratch.name))
-        redis_url = await asyncio.to_thread(server.start)
-    client = connect_async(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-        if scratch is not None:
-            scratch.cleanup()
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="distill-verify-"))
+            redis_url = stack.enter_context(embedded_redis(Path(scratch))).url
+        client = connect_async(redis_url)
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 def verify_run(
@@ -132,7 +125,8 @@ async def _verify(
     on_verdict: Callable[[VerifyResult], None] | None,
 ) -> None:
     judge = Judge(config, rubric)
-    writer = _VerdictWriter(result.verdicts_file)
+    # Each verdict on disk before the next: a crash loses at most the line in flight.
+    writer = DurableAppender(result.verdicts_file)
     try:
         async with lease_redis(redis_url) as client:
             pool = EndpointPool([config], client, "spread")
@@ -154,7 +148,7 @@ async def _judge_one(
     conversation: Conversation,
     judge: Judge,
     pool: EndpointPool,
-    writer: _VerdictWriter,
+    writer: DurableAppender,
     result: VerifyResult,
     on_verdict: Callable[[VerifyResult], None] | None,
 ) -> None:
@@ -170,8 +164,9 @@ async def _judge_one(
                 continue
             pool.record_success(seat)
             break
-    writer.append(VerdictRecord(task_id=conversation.task_id, sample=conversation.sample, run=conversation.run,
-                                verdict=verdict, judge_model=judge.config.model, created_at=utcnow()))
+    record = VerdictRecord(task_id=conversation.task_id, sample=conversation.sample, run=conversation.run,
+                           verdict=verdict, judge_model=judge.config.model, created_at=utcnow())
+    writer.append([record.model_dump_json()])
     result.judged += 1
     if verdict.passed is None:
         result.unverified += 1
@@ -182,24 +177,3 @@ async def _judge_one(
         result.failed += 1
     if on_verdict is not None:
         on_verdict(result)
-
-
-class _VerdictWriter:
-    """Appends verdict lines, each on disk before the next: a crash loses at most the line in flight."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: IO[bytes] | None = None
-
-    def append(self, record: VerdictRecord) -> None:
-        if self._handle is None:
-            cut_partial_line(self.path)  # a verify killed mid-line left half a record
-            self._handle = self.path.open("ab")
-        self._handle.write(record.model_dump_json().encode() + b"\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None

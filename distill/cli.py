@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from distill.shared.errors import DistillError
-from distill.shared.settings import ConfigError, GenerationLimits, TeacherConfig, load_settings
+from distill.shared.settings import DEFAULT_OUT_DIR, ConfigError, GenerationLimits, TeacherConfig, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distil a teacher's real tool use into training data, and train a student on it.")
@@ -167,7 +166,7 @@ def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> No
 @app.command()
 def status(
     run: Annotated[str, typer.Option(help="Run name.")],
-    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
+    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = DEFAULT_OUT_DIR,
 ) -> None:
     """Show a run's numbers, live or finished."""
     from distill.coordinator.progress import status_tables
@@ -186,7 +185,7 @@ def verify(
     judge_model: Annotated[Optional[str], typer.Option(help="Model name to send to the judge.")] = None,
     rubric: Annotated[Optional[Path], typer.Option(help="Text file: what a passing answer must do.")] = None,
     config: ConfigOption = None,
-    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("data/runs"),
+    out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = DEFAULT_OUT_DIR,
     redis_url: Annotated[Optional[str], typer.Option(help="Share the judge's caps with runs on this Redis (default: a private one).")] = None,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge again the records a judge already decided.")] = False,
 ) -> None:
@@ -221,13 +220,15 @@ def convert(
     source: Annotated[Path, typer.Argument(help="A run folder or a conversations.jsonl file.")],
     tokenizer: Annotated[str, typer.Option(help="The student model (folder) whose chat template renders the data.")],
     out: Annotated[Path, typer.Option(help="Where train/valid/test.jsonl and report.json go.")],
-    max_tool_calls: Annotated[int, typer.Option(help="Drop trajectories with more tool calls.")] = 5,
+    max_tool_calls: Annotated[Optional[int], typer.Option(
+        help="Drop trajectories with more tool calls (default: the run's own limit from its manifest).")] = None,
     max_seq_length: Annotated[int, typer.Option(help="Drop trajectories longer than this many tokens.")] = 2048,
     split: Annotated[str, typer.Option(help="train,valid,test ratios.")] = "0.8,0.1,0.1",
     format: Annotated[str, typer.Option("--format", help="chat ({messages, tools}) or text (rendered).")] = "chat",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
     require_verified: Annotated[bool, typer.Option("--require-verified", help="Keep only trajectories whose answer passed verification.")] = False,
     best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
+    reasoning: Annotated[str, typer.Option(help="The teacher's reasoning: keep (rendered as the student's template expects), drop, or auto (keep for a thinking template such as Qwen3).")] = "auto",
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
@@ -236,14 +237,15 @@ def convert(
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
-        if len(ratios) != 3 or format not in ("chat", "text"):
+        if len(ratios) != 3 or format not in ("chat", "text") or reasoning not in ("auto", "keep", "drop"):
             raise ValueError
     except ValueError:
-        fail("--split takes three ratios like 0.8,0.1,0.1 and --format is chat or text")
+        fail("--split takes three ratios like 0.8,0.1,0.1, --format is chat or text, --reasoning is auto, keep or drop")
     with convert_progress(err, conversations_path(source)) as on_progress:
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
-                             require_verified=require_verified, best_of=best_of, on_progress=on_progress)
+                             require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
+                             on_progress=on_progress)
     print_convert(console_out, report)
 
 
@@ -316,26 +318,19 @@ def train(
     resume_adapter_file: Annotated[Optional[Path], typer.Option(help="Continue from this adapter file.")] = None,
 ) -> None:
     """Fine-tune the student with mlx-lm, with the loss on every assistant turn."""
-    from distill.teachers.mlx_server import mlx_child_env, openblas_missing
-    from distill.trainer.train import load_train_config
     from distill.trainer.train import train as run_train
+    from distill.trainer.train_config import load_train_config
     from distill.views import TrainDisplay, tokenize_progress, train_summary
 
-    if openblas_missing() and sys.argv[1:2] == ["train"]:
-        # OpenBLAS only takes effect when a process starts (10-25x faster training on Linux CPU):
-        # start this command again with it, so training, mlx-lm's bar and our display share one
-        # process. (Only when this process is `distill train` itself, not a CliRunner in a test.)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "distill", *sys.argv[1:]], mlx_child_env())
     settings = load_train_config(
         config, fine_tune_type=fine_tune_type, iters=iters, batch_size=batch_size, learning_rate=learning_rate,
         rank=rank, scale=scale, dropout=dropout, num_layers=num_layers, max_seq_length=max_seq_length,
         grad_checkpoint=grad_checkpoint, save_every=save_every, resume_adapter_file=resume_adapter_file,
     )
     with tokenize_progress(err) as on_tokenize:
+        # In a child process with OpenBLAS preloaded where it is installed but not loaded here.
         result = run_train(data, model, adapter_path, config=settings, callback=TrainDisplay(),
-                           on_tokenize=on_tokenize, in_process=True)
+                           on_tokenize=on_tokenize)
     console_out.print(train_summary(result), highlight=False)
 
 
@@ -347,7 +342,7 @@ def fuse(
     dequantize: Annotated[bool, typer.Option("--dequantize", help="Write full-precision weights.")] = False,
 ) -> None:
     """Fold an adapter into the model (mlx_lm fuse)."""
-    from distill.trainer.train import fuse as run_fuse
+    from distill.trainer.fuse import fuse as run_fuse
 
     result = run_fuse(model, adapter_path, save_path, dequantize=dequantize)
     console_out.print(f"fused model: {result.save_path} ({result.fused_modules} modules)", highlight=False)
@@ -360,7 +355,8 @@ def eval_command(
     workspace: Annotated[Path, typer.Option(help="Folder the tools work in.")] = Path("."),
     adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json and the PNG.")] = None,
-    max_tool_calls: Annotated[int, typer.Option(help="Tool calls before a run counts as a loop.")] = 5,
+    max_tool_calls: Annotated[Optional[int], typer.Option(
+        help="Tool calls before a run counts as a loop (default: generation's limit).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 512,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
@@ -465,7 +461,8 @@ def doctor(
     workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
 ) -> None:
     """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
-    from distill.coordinator.doctor import doctor_table, failed_required, run_doctor
+    from distill.coordinator.doctor import failed_required, run_doctor
+    from distill.views import doctor_table
 
     try:
         settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)
@@ -581,15 +578,19 @@ def sim_teacher(
     script: Annotated[str, typer.Option(
         help="generic: a few tool calls on any prompt; tasks: answer `distill prompts synth` questions "
              "by calling the real tools and reading their results.")] = "generic",
+    reasoning: Annotated[str, typer.Option(
+        help="none; field: think in reasoning_content; tags: open the content with a <think> block.")] = "none",
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
     from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 
     if script not in ("generic", "tasks"):
         fail("--script is generic or tasks")
+    if reasoning not in ("none", "field", "tags"):
+        fail("--reasoning is none, field or tags")
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
                                           seconds_per_token=seconds_per_token, length_jitter=length_jitter,
-                                          script=script))  # type: ignore[arg-type]
+                                          script=script, reasoning=reasoning))  # type: ignore[arg-type]
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.coordinator.synth import Kind, SynthReport, synthesize
-from distill.shared.errors import DistillError, LineError, iter_jsonl
+from distill.shared.errors import DistillError, LineError
+from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.settings import BuiltinTool, GenerationLimits, Settings, TeacherConfig
 from distill.trainer.evaluate import VariantEval
@@ -212,7 +213,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         note["detail"] = f"{report.kept} kept, mean {report.tokens.mean} tokens"
 
     with stage(f"train: LoRA on the student, {options.iters} iterations") as note:
-        from distill.trainer.train import load_train_config, train
+        from distill.trainer.train import train
+        from distill.trainer.train_config import load_train_config
 
         adapter_dir = out / "adapter"
         config = load_train_config(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,16 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
+from distill.coordinator.checks import Check
 from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
-from distill.trainer.train import TrainResult
+from distill.trainer.provenance import TrainResult
 
 PathRows = Sequence[tuple[str, Path | str]]
 
@@ -69,11 +71,23 @@ def convert_paths(report: ConvertReport) -> PathRows:
 
 
 def print_convert(console: Console, report: ConvertReport) -> None:
-    """The counts, the verification line as text (a caption squeezes it to the table's width), the paths."""
+    """The counts, then the verification and reasoning lines as text (a caption squeezes them to the
+    table's width), then the paths."""
     console.print(convert_table(report))
     if report.verification.records:
         console.print(verification_line(report), highlight=False)
+    if report.reasoning.turns_with_reasoning:
+        console.print(reasoning_line(report), highlight=False)
     print_paths(console, convert_paths(report))
+
+
+def reasoning_line(report: ConvertReport) -> str:
+    """How many turns had the teacher's reasoning, and what became of it."""
+    stats = report.reasoning
+    line = f"reasoning ({stats.applied}): {stats.turns_with_reasoning} turns had it; {stats.kept} kept, {stats.dropped} dropped"
+    if stats.dropped_by_template:
+        line += f", {stats.dropped_by_template} not shown by the student's template"
+    return line
 
 
 def verification_line(report: ConvertReport) -> str:
@@ -290,3 +304,20 @@ def verify_progress(console: Console) -> Iterator[Callable[[VerifyResult], None]
             progress.update(task, counts=counts)
 
         yield update
+
+
+def doctor_table(checks: Iterable[Check]) -> Table:
+    table = Table(title="distill doctor", show_lines=False, expand=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for check in checks:
+        if check.ok:
+            mark = "[green]ok[/]"
+        elif check.required:
+            mark = "[bold red]FAIL[/]"
+        else:
+            mark = "[yellow]warn[/]"
+        table.add_row(mark, escape(check.name), escape(check.detail), escape(check.hint or "") if not check.ok else "")
+    return table

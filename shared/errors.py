@@ -7,11 +7,7 @@ training splits, datasets) goes through `iter_jsonl`, so a bad line reads the sa
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -62,31 +58,3 @@ def line_error(path: str, line: int, error: ValidationError, *, extra_hint: str 
     problems = validation_problems(error, extra_hint=extra_hint)
     (field, reason), rest = problems[0], problems[1:]
     return LineError(path, line, field, "; ".join([reason] + [f"field {f}: {r}" for f, r in rest]))
-
-
-def iter_jsonl(path: Path, *, max_line_bytes: int | None = None) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
-    """Each non-blank line as (number, JSON object), or (number, LineError) when it is not one."""
-    with Path(path).open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            if max_line_bytes is not None and len(raw) > max_line_bytes:
-                yield number, LineError(str(path), number, WHOLE_LINE, f"line is longer than {max_line_bytes:,} bytes")
-                continue
-            yield number, parse_json_object(str(path), number, raw)
-
-
-def parse_json_object(path: str, number: int, raw: bytes) -> dict[str, Any] | LineError:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return LineError(path, number, WHOLE_LINE, f"not UTF-8 (byte {error.start})")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        if not raw.endswith(b"\n"):
-            return LineError(path, number, WHOLE_LINE, "truncated last line (not complete JSON)")
-        return LineError(path, number, WHOLE_LINE, f"not JSON ({error.msg} at column {error.colno})")
-    if not isinstance(data, dict):
-        return LineError(path, number, WHOLE_LINE, f"expected a JSON object, got {type(data).__name__}")
-    return data

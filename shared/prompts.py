@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
+from distill.shared.errors import DistillError, LineError, line_error
+from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import ChatMessage, PromptTask, continuation_problem
 from distill.shared.verdicts import Expected
 

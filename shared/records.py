@@ -11,11 +11,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill.shared.keys import task_key
+from distill.shared.settings import GenerationLimits
 from distill.shared.verdicts import Expected, Verdict
 
 SCHEMA_VERSION = 1
@@ -23,6 +25,7 @@ SCHEMA_VERSION = 1
 # The files of a run folder (data/runs/<run>/), written by the coordinator, read by everyone else.
 CONVERSATIONS_FILE = "conversations.jsonl"
 DEAD_FILE = "dead.jsonl"
+MANIFEST_FILE = "manifest.json"
 
 # Texts that earlier pipelines wrote instead of a real tool result (docs/architecture.md). A record that
 # carries one of these taught the 7B student to call tools forever, so it is refused outright.
@@ -114,9 +117,9 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
-# How a tool call ended. `ok`: the tool answered. `tool_error`: the tool's own real answer that
-# something is wrong or absent (no such file, bad regex, no matches, a call that failed validation):
-# a result worth learning from. `infra_error`: our machinery failed (time limit hit, the tool
+# How a tool call ended. `ok`: the tool answered, finding nothing included ("no matches").
+# `tool_error`: the tool's own real answer that the input is wrong (no such file, bad regex, a path
+# outside the workspace, a call that failed validation): a result worth learning from. `infra_error`: our machinery failed (time limit hit, the tool
 # process died, overload): not a result, never shown to the teacher, never in a conversation.
 ToolOutcome = Literal["ok", "tool_error", "infra_error"]
 
@@ -133,6 +136,9 @@ class ChatMessage(BaseModel):
     name: str | None = None
     # Tool messages only; None in records written before distill kept it.
     outcome: ToolOutcome | None = None
+    # Assistant messages only: the teacher's thinking before this turn, never part of `content`
+    # (shared/reasoning.py). None when the teacher did not think, and in older records.
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> ChatMessage:
@@ -142,6 +148,8 @@ class ChatMessage(BaseModel):
             raise ValueError("only assistant messages carry tool_calls")
         if self.role != "tool" and self.outcome is not None:
             raise ValueError("only tool messages carry an outcome")
+        if self.role != "assistant" and self.reasoning is not None:
+            raise ValueError("only assistant messages carry reasoning")
         return self
 
 
@@ -159,6 +167,9 @@ class Usage(BaseModel):
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # The part of output_tokens that was reasoning: as the server reported it
+    # (completion_tokens_details.reasoning_tokens), else estimated from the share of characters.
+    reasoning_tokens: int = 0
     tool_calls: int = 0
     # Calls the tools refused before running (unknown tool, arguments that don't validate).
     invalid_tool_calls: int = 0
@@ -352,3 +363,19 @@ class RunManifest(Record):
     started_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished: bool = False
+    # The limits the run's conversations were generated under (convert and eval default to them).
+    # Missing in manifests from older versions.
+    limits: GenerationLimits | None = None
+
+
+def run_limits(run_dir: Path) -> GenerationLimits:
+    """The limits a run folder's conversations were generated under; the defaults where unknown.
+
+    A folder without a readable manifest (a plain conversations file, a run from an older
+    version) gets `GenerationLimits()`: the same defaults `distill generate` uses.
+    """
+    try:
+        manifest = RunManifest.model_validate_json((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return GenerationLimits()
+    return manifest.limits or GenerationLimits()

@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,7 +40,7 @@ DEFAULT_SYSTEM_PROMPT = (
 
 Policy = Literal["local-first", "spread", "local-only", "cloud-only"]
 BuiltinTool = Literal["grep", "read_file", "list_dir", "find_files"]
-BUILTIN_TOOLS: tuple[BuiltinTool, ...] = ("grep", "read_file", "list_dir", "find_files")
+BUILTIN_TOOLS: tuple[BuiltinTool, ...] = get_args(BuiltinTool)
 
 
 class ConfigError(DistillError):

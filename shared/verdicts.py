@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from distill.shared.errors import DistillError, LineError, iter_jsonl, line_error
+from distill.shared.errors import DistillError, LineError, line_error
+from distill.shared.jsonl import iter_jsonl
 
 VERDICTS_FILE = "verdicts.jsonl"
 # A pattern that backtracks for longer than this on one answer counts as no match, not a hang.

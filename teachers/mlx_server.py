@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from distill.shared.children import Child, ChildRefused, spawn
 from distill.shared.connection import free_port  # noqa: F401 - re-exported: one helper for every child server
 from distill.shared.errors import DistillError
 
@@ -79,7 +78,7 @@ def mlx_child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class MlxServer:
+class MlxServer(Child):
     """A running `mlx_lm.server` child. Use as a context manager, or call `stop()`."""
 
     def __init__(
@@ -92,81 +91,31 @@ class MlxServer:
         adapter_path: str | None,
         log_path: Path,
     ) -> None:
-        self.process = process
+        super().__init__(process, name=f"mlx_lm.server for {model}", log_path=log_path)
         self.host = host
         self.port = port
         self.model = model
         self.adapter_path = adapter_path
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def base_url(self) -> str:
         """OpenAI-compatible base URL, e.g. http://127.0.0.1:PORT/v1."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float) -> None:  # type: ignore[override]
         """Block until a one-token chat completion answers; raise MlxServerError otherwise."""
-        deadline = time.monotonic() + timeout_s
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise MlxServerError(
-                    f"mlx_lm.server for {self.model} exited with code {self.process.returncode} "
-                    f"before it was ready; see {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                probe_chat(self.base_url, timeout_s=min(30.0, max(1.0, deadline - time.monotonic())))
-                return
-            except urllib.error.HTTPError as error:
-                # Up but refusing: mlx_lm.server loads the model on the first request and
-                # answers 404 when it can't (a missing path or an unknown repo id offline).
-                if 400 <= error.code < 500:
-                    detail = error.read().decode("utf-8", "replace")[:300]
-                    self.stop()
-                    raise MlxServerError(
-                        f"mlx_lm.server cannot serve {self.model}: HTTP {error.code} {detail}; "
-                        f"see {self.log_path}"
-                    ) from None
-                last_error = str(error)
-            except (OSError, ValueError) as error:
-                last_error = str(error)
-            time.sleep(0.2)
-        self.stop()
-        raise MlxServerError(
-            f"mlx_lm.server for {self.model} did not answer within {timeout_s:.0f}s "
-            f"({last_error}); see {self.log_path}"
-        )
+        super().wait_ready(self._probe, timeout_s, MlxServerError, interval_s=0.2)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Terminate the server (its whole process group), killing it if it lingers."""
-        if self.process.poll() is not None:
-            return
+    def _probe(self) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.process.kill()
-            self.process.wait(timeout=timeout_s)
+            probe_chat(self.base_url, timeout_s=30.0)
+        except urllib.error.HTTPError as error:
+            # Up but refusing: mlx_lm.server loads the model on the first request and answers
+            # 404 when it can't (a missing path, or an unknown repo id offline).
+            if 400 <= error.code < 500:
+                detail = error.read().decode("utf-8", "replace")[:300]
+                raise ChildRefused(f"HTTP {error.code} {detail}") from None
+            raise
 
     def __enter__(self) -> MlxServer:
         return self
@@ -244,7 +193,6 @@ def _spawn(
         handle, name = tempfile.mkstemp(prefix="mlx-server-", suffix=".log")
         os.close(handle)
         log_path = Path(name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "mlx_lm", "server",
         "--model", str(model),
@@ -254,18 +202,10 @@ def _spawn(
     if adapter_path is not None:
         command += ["--adapter-path", str(adapter_path)]
     command += list(extra_args)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env if env is not None else mlx_child_env(),
-            # Its own process group, so stop() also ends anything the server starts.
-            start_new_session=True,
-        )
+    child = spawn(command, name="mlx_lm.server", log_path=log_path,
+                  env=env if env is not None else mlx_child_env())
     return MlxServer(
-        process,
+        child.process,
         host=host,
         port=port,
         model=str(model),

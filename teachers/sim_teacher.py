@@ -54,6 +54,10 @@ class SimTeacherConfig:
     # "tasks": questions of `distill prompts synth`'s kinds are answered by teachers/sim_solver.py
     # (real tool calls, answers read from their results); any other prompt gets the generic script.
     script: Literal["generic", "tasks"] = "generic"
+    # How it shows its thinking, as reasoning servers do: "field" sends `reasoning_content` (vLLM,
+    # SGLang, DeepSeek), "tags" opens the content with a `<think>` block (mlx_lm.server, vLLM
+    # without a reasoning parser). "none": it does not think.
+    reasoning: Literal["none", "field", "tags"] = "none"
 
 
 @dataclass
@@ -230,8 +234,11 @@ class SimTeacher:
         message, finish = self.script(body, malformed=malformed)
         if malformed:
             self._count_failure("malformed")
+        thought = self._think(message) if not any(
+            t["function"]["name"] == OUTPUT_TOOL for t in body.get("tools") or []) else None
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
-        completion_tokens = len(json.dumps(message)) // 4 + 1
+        reasoning_tokens = len(thought) // 4 + 1 if thought else 0
+        completion_tokens = len(json.dumps(message)) // 4 + 1 + reasoning_tokens
         service_s = cfg.latency_s + cfg.seconds_per_token * completion_tokens * length
         started = time.time()
         await asyncio.sleep(service_s)
@@ -253,9 +260,23 @@ class SimTeacher:
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
+                    "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
                 },
             }
         )
+
+    def _think(self, message: dict[str, Any]) -> str | None:
+        """Give `message` the thinking that led to it, in the configured shape; returns it."""
+        if self.config.reasoning == "none":
+            return None
+        calls = message.get("tool_calls") or []
+        plan = f"I should call {calls[0]['function']['name']} first." if calls else "I have what I need to answer."
+        thought = f"The user wants an answer from the workspace. {plan}"
+        if self.config.reasoning == "field":
+            message["reasoning_content"] = thought
+        else:
+            message["content"] = f"<think>\n{thought}\n</think>\n\n{message.get('content') or ''}"
+        return thought
 
     # -- the script ----------------------------------------------------------------------------
 

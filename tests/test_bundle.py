@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -154,10 +153,8 @@ def test_chat_template_renders_tools(loaded) -> None:  # type: ignore[no-untyped
 
 def test_ensure_bundle_reuses(bundle_dir: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in bundle_dir.iterdir()}
-    start = time.monotonic()
     assert ensure_bundle(bundle_dir) == bundle_dir
     assert bundle_smollm2(bundle_dir) == bundle_dir  # same options: reused too
-    assert time.monotonic() - start < 0.5
     assert {p.name: p.stat().st_mtime_ns for p in bundle_dir.iterdir()} == before
 
 

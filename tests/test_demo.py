@@ -18,7 +18,7 @@ from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, print_summary, run_dem
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits
 from distill.trainer.evaluate import EvalReport
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 from tiny_model import build_tiny_model
 
 
@@ -61,7 +61,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     records = [Conversation.model_validate_json(line)
                for line in (result.run_dir / "conversations.jsonl").read_text().splitlines()]
     assert sorted(r.task_id for r in records) == sorted(q["id"] for q in questions)
-    tools = Workspace(result.workspace)
+    tools = ToolCore(result.workspace)
     expected = {q["id"]: q["expected"] for q in questions}
     for record in records:
         assert {t["function"]["name"] for t in record.tools} == {"grep"}
@@ -71,7 +71,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
         for message in record.messages:
             if message.role == "tool":
                 call = calls[message.tool_call_id]
-                assert message.content == getattr(tools, call.function.name)(**call.function.arguments)
+                assert message.content == tools.answer(call.function.name, call.function.arguments).text
                 assert "no matches" not in message.content
         # The scripted teacher is right on distill's own code, from the results alone; the worker
         # checked it against the question's reference.
@@ -111,12 +111,15 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
 
 
 def test_brief_tool_docs_keep_the_schema_and_drop_the_prose(tmp_path):
-    from distill.worker.agent import build_tools, openai_tool_schemas, plain_tools
+    from distill.worker.agent import build_tools
+    from distill.worker.tool_schemas import openai_tool_schemas
 
     (tmp_path / "a.py").write_text("def found_it():\n    pass\n")
-    full = openai_tool_schemas(build_tools(Workspace(tmp_path), (), GenerationLimits()))
-    tools = build_tools(Workspace(tmp_path), (), GenerationLimits(builtin_tools=["grep", "read_file"], tool_docs="brief"))
-    brief = openai_tool_schemas(tools)
+    full = ToolCore(tmp_path).schemas
+    core = ToolCore(tmp_path, limits=GenerationLimits(builtin_tools=["grep", "read_file"], tool_docs="brief"))
+    brief = core.schemas
+    # The agent's pooled tools offer exactly the core's schemas.
+    assert openai_tool_schemas(build_tools(core)) == brief
 
     assert [s["function"]["name"] for s in full] == ["grep", "read_file", "list_dir", "find_files"]
     assert [s["function"]["name"] for s in brief] == ["grep", "read_file"]
@@ -127,5 +130,4 @@ def test_brief_tool_docs_keep_the_schema_and_drop_the_prose(tmp_path):
     assert not any("description" in p for p in short["parameters"]["properties"].values())
     assert len(json.dumps(brief[0])) < len(json.dumps(full[0])) / 2
     # The brief tool is the same real tool (run here in-process; a worker runs it in its tool pool).
-    plain = plain_tools(Workspace(tmp_path), (), GenerationLimits(builtin_tools=["grep", "read_file"], tool_docs="brief"))
-    assert plain["grep"](pattern="def found_it") == "a.py:1: def found_it():"
+    assert core.answer("grep", {"pattern": "def found_it"}) == ("ok", "a.py:1: def found_it():")

@@ -14,17 +14,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from distill.coordinator.doctor import (
-    Check,
-    check_redis_url,
-    doctor_table,
-    failed_required,
-    redis_supports_streams,
-    run_doctor,
-)
+from distill.coordinator.checks import Check
+from distill.coordinator.doctor import failed_required, run_doctor
+from distill.coordinator.doctor_cluster import check_redis_url, redis_supports_streams
 from distill.coordinator.redis_server import EmbeddedRedis
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+from distill.views import doctor_table
 
 CLOUD_KEY = "sk-doctor-secret-value-1234"
 

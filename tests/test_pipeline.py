@@ -14,7 +14,7 @@ from distill.coordinator.run import generate
 from distill.shared.records import Conversation, DeadLetter
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 
 
 def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra) -> Settings:
@@ -38,8 +38,8 @@ def read_records(run_dir: Path) -> tuple[list[Conversation], list[DeadLetter]]:
     return load(CONVERSATIONS_FILE, Conversation), load(DEAD_FILE, DeadLetter)
 
 
-def rerun_tool(workspace: Workspace, name: str, arguments: dict) -> str:
-    return getattr(workspace, name)(**arguments)
+def rerun_tool(tools: ToolCore, name: str, arguments: dict) -> str:
+    return tools.answer(name, arguments).text
 
 
 def assert_exactly_once(run_dir: Path, expected_ids: set[str]) -> tuple[list[Conversation], list[DeadLetter]]:
@@ -60,7 +60,7 @@ def test_thirty_prompts_give_thirty_records_with_real_tool_results(
 
     assert (result.total, result.conversations, result.dead) == (30, 30, 0)
     conversations, _ = assert_exactly_once(settings.run_dir(), {f"q{i:05d}" for i in range(30)})
-    workspace = Workspace(code_workspace)
+    workspace = ToolCore(code_workspace)
     checked = 0
     for record in conversations:
         assert record.status == "final_answer"

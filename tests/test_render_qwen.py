@@ -86,20 +86,20 @@ def test_string_arguments_would_be_double_encoded(tiny_model: Path) -> None:
     assert '"arguments": "{\\"pattern\\": \\"x\\"}"' in text
 
 
-def test_prefix_unstable_template_is_refused(tmp_path: Path) -> None:
+def test_a_template_whose_generation_prompt_never_opens_a_turn_is_refused(tmp_path: Path) -> None:
     from tiny_model import build_tiny_model
 
-    # A template that writes the number of messages into every turn: earlier turns change as
-    # the conversation grows, so spans cannot be found by rendering prefixes.
+    # Looks like ChatML, but turns are written as "model" while the generation prompt says
+    # "assistant": where a turn starts cannot be found, so no mask is exact.
     template = (
-        "{%- for m in messages %}<|im_start|>{{ m.role }} {{ messages|length }}\n"
+        "{%- for m in messages %}<|im_start|>{{ 'model' if m.role == 'assistant' else m.role }}\n"
         "{{ m.content }}<|im_end|>\n{%- endfor %}"
         "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
     )
     model = build_tiny_model(tmp_path / "m", chat_template=template)
     tokenizer = load_tokenizer(model)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    with pytest.raises(TrainerError, match="prefix-stable"):
+    with pytest.raises(TrainerError, match="cannot find where assistant message 1 starts"):
         render_masked(tokenizer, messages)
 
 

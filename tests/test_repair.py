@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from trainer_fixtures import read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
+from distill.shared.settings import GenerationLimits
 from distill.trainer.convert import DropReason, convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.repair import CallOutcome, RepairReport, repair, report_path
@@ -128,6 +130,45 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path: Path, workspace: P
     skipped = subprocess.run(command + ["--skip-invalid"], capture_output=True, text=True, timeout=120)
     assert skipped.returncode == 0, skipped.stderr
     assert "1 of 2 conversations written" in skipped.stdout
+
+
+def test_a_bad_custom_tool_fails_repair_in_one_line_before_any_line(tmp_path: Path, workspace: Path) -> None:
+    dataset = write_jsonl(tmp_path / "phase1.jsonl", [chat("grep", {"pattern": "TIMEOUT"}, PLACEHOLDER)])
+    for specs, needle in (
+        (["nonexistent_mod_xyz:fn"], "cannot import module 'nonexistent_mod_xyz' for tool 'nonexistent_mod_xyz:fn'"),
+        (["json:dumps", "pickle:dumps"], "custom tools 'json:dumps' and 'pickle:dumps' are both named 'dumps'"),
+    ):
+        command = [sys.executable, "-m", "distill", "repair", str(dataset), "--workspace", str(workspace),
+                   "--out", str(tmp_path / "out.jsonl")] + [arg for spec in specs for arg in ("--custom-tool", spec)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "80"})
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and needle in line, done.stderr
+        assert not (tmp_path / "out.jsonl").exists() and not report_path(tmp_path / "out.jsonl").exists()
+
+
+def test_custom_tools_replay_with_the_generation_limits(tmp_path: Path, workspace: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replayed in a tool process like a generation run's: a hung custom tool hits the time limit
+    (its conversation dropped, nothing written for it), a long answer is capped, a raise is its answer."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "repair_tools_mod.py").write_text(
+        "import time\n\n"
+        "def hang() -> str:\n    time.sleep(3600)\n    return 'never'\n\n"
+        "def flood() -> str:\n    return 'word ' * 10_000\n\n"
+        "def boom() -> str:\n    raise ValueError('no such ticket')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    dataset = write_jsonl(tmp_path / "custom.jsonl", [chat("hang", {}, PLACEHOLDER), chat("flood", {}, PLACEHOLDER),
+                                                      chat("boom", {}, PLACEHOLDER)])
+    limits = GenerationLimits(tool_timeout_s=0.2, tool_attempts=1, tool_max_output_chars=500)
+    report = repair(dataset, workspace, tmp_path / "out.jsonl", limits=limits,
+                    custom_tools=[f"repair_tools_mod:{name}" for name in ("hang", "flood", "boom")])
+    assert (report.written, report.dropped) == (2, 1)
+    [failure] = report.notes
+    assert failure.tool == "hang" and "time limit of 0.2s" in failure.detail
+    flood, boom = (row["messages"][3]["content"] for row in read_jsonl(tmp_path / "out.jsonl"))
+    assert len(flood) <= 500 and flood.splitlines()[-1].startswith("[truncated]")
+    assert boom == "error: ValueError: no such ticket"
 
 
 def test_continue_with_a_teacher_exactly_once_across_a_kill(tmp_path: Path, workspace: Path) -> None:

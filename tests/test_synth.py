@@ -23,7 +23,7 @@ from distill.coordinator.synth import (
 )
 from distill.shared.verdicts import Expected, check_answer
 from distill.teachers.sim_solver import next_message, parse_question
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 
 
 def answer_is_right(expected: object, answer: str | None) -> bool:
@@ -154,7 +154,7 @@ def test_no_name_is_both_trained_and_held_out(tree, seed, n, heldout):
     assert len({t.id for t in train + held}) == len(train) + len(held)
 
 
-def solve(prompt: str, workspace: Workspace, offered: set[str], *, blind: bool = False) -> tuple[str, int]:
+def solve(prompt: str, workspace: ToolCore, offered: set[str], *, blind: bool = False) -> tuple[str, int]:
     """Drive the scripted teacher with the real tools; `blind` hides every result from it."""
     messages: list[dict] = [{"role": "user", "content": prompt}]
     for calls in range(6):
@@ -164,13 +164,13 @@ def solve(prompt: str, workspace: Workspace, offered: set[str], *, blind: bool =
         if not message.get("tool_calls"):
             return message["content"], calls
         call = message["tool_calls"][0]["function"]
-        result = getattr(workspace, call["name"])(**json.loads(call["arguments"]))
+        result = workspace.answer(call["name"], json.loads(call["arguments"])).text
         messages.append({"role": "tool", "tool_call_id": "c", "content": "no matches" if blind else result})
     raise AssertionError(f"{prompt}: no answer after 6 calls")
 
 
 def test_the_scripted_teacher_answers_every_question_from_real_results(tree):
-    workspace = Workspace(tree)
+    workspace = ToolCore(tree)
     tasks = [t for kind in candidate_tasks(read_facts(tree), KINDS, random.Random(1)).values() for t in kind]
     assert len(tasks) >= 12
 
@@ -184,7 +184,7 @@ def test_the_scripted_teacher_answers_every_question_from_real_results(tree):
 
 
 def test_a_signature_over_several_lines_is_read_with_read_file(tree):
-    answer, calls = solve("What are the parameters of the function `fetch_prices`?", Workspace(tree), {"grep", "read_file"})
+    answer, calls = solve("What are the parameters of the function `fetch_prices`?", ToolCore(tree), {"grep", "read_file"})
     assert calls == 2 and "`session`, `skus`, `timeout`" in answer
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from distill.shared.records import PromptTask
-from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.shared.settings import TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.worker.agent import Conversations, TeacherUnavailable, run_conversation
-from distill.worker.tools import Workspace
+from distill.worker.toolcore import ToolCore
 
 
 class RecordingTeacher(SimTeacher):
@@ -34,22 +34,22 @@ class RecordingTeacher(SimTeacher):
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path) -> Workspace:
+def workspace(tmp_path: Path) -> ToolCore:
     (tmp_path / "collector.py").write_text("class Collector:\n    pass\n")
-    return Workspace(tmp_path)
+    return ToolCore(tmp_path)
 
 
 def task(index: int = 0) -> PromptTask:
     return PromptTask(task_id=f"t{index}", run="r", prompt=f"Where is Collector defined? #{index}")
 
 
-def test_one_worker_client_serves_many_conversations_and_records_tools_as_sent(workspace: Workspace) -> None:
+def test_one_worker_client_serves_many_conversations_and_records_tools_as_sent(workspace: ToolCore) -> None:
     teacher = RecordingTeacher(SimTeacherConfig())
     url = teacher.start()
     config = TeacherConfig(base_url=url, model="sim", max_tokens=77, extra_body={"top_k": 5})
 
     async def many() -> list[Any]:
-        conversations = Conversations(workspace, GenerationLimits(), system_prompt="You help.")
+        conversations = Conversations(workspace, system_prompt="You help.")
         try:
             return await asyncio.gather(*(conversations.run(task(i), config) for i in range(6)))
         finally:
@@ -72,25 +72,25 @@ def test_one_worker_client_serves_many_conversations_and_records_tools_as_sent(w
     assert all(json.dumps(r.tools) == json.dumps(body["tools"]) for r in records)
 
 
-def failure_from(workspace: Workspace, **config: Any) -> TeacherUnavailable:
+def failure_from(workspace: ToolCore, **config: Any) -> TeacherUnavailable:
     """The failure one conversation ends with against a teacher configured to fail."""
     teacher = SimTeacher(SimTeacherConfig(**config))
     url = teacher.start()
     try:
         with pytest.raises(TeacherUnavailable) as failure:
             asyncio.run(run_conversation(task(), TeacherConfig(base_url=url, model="sim"), workspace,
-                                         GenerationLimits(), system_prompt="You help."))
+                                         system_prompt="You help."))
     finally:
         teacher.stop()
     return failure.value
 
 
-def test_rate_limit_is_retryable_with_the_servers_retry_after(workspace: Workspace) -> None:
+def test_rate_limit_is_retryable_with_the_servers_retry_after(workspace: ToolCore) -> None:
     failure = failure_from(workspace, rate_limit_rate=1.0, retry_after_s=7)
     assert failure.retryable and failure.retry_after_s == 7
     assert "429" in failure.reason
 
 
-def test_a_dropped_connection_is_retryable(workspace: Workspace) -> None:
+def test_a_dropped_connection_is_retryable(workspace: ToolCore) -> None:
     failure = failure_from(workspace, drop_rate=1.0)
     assert failure.retryable and failure.error_type == "ModelConnectionError"

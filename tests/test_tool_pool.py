@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import write_prompts
+from conftest import REPO, write_prompts
 from distill.coordinator.collector import CONVERSATIONS_FILE, DEAD_FILE
 from distill.coordinator.progress import read_progress_snapshot
 from distill.coordinator.run import generate
@@ -23,7 +25,8 @@ from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.worker.agent import ConversationFailed, Conversations
 from distill.worker.tool_pool import ToolInfraError, ToolPool
-from distill.worker.tools import Workspace
+from distill.worker.sandbox import ToolLimits
+from distill.worker.toolcore import ToolCore
 
 TOOLS_MODULE = '''
 import os, pathlib, time
@@ -36,6 +39,10 @@ def hang() -> str:
 def where() -> str:
     """Says which process ran it."""
     return f"ran in pid {os.getpid()}"
+
+def flood() -> str:
+    """More text than an answer may hold."""
+    return "word " * 10_000
 
 def crash_once(marker: str) -> str:
     """The first call writes its pid to `marker` and waits to be killed; later calls answer."""
@@ -94,11 +101,10 @@ def tool_messages(record: Conversation) -> list[ChatMessage]:
 def test_many_conversations_with_slow_greps_never_time_out(tmp_path: Path) -> None:
     """48 conversations at once, each grepping 4,000 files: queueing for a tool process is not
     execution, so no call hits the limit (the thread-pool tools timed out most of these)."""
-    workspace = Workspace(big_workspace(tmp_path / "ws"))
+    core = ToolCore(big_workspace(tmp_path / "ws"), limits=GenerationLimits(tool_timeout_s=2.0, tool_attempts=1))
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, tool_rounds=1))
     sim.start()
-    limits = GenerationLimits(tool_timeout_s=2.0, tool_attempts=1)
-    conversations = Conversations(workspace, limits, system_prompt="You help.", tool_processes=2)
+    conversations = Conversations(core, system_prompt="You help.", tool_processes=2)
     try:
         records = asyncio.run(run_all(conversations, teacher_for(sim), 48))
     finally:
@@ -114,12 +120,11 @@ def test_many_conversations_with_slow_greps_never_time_out(tmp_path: Path) -> No
 
 
 def test_a_hung_tool_is_killed_and_its_conversation_fails_retryably(tmp_path: Path, tools_module: str) -> None:
-    workspace = Workspace(tmp_path)
+    core = ToolCore(tmp_path, [f"{tools_module}:hang", f"{tools_module}:where"],
+                    GenerationLimits(tool_timeout_s=0.3, tool_attempts=2))
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, first_tool="hang"))
     sim.start()
-    limits = GenerationLimits(tool_timeout_s=0.3, tool_attempts=2)
-    conversations = Conversations(workspace, limits, system_prompt="You help.",
-                                  custom_tools=[f"{tools_module}:hang", f"{tools_module}:where"], tool_processes=1)
+    conversations = Conversations(core, system_prompt="You help.", tool_processes=1)
     pool = conversations.tool_pool
     try:
         [failure] = asyncio.run(run_all(conversations, teacher_for(sim), 1))
@@ -137,10 +142,11 @@ def test_a_hung_tool_is_killed_and_its_conversation_fails_retryably(tmp_path: Pa
 
 def test_a_killed_tool_process_is_replaced_and_the_call_retried(tmp_path: Path, tools_module: str) -> None:
     marker = tmp_path / "first-call.pid"
-    pool = ToolPool(Workspace(tmp_path), processes=1, timeout_s=60, attempts=3, backoff_s=0.01)
+    core = ToolCore(tmp_path, [f"{tools_module}:crash_once"], GenerationLimits(tool_timeout_s=60, tool_attempts=3))
+    pool = ToolPool(core, processes=1, backoff_s=0.01)
 
     async def scenario() -> Any:
-        call = asyncio.ensure_future(pool.call("crash_once", f"{tools_module}:crash_once", {"marker": str(marker)}))
+        call = asyncio.ensure_future(pool.call("crash_once", {"marker": str(marker)}))
         while not marker.exists() or not marker.read_text():
             await asyncio.sleep(0.02)  # the tool's own signal that it is running
         victim = int(marker.read_text())
@@ -157,14 +163,15 @@ def test_a_killed_tool_process_is_replaced_and_the_call_retried(tmp_path: Path, 
 
 
 def test_retries_give_up_with_an_infra_error_never_an_answer(tmp_path: Path, tools_module: str) -> None:
-    pool = ToolPool(Workspace(tmp_path), processes=1, timeout_s=0.2, attempts=2, backoff_s=0.01)
+    core = ToolCore(tmp_path, [f"{tools_module}:hang"], GenerationLimits(tool_timeout_s=0.2, tool_attempts=2))
+    pool = ToolPool(core, processes=1, backoff_s=0.01)
     try:
         with pytest.raises(ToolInfraError, match="time limit") as failure:
-            asyncio.run(pool.call("hang", f"{tools_module}:hang", {}))
+            asyncio.run(pool.call("hang", {}))
         assert failure.value.attempts == 2
-        # The replaced process answers the next call.
-        answer = asyncio.run(pool.call("grep", "grep", {"pattern": "nothing-here"}))
-        assert (answer.outcome, answer.text) == ("tool_error", "no matches")
+        # The replaced process answers the next call; finding nothing is a real answer.
+        answer = asyncio.run(pool.call("grep", {"pattern": "nothing-here"}))
+        assert (answer.outcome, answer.text) == ("ok", "no matches")
     finally:
         pool.close()
 
@@ -172,8 +179,8 @@ def test_retries_give_up_with_an_infra_error_never_an_answer(tmp_path: Path, too
 def test_a_custom_tool_runs_in_a_pool_process(tmp_path: Path, tools_module: str) -> None:
     sim = SimTeacher(SimTeacherConfig(latency_s=0.01, first_tool="where", tool_rounds=1))
     sim.start()
-    conversations = Conversations(Workspace(tmp_path), GenerationLimits(), system_prompt="You help.",
-                                  custom_tools=[f"{tools_module}:where"], tool_processes=1)
+    conversations = Conversations(ToolCore(tmp_path, [f"{tools_module}:where"]), system_prompt="You help.",
+                                  tool_processes=1)
     try:
         [record] = asyncio.run(run_all(conversations, teacher_for(sim), 1))
     finally:
@@ -185,17 +192,47 @@ def test_a_custom_tool_runs_in_a_pool_process(tmp_path: Path, tools_module: str)
     assert "where" in [tool["function"]["name"] for tool in record.tools]
 
 
-def test_builtin_outcomes(tmp_path: Path) -> None:
+def test_outcomes_in_a_pool_process_are_the_cores(tmp_path: Path, tools_module: str) -> None:
+    """The pool answers exactly as the core does in-process, for built-in and custom tools alike,
+    and carries its limits: the output cap applies to a custom tool's answer too."""
     (tmp_path / "a.py").write_text("x = 1\n")
-    workspace = Workspace(tmp_path)
-    assert workspace.answer("grep", {"pattern": "x ="}) == ("ok", "a.py:1: x = 1")
-    assert workspace.answer("grep", {"pattern": "zzz"}) == ("tool_error", "no matches")
-    assert workspace.answer("grep", {"pattern": "("})[0] == "tool_error"
-    assert workspace.answer("read_file", {"path": "missing.py"})[0] == "tool_error"
-    assert workspace.answer("find_files", {"pattern": "*.rs"}) == ("tool_error", "no files found")
-    slow = Workspace(tmp_path, workspace.limits.__class__(timeout_s=0.0))
-    outcome, text = slow.answer("grep", {"pattern": "x"})
-    assert outcome == "infra_error" and "time limit" in text
+    core = ToolCore(tmp_path, [f"{tools_module}:where", f"{tools_module}:flood"], GenerationLimits(tool_max_output_chars=300))
+    calls = [("grep", {"pattern": "x ="}), ("grep", {"pattern": "zzz"}), ("grep", {"pattern": "("}),
+             ("read_file", {"path": "missing.py"}), ("find_files", {"pattern": "*.rs"}), ("flood", {})]
+    pool = ToolPool(core, processes=1)
+    try:
+        runs = [asyncio.run(pool.call(name, arguments)) for name, arguments in calls]
+    finally:
+        pool.close()
+    assert [(run.outcome, run.text) for run in runs] == [tuple(core.answer(name, arguments)) for name, arguments in calls]
+    assert [run.outcome for run in runs] == ["ok", "ok", "tool_error", "tool_error", "ok", "ok"]
+    assert len(runs[-1].text) <= 300
+    slow = ToolPool(ToolCore(tmp_path, sandbox=ToolLimits(timeout_s=0.0)), processes=1, backoff_s=0.01)
+    try:
+        with pytest.raises(ToolInfraError, match="time limit"):
+            asyncio.run(slow.call("grep", {"pattern": "x"}))
+    finally:
+        slow.close()
+
+
+def test_tools_that_cannot_be_built_in_a_tool_process_are_an_infra_error(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passed the preflight here, fails in the tool process (say, another node's environment): every
+    call says why as an infra error (retried, never shown), and the pool is not broken for good."""
+    name = f"parent_only_tools_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text(
+        "import multiprocessing\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    raise ImportError('not installed on this node')\n\n"
+        "def here() -> str:\n    return 'here'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ToolPool(ToolCore(tmp_path, [f"{name}:here"], GenerationLimits(tool_attempts=2)), processes=1, backoff_s=0.01)
+    try:
+        with pytest.raises(ToolInfraError, match="could not build its tools.*not installed on this node"):
+            asyncio.run(pool.call("here", {}))
+        assert [run.outcome for run in pool.drain()] == ["infra_error", "infra_error"]
+    finally:
+        pool.close()
 
 
 def test_a_record_never_holds_an_infra_error() -> None:
@@ -246,3 +283,35 @@ def test_a_run_whose_tools_keep_hitting_the_limit_ends_in_dead_letters(
     assert snapshot["tool_processes"] >= 1
     assert result.tools["grep"]["infra_error"] == grep["infra_error"]
     assert result.endpoints["sim"]["errors"] == 4 * 2  # one per failed conversation attempt
+
+
+def distill_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The command in a fresh process, with `cwd` importable (a user's tools module lives there)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd)]), "COLUMNS": "80"}
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=cwd, check=False)
+
+
+@pytest.mark.parametrize(("custom_tools", "needle"), [
+    ('["nonexistent_mod_xyz:fn"]', "cannot import module 'nonexistent_mod_xyz' for tool 'nonexistent_mod_xyz:fn'"),
+    ('["os.path:no_such_function"]', "module 'os.path' has no attribute 'no_such_function'"),
+    ('["json:dumps", "pickle:dumps"]', "custom tools 'json:dumps' and 'pickle:dumps' are both named 'dumps'"),
+    ('["cli_tools_mod:opaque"]', "tool 'opaque': no JSON schema can be made from its signature"),
+    ('["cli_tools_mod:grep"]', "custom tool 'cli_tools_mod:grep' is named 'grep', like the built-in tool"),
+])
+def test_a_bad_custom_tool_fails_generate_in_one_line_before_anything_starts(
+    tmp_path: Path, custom_tools: str, needle: str
+) -> None:
+    """Checked in the run's preflight: no Redis, no Ray, no worker (the run folder is never made)."""
+    teacher = '[[teachers]]\nname = "t"\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+    (tmp_path / "distill.toml").write_text(f"custom_tools = {custom_tools}\n" + teacher)
+    (tmp_path / "cli_tools_mod.py").write_text(
+        "import socket\n\ndef opaque(handle: socket.socket) -> str:\n    return ''\n\n"
+        "def grep(pattern: str) -> str:\n    return pattern\n")
+    prompts = write_prompts(tmp_path / "p.jsonl", 1)
+    done = distill_cli(tmp_path, "generate", str(prompts), "--run", "bad-tool", "--out-dir", str(tmp_path / "runs"),
+                       "--workspace", str(tmp_path), "--no-progress")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and needle in line, done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,11 +1,12 @@
-"""worker.tools against real files: normal answers, escapes, blocking files, limits, and a fuzz test."""
+"""The built-in tools through the tool core against real files: normal answers, escapes, blocking
+files, limits, outcomes, custom tool specs, and a fuzz test."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -13,20 +14,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.worker.tools import (
-    TRUNCATED_MARKER,
-    ToolError,
-    ToolLimits,
-    Workspace,
-    builtin_tools,
-    load_custom_tool,
-)
+from distill.shared.settings import GenerationLimits
+from distill.worker.custom_tools import ToolSetupError, load_custom_tool
+from distill.worker.sandbox import TRUNCATED_MARKER, ToolError, ToolLimits, Workspace
+from distill.worker.tool_schemas import BUILTIN_SCHEMAS
+from distill.worker.toolcore import ToolCore, check_tools
 
 FAST = ToolLimits(timeout_s=1.0)
 
 
 def tools(ws: Workspace) -> dict:
-    return {f.__name__: f for f in builtin_tools(ws)}
+    """Each built-in tool as a function of its schema's parameters, answered by the tool core
+    (in this process: the pool runs the same `answer` in its tool processes)."""
+    core = ToolCore(ws.root, sandbox=ws.limits)
+
+    def tool(name: str):
+        signature = inspect.signature(core.offered[name])
+        return lambda *args, **kwargs: core.answer(name, dict(signature.bind(*args, **kwargs).arguments)).text
+
+    return {name: tool(name) for name in core.offered}
 
 
 def write(p: Path, text: str | bytes) -> Path:
@@ -161,7 +167,7 @@ def test_tool_schemas_for_pydantic_ai(ws: Workspace) -> None:
         "list_dir": ["path"],
         "find_files": ["pattern"],
     }
-    for fn in builtin_tools(ws):
+    for fn in BUILTIN_SCHEMAS.values():
         td = Tool(fn).tool_def
         props = td.parameters_json_schema["properties"]
         assert list(props) == expected[td.name]
@@ -237,8 +243,7 @@ def test_fifo_and_devices_never_block(ws: Workspace) -> None:
     os.mkfifo(ws.root / "fifo")  # no writer: a plain open() would block forever
     (ws.root / "zero").symlink_to("/dev/zero")
     (ws.root / "stdin").symlink_to("/proc/self/fd/0")
-    t = tools(ws)
-    start = time.monotonic()
+    t = tools(ws)  # a blocking open would hang: the test's timeout catches that
     assert t["read_file"]("fifo") == "error: not a regular file: fifo"
     assert t["grep"]("x", path="fifo").startswith("error: not a regular file")
     assert_refused(t["read_file"]("zero"))
@@ -246,7 +251,6 @@ def test_fifo_and_devices_never_block(ws: Workspace) -> None:
     assert_refused(t["read_file"]("stdin"))
     assert t["grep"]("Hello") == "README.md:2: Hello World\nsrc/util/helpers.py:2:     return 'Hello again'"
     assert "fifo" not in t["find_files"]("*")
-    assert time.monotonic() - start < 5
 
 
 @pytest.mark.timeout(20)
@@ -318,19 +322,16 @@ def test_overall_deadline(tmp_path: Path) -> None:
 def test_catastrophic_regex_times_out(tmp_path: Path, pattern: str) -> None:
     write(tmp_path / "long.txt", "a" * 5000 + "!\n")
     ws = Workspace(tmp_path, ToolLimits(timeout_s=0.5))
-    start = time.monotonic()
+    # The tool's own answer says its time limit stopped the search; the test's timeout catches a hang.
     out = tools(ws)["grep"](pattern)
     assert out.startswith("error: pattern timed out")
-    assert time.monotonic() - start < 1.5
 
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("pattern", ["(", "[a-", "a{2,1}", "a{1000000000}", "((a{1000}){1000}){1000}", "x" * 2000])
 def test_bad_regex(ws: Workspace, pattern: str) -> None:
-    start = time.monotonic()
     out = tools(ws)["grep"](pattern)
     assert out.startswith("error: ") and ("bad regex" in out or "longer than" in out)
-    assert time.monotonic() - start < 1
 
 
 def test_determinism(ws: Workspace) -> None:
@@ -374,7 +375,7 @@ def test_load_custom_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("mytools_pkg.mod:missing", "no attribute"),
         ("mytools_pkg.mod:VALUE", "not callable"),
     ):
-        with pytest.raises(ToolError, match=needle):
+        with pytest.raises(ToolSetupError, match=needle):
             load_custom_tool(spec)
     sys.modules.pop("broken_mod", None)
 
@@ -456,9 +457,139 @@ def test_fuzz_tools_are_safe(world: dict, path, pattern, glob, ignore_case, max_
         lambda: t["find_files"](glob or "*"),
     ]
     for call in calls:
-        began = time.monotonic()
         out = call()
         assert isinstance(out, str)
-        assert time.monotonic() - began < TIMEOUT + 1.0
         assert len(out) <= CAP + 100
         assert token not in out
+
+
+# ----------------------------------------------------------------- the core: outcomes, custom tools, preflight
+
+
+CUSTOM_MODULE = '''
+def shout(text: str) -> str:
+    """Upper-cases the text."""
+    return text.upper()
+
+def empty_handed() -> str:
+    """Answers as grep does when it finds nothing."""
+    return "no matches"
+
+def boom(reason: str) -> str:
+    """Always raises."""
+    raise ValueError(reason)
+
+def flood() -> str:
+    """Far more text than any answer may hold."""
+    return "word " * 100_000
+
+def gone() -> str:
+    """Its backing service is down: no answer was had."""
+    from distill.worker.toolcore import ToolUnavailable
+    raise ToolUnavailable("the ticket service did not answer")
+
+def grep(pattern: str) -> str:
+    """A second tool called grep."""
+    return pattern
+
+class Holder:
+    @staticmethod
+    def shout(text: str) -> str:
+        """Another tool called shout."""
+        return text
+
+def opaque(handle: "socket.socket") -> str:
+    """No JSON schema can describe its parameter."""
+    return ""
+
+import socket
+'''
+
+
+@pytest.fixture
+def custom_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"core_tools_{uuid.uuid4().hex[:8]}"
+    write(tmp_path / "mods" / f"{name}.py", CUSTOM_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    return name
+
+
+def test_nothing_found_is_a_real_answer_and_wrong_input_a_tool_error(ws: Workspace) -> None:
+    core = ToolCore(ws.root, sandbox=ws.limits)
+    # Nothing found is the tool's answer to a good question: ok, like any other answer.
+    assert core.answer("grep", {"pattern": "nothing-like-this"}) == ("ok", "no matches")
+    assert core.answer("grep", {"pattern": "ello", "glob": "*.rs"}).outcome == "ok"
+    assert core.answer("find_files", {"pattern": "*.rs"}) == ("ok", "no files found")
+    assert core.answer("list_dir", {"path": "empty"}) == ("ok", "(empty directory)")
+    # A file whose line reads "no matches" is found, not mistaken for an empty answer.
+    write(ws.root / "notes.txt", "no matches\n")
+    assert core.answer("grep", {"pattern": "^no matches$"}) == ("ok", "notes.txt:1: no matches")
+    # The tool saying the input is wrong: tool_error, the text the teacher sees.
+    for name, arguments, needle in (
+        ("grep", {"pattern": "("}, "bad regex"),
+        ("grep", {"pattern": "x", "path": "missing"}, "no such file"),
+        ("read_file", {"path": "../outside/secret.txt"}, "'..' is not allowed"),
+        ("read_file", {"path": "src"}, "is a directory"),
+        ("find_files", {"pattern": "/etc/*"}, "relative to the workspace"),
+        ("grep", {"pattern": "x", "colour": "red"}, "unexpected keyword argument"),
+        ("rm_rf", {"path": "."}, "unknown tool 'rm_rf'"),
+    ):
+        outcome, text = core.answer(name, arguments)
+        assert outcome == "tool_error" and text.startswith("error: ") and needle in text, (name, text)
+
+
+def test_a_walk_cut_short_is_an_infra_error_never_a_partial_answer(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "x\n")
+    core = ToolCore(tmp_path, sandbox=ToolLimits(timeout_s=0.0))
+    for name, arguments in (("grep", {"pattern": "x"}), ("find_files", {"pattern": "*.txt"})):
+        outcome, text = core.answer(name, arguments)
+        assert outcome == "infra_error" and "time limit" in text and "a.txt" not in text
+
+
+def test_only_the_offered_builtins_answer(ws: Workspace) -> None:
+    core = ToolCore(ws.root, limits=GenerationLimits(builtin_tools=["read_file"], tool_docs="brief"))
+    assert list(core.offered) == ["read_file"]
+    assert [s["function"]["name"] for s in core.schemas] == ["read_file"]
+    assert core.answer("grep", {"pattern": "hello"}) == ("tool_error", "error: unknown tool 'grep'")
+    assert core.answer("read_file", {"path": "src/app.py", "end_line": 1}) == ("ok", "    1| import os")
+
+
+def test_custom_tools_get_the_same_outcomes_and_cap(tmp_path: Path, custom_module: str) -> None:
+    names = ("shout", "empty_handed", "boom", "flood", "gone")
+    core = ToolCore(tmp_path, [f"{custom_module}:{name}" for name in names], GenerationLimits(tool_max_output_chars=500))
+    assert list(core.offered) == ["grep", "read_file", "list_dir", "find_files", *names]
+    assert core.answer("shout", {"text": "hi"}) == ("ok", "HI")
+    assert core.answer("empty_handed", {}) == ("ok", "no matches")
+    assert core.answer("boom", {"reason": "disk on fire"}) == ("tool_error", "error: ValueError: disk on fire")
+    assert core.answer("shout", {"txt": "hi"}).outcome == "tool_error"
+    # A source whose machinery failed has no answer to give: ours to retry, never the teacher's to see.
+    assert core.answer("gone", {}) == ("infra_error", "the ticket service did not answer")
+    outcome, text = core.answer("flood", {})
+    assert outcome == "ok" and len(text) <= 500 and TRUNCATED_MARKER in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("names", "needle"), [
+    (["grep"], "named 'grep', like the built-in tool"),
+    (["shout", "Holder.shout"], "are both named 'shout'"),
+    (["opaque"], "no JSON schema can be made"),
+    (["missing_function"], "has no attribute"),
+])
+def test_a_custom_tool_the_teacher_could_not_call_is_refused_before_the_run(
+    tmp_path: Path, custom_module: str, names: list[str], needle: str
+) -> None:
+    with pytest.raises(ToolSetupError, match=needle) as refused:
+        check_tools(tmp_path, [f"{custom_module}:{name}" for name in names], GenerationLimits())
+    assert "\n" not in str(refused.value)
+
+
+def test_a_custom_tool_may_take_the_name_of_a_builtin_left_out(tmp_path: Path, custom_module: str) -> None:
+    core = check_tools(tmp_path, [f"{custom_module}:grep"], GenerationLimits(builtin_tools=["read_file"]))
+    assert list(core.offered) == ["read_file", "grep"]
+    assert core.answer("grep", {"pattern": "mine"}) == ("ok", "mine")
+
+
+def test_a_workspace_that_is_no_folder_is_a_setup_error(tmp_path: Path) -> None:
+    write(tmp_path / "file.txt", "x")
+    for root in (tmp_path / "missing", tmp_path / "file.txt"):
+        with pytest.raises(ToolSetupError, match="not a directory"):
+            ToolCore(root)

@@ -12,6 +12,8 @@ import pytest
 from rich.console import Console
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
+from distill.shared.records import MANIFEST_FILE, RunManifest
+from distill.shared.settings import GenerationLimits
 from distill.trainer.convert import ConvertReport, DropReason, convert, split_of
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import load_tokenizer, render_text
@@ -147,6 +149,19 @@ def test_repeated_calls_and_tool_call_budget(tmp_path: Path, tiny_model: Path) -
     assert report.kept == 0
     # With a larger budget the four distinct calls are fine.
     assert run(tmp_path, tiny_model, [many], max_tool_calls=4).kept == 1
+
+
+def test_tool_call_budget_defaults_to_the_runs_own_limit(tmp_path: Path, tiny_model: Path) -> None:
+    """Without --max-tool-calls, convert keeps what generate allowed: the manifest's limit, else generate's default."""
+    nine = conversation("nine", calls=[("read_file", {"path": f"f{i}.py"}) for i in range(9)])
+    eight = conversation("eight", calls=[("read_file", {"path": f"f{i}.py"}) for i in range(8)])
+    assert GenerationLimits().max_tool_calls == 8
+    report = run(tmp_path, tiny_model, [nine, eight])  # no manifest: generate's default
+    assert (report.max_tool_calls, report.kept, report.dropped[DropReason.TOO_MANY_TOOL_CALLS]) == (8, 1, 1)
+    manifest = RunManifest(run="r", prompts_file="p.jsonl", limits=GenerationLimits(max_tool_calls=9))
+    (tmp_path / "run" / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    report = convert(tmp_path / "run", tiny_model, tmp_path / "out2")
+    assert (report.max_tool_calls, report.kept) == (9, 2)
 
 
 def test_duplicates_are_judged_on_rendered_text(tmp_path: Path, tiny_model: Path) -> None:

@@ -23,12 +23,13 @@ from trainer_fixtures import write_jsonl
 
 from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
 from distill.shared.records import PromptTask
-from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
+from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, TeacherConfig
 from tiny_model import build_tiny_model
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.evaluate import EvalReport, evaluate, totals_of
-from distill.trainer.train import load_train_config, train
+from distill.trainer.train import train
+from distill.trainer.train_config import load_train_config
 
 QUESTION = "What does config.py do?"
 ANSWER = "config.py defines parse(), which returns 1."
@@ -76,7 +77,7 @@ def teacher_url() -> Iterator[str]:
 def setup(tmp_path_factory: pytest.TempPathFactory, teacher_url: str) -> dict[str, Any]:
     """A workspace, a captured teacher conversation, a one-layer random student, a prompts file."""
     from distill.worker.agent import run_conversation
-    from distill.worker.tools import Workspace
+    from distill.worker.toolcore import ToolCore
 
     root = tmp_path_factory.mktemp("eval")
     workspace = root / "workspace"
@@ -85,7 +86,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, teacher_url: str) -> dict[st
     teacher = TeacherConfig(base_url=teacher_url, model="scripted")
     task = PromptTask(task_id="teach-1", run="teacher-run", prompt=QUESTION)
     conversation = asyncio.run(
-        run_conversation(task, teacher, Workspace(workspace), GenerationLimits(), system_prompt=DEFAULT_SYSTEM_PROMPT)
+        run_conversation(task, teacher, ToolCore(workspace), system_prompt=DEFAULT_SYSTEM_PROMPT)
     )
     assert conversation.status == "final_answer" and conversation.usage.tool_calls == 1
     record = conversation.model_dump(mode="json")

@@ -22,14 +22,11 @@ from distill.trainer.batches import MaskedDataset, iterate_batches, load_split, 
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import load_tokenizer
-from distill.trainer.train import (
-    TrainConfig,
-    TrainInfo,
-    fuse,
-    load_train_config,
-    read_metrics,
-    train,
-)
+from distill.trainer.fuse import fuse
+from distill.trainer.metrics import read_metrics
+from distill.trainer.provenance import TrainInfo
+from distill.trainer.train import train
+from distill.trainer.train_config import TrainConfig, load_train_config
 
 
 class Recorder(TrainingCallback):

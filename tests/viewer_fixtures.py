@@ -58,7 +58,7 @@ def _workspace(root: Path) -> Path:
 
 async def _conversations(base_url: str, workspace: Path) -> list[dict[str, Any]]:
     from distill.worker.agent import run_conversation
-    from distill.worker.tools import Workspace
+    from distill.worker.toolcore import ToolCore
 
     plans = [
         # (task id, prompt, teacher name, max tool calls, expected answer): two teachers, a
@@ -74,7 +74,7 @@ async def _conversations(base_url: str, workspace: Path) -> list[dict[str, Any]]
         task = PromptTask(task_id=task_id, run="viewer-run", prompt=prompt, expected=expected)
         limits = GenerationLimits(max_tool_calls=max_calls)
         conversation = await run_conversation(
-            task, teacher, Workspace(workspace), limits, system_prompt=DEFAULT_SYSTEM_PROMPT
+            task, teacher, ToolCore(workspace, limits=limits), system_prompt=DEFAULT_SYSTEM_PROMPT
         )
         records.append(conversation.model_dump(mode="json"))
     return records

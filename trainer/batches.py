@@ -16,7 +16,8 @@ import mlx.nn as nn
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from distill.shared.errors import WHOLE_LINE, LineError, iter_jsonl, line_error
+from distill.shared.errors import WHOLE_LINE, LineError, line_error
+from distill.shared.jsonl import count_lines, iter_jsonl
 from distill.trainer.errors import TrainerError, field_error
 from distill.trainer.render import MaskedTokens, render_all, render_masked, render_text
 
@@ -103,7 +104,7 @@ def load_split(
     """
     if not path.exists():
         return MaskedDataset([])
-    total = _count_examples(path)
+    total = count_lines(path)
     examples = []
     for done, (number, data) in enumerate(iter_jsonl(path), start=1):
         if isinstance(data, LineError):
@@ -112,11 +113,6 @@ def load_split(
         if on_progress is not None:
             on_progress(path.name, done, total)
     return MaskedDataset(examples)
-
-
-def _count_examples(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for raw in handle if raw.strip())
 
 
 def _example(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distill.shared.errors import LineError, line_error
+from distill.shared.reasoning import split_thinking
 from distill.shared.records import ToolOutcome
 from distill.shared.verdicts import Verdict
 
@@ -48,6 +49,8 @@ class RawMessage(BaseModel):
     name: str | None = None
     # distill's records only (shared/records.py:ToolOutcome); absent in older records and plain chat.
     outcome: ToolOutcome | None = None
+    # Assistant turns: the teacher's thinking, kept apart from content (shared/reasoning.py).
+    reasoning: str | None = None
 
 
 @dataclass
@@ -93,6 +96,9 @@ class _PlainMessage(BaseModel):
     tool_calls: list[_PlainToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    # Reasoning as datasets and servers write it (shared/reasoning.py:REASONING_FIELDS).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -180,6 +186,11 @@ def _with_ids(messages: list[_PlainMessage]) -> list[RawMessage] | str:
                 call_id = unanswered[0]
             if call_id in unanswered:
                 unanswered.remove(call_id)
-        out.append(RawMessage(role=message.role, content=message.content, tool_calls=calls,
-                              tool_call_id=call_id if message.role == "tool" else None, name=message.name))
+        content, reasoning = message.content, None
+        if message.role == "assistant":
+            thought, content = split_thinking(message.content)
+            reasoning = message.reasoning_content or message.reasoning or thought
+        out.append(RawMessage(role=message.role, content=content, tool_calls=calls,
+                              tool_call_id=call_id if message.role == "tool" else None, name=message.name,
+                              reasoning=reasoning))
     return out

@@ -29,13 +29,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from distill.shared.errors import LineError, line_error, parse_json_object
+from distill.shared.errors import LineError, line_error
+from distill.shared.jsonl import parse_json_object
 from distill.shared.records import (
     CONVERSATIONS_FILE,
     SCHEMA_VERSION,
     Conversation,
     Record,
     is_infra_error,
+    run_limits,
     tool_result_problem,
     utcnow,
 )
@@ -49,8 +51,12 @@ from distill.trainer.chat_lines import (
     plain_trajectory,
 )
 from distill.trainer.errors import TrainerError
-from distill.trainer.render import canonical_json, chat_messages, encode, load_tokenizer, render_text
+from distill.trainer.rendered import NotThisFamily, is_rendered_text, parse_rendered
+from distill.trainer.render import assistant_spans, canonical_json, chat_messages, encode, load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, tool_schemas
+from distill.trainer.thinking import ReasoningMode, ReasoningStats, resolve, template_thinks, with_reasoning
+from distill.trainer.thinking import add as add_reasoning
+from distill.trainer.thinking import count as count_reasoning
 
 SPLITS = ("train", "valid", "test")
 REPORT_FILE = "report.json"
@@ -148,6 +154,8 @@ class ConvertReport(Record):
     splits: dict[str, int] = Field(default_factory=lambda: {s: 0 for s in SPLITS})
     tokens: TokenStats = Field(default_factory=TokenStats)
     verification: VerificationStats = Field(default_factory=VerificationStats)
+    # Turns with the teacher's reasoning in the kept conversations, and what `--reasoning` did.
+    reasoning: ReasoningStats = Field(default_factory=ReasoningStats)
     drops: list[DroppedRecord] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -230,6 +238,11 @@ def _parse_line(path: str, number: int, raw: bytes, offset: int) -> _Line:
     data = parse_json_object(path, number, raw)
     if isinstance(data, LineError):
         return _Line(number=number, error=str(data), end_offset=offset)
+    if is_rendered_text(data):
+        try:
+            data = parse_rendered(data["text"])
+        except NotThisFamily as problem:
+            return _Line(number=number, error=str(LineError(path, number, "text", str(problem))), end_offset=offset)
     if is_plain_chat(data):
         trajectory = plain_trajectory(path, number, data)
         if isinstance(trajectory, LineError):
@@ -380,6 +393,8 @@ class _Kept:
     sample: int = 0
     tool_calls: int = 0
     verdict: Verdict = field(default_factory=Verdict)
+    # What happened to its turns' reasoning (trainer/thinking.py:count), added up when written.
+    reasoning: dict[str, int] = field(default_factory=dict)
 
 
 class Verification:
@@ -464,13 +479,14 @@ def convert(
     tokenizer: str | Path,
     out: Path,
     *,
-    max_tool_calls: int = 5,
+    max_tool_calls: int | None = None,
     max_seq_length: int = 2048,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     format: Literal["chat", "text"] = "chat",  # noqa: A002 - mirrors the --format flag
     skip_invalid: bool = False,
     require_verified: bool = False,
     best_of: bool = False,
+    reasoning: ReasoningMode = "auto",
     on_progress: ProgressCallback | None = None,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
@@ -482,11 +498,20 @@ def convert(
     `skip_invalid`, which counts them as dropped. Empty splits are not written (mlx-lm cannot
     read an empty file). `require_verified` drops every trajectory whose verdict is not passed;
     `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
-    from the verdicts.jsonl beside the conversations file. Returns the report; the caller shows it.
+    from the verdicts.jsonl beside the conversations file. `reasoning` keeps or drops each turn's
+    reasoning (trainer/thinking.py; auto: keep for a thinking template). Returns the report; the
+    caller shows it.
     """
-    ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     path = conversations_path(source)
+    if max_tool_calls is None:  # what generation allowed, so convert never drops what generate kept
+        max_tool_calls = run_limits(path.parent).max_tool_calls
+    ratios = _check_options(max_tool_calls, max_seq_length, format, split)
     student = load_tokenizer(tokenizer)
+    thinks = template_thinks(student)
+    try:
+        applied = resolve(reasoning, thinks)
+    except ValueError as error:
+        raise TrainerError(str(error)) from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = ConvertReport(
@@ -499,6 +524,7 @@ def convert(
         split_ratios=ratios,
         require_verified=require_verified,
         best_of=best_of,
+        reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
     )
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
     lengths: list[int] = []
@@ -512,9 +538,11 @@ def convert(
             elif outcome is not None:
                 files.write(outcome)
                 lengths.append(outcome.tokens)
+                add_reasoning(report.reasoning, outcome.reasoning)
         for kept in picker.winners() if picker is not None else []:
             files.write(kept)
             lengths.append(kept.tokens)
+            add_reasoning(report.reasoning, kept.reasoning)
         report.splits = files.finish()
     report.verification = verification.stats()
     _summarize(report, lengths)
@@ -621,9 +649,14 @@ def _convert_one(
             # After the status (a conversation that never ended has no answer to verify), before
             # every other check: a wrong answer is not data, whatever its shape.
             verification.check(verdict)
-        messages = training_messages(conversation, max_tool_calls=report.max_tool_calls)
+        original = training_messages(conversation, max_tool_calls=report.max_tool_calls)
+        messages = with_reasoning(original, report.reasoning.applied, report.reasoning.template_thinks)
         tools = conversation.tools
         text = render_text(tokenizer, messages, tools)
+        if report.format == "chat":
+            # Training masks every assistant turn of this rendering: a template whose turns
+            # cannot be found exactly stops here, not hours later in `distill train`.
+            assistant_spans(tokenizer, messages, tools)
         length = len(encode(tokenizer, text))
         if length > report.max_seq_length:
             raise _Rejected(DropReason.TOO_LONG, f"{length} tokens > max_seq_length {report.max_seq_length}")
@@ -642,5 +675,7 @@ def _convert_one(
     if report.format == "chat" and tools:
         payload["tools"] = tools
     calls = sum(len(message.get("tool_calls") or []) for message in messages)
+    thoughts = count_reasoning(report.reasoning.applied, original, text)
     return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length, line=line.number,
-                 task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict)
+                 task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict,
+                 reasoning=thoughts)

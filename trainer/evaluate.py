@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.shared.connection import redact_url
+from distill.shared.reasoning import split_thinking
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
 from distill.shared.verdicts import reference_verdict
@@ -30,6 +31,7 @@ from distill.trainer.errors import TrainerError
 from distill.trainer.eval_records import EvalToolCall, hit_token_limit, tool_calls_with_results
 from distill.trainer.render import canonical_json, check_model_source
 from distill.trainer.schema_check import argument_errors, tool_schemas
+from distill.worker.toolcore import ToolCore, check_tools
 
 EVAL_FILE = "eval.json"
 PLOT_FILE = "tool_calls.png"
@@ -67,6 +69,8 @@ class PromptEval(BaseModel):
     verdict: str = ""
     error: str | None = None
     seconds: float = 0.0
+    # Output tokens the variant spent thinking (shared/records.py:Usage.reasoning_tokens).
+    reasoning_tokens: int = 0
 
 
 class EvalTotals(BaseModel):
@@ -88,6 +92,7 @@ class EvalTotals(BaseModel):
     correct: int = 0
     # correct / with_reference (0 when no prompt has a reference).
     accuracy: float = 0.0
+    reasoning_tokens: int = 0
 
 
 class VariantEval(BaseModel):
@@ -123,7 +128,7 @@ def evaluate(
     *,
     adapter_path: Path | None = None,
     out: Path | None = None,
-    max_tool_calls: int = 5,
+    max_tool_calls: int | None = None,
     max_requests: int | None = None,
     max_tokens: int = 512,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -156,6 +161,8 @@ def evaluate(
     workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base or teacher is not None)
     out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
+    if max_tool_calls is None:  # the loop guard generation uses, so both count a loop alike
+        max_tool_calls = GenerationLimits().max_tool_calls
     limits = GenerationLimits(
         max_tool_calls=max_tool_calls,
         max_requests=max_requests or max_tool_calls + 3,
@@ -163,7 +170,9 @@ def evaluate(
         builtin_tools=list(builtin_tools),
         tool_docs=tool_docs,
     )
-    run = _Agent(workspace, limits, system_prompt, tuple(custom_tools), max_tokens, request_timeout_s, on_prompt)
+    # The tools are checked before any server starts: a bad custom tool is one line, not a dead variant.
+    tools = check_tools(workspace, custom_tools, limits)
+    run = _Agent(tools, system_prompt, max_tokens, request_timeout_s, on_prompt)
     variants = [
         evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
         for name, adapter in _variants(include_base, adapter_path)
@@ -189,10 +198,8 @@ def evaluate(
 class _Agent:
     """How every variant is driven: the same agent loop, tools and limits as generation."""
 
-    workspace: Path
-    limits: GenerationLimits
+    tools: ToolCore
     system_prompt: str
-    custom_tools: tuple[str, ...]
     max_tokens: int
     request_timeout_s: float
     on_prompt: PromptCallback | None
@@ -283,12 +290,11 @@ async def _run_prompts(
     tasks: list[PromptTask], student: TeacherConfig, agent: _Agent, name: str, server: Any
 ) -> list[PromptEval]:
     from distill.worker.agent import ConversationFailed, Conversations, TeacherUnavailable
-    from distill.worker.tools import Workspace
-
     # One agent, tool pool and client for the whole variant, as a worker keeps them: starting a
-    # tool process per prompt cost up to a second each.
-    conversations = Conversations(Workspace(agent.workspace), agent.limits, system_prompt=agent.system_prompt,
-                                  custom_tools=agent.custom_tools, tool_processes=agent.limits.tool_processes or 1)
+    # tool process per prompt cost up to a second each. The tool core is generation's: the same
+    # time limit, output cap and outcomes.
+    conversations = Conversations(agent.tools, system_prompt=agent.system_prompt,
+                                  tool_processes=agent.tools.limits.tool_processes or 1)
     results: list[PromptEval] = []
     try:
         for task in tasks:
@@ -334,6 +340,9 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
                 invalid += 1
     last = conversation.messages[-1] if conversation.messages else None
     answer = last.content if last is not None and last.role == "assistant" and not last.tool_calls else None
+    # Capture keeps thinking apart already; a record from before it did may still open with a
+    # <think> block, and what the student thought is never its answer.
+    answer = split_thinking(answer)[1]
     ended = conversation.status == "final_answer" and bool((answer or "").strip())
     truncated = ended and hit_token_limit(conversation)
     final = ended and not truncated
@@ -360,6 +369,7 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
         correct=verdict.passed,
         verdict=detail,
         error=conversation.error,
+        reasoning_tokens=conversation.usage.reasoning_tokens,
     )
 
 
@@ -382,6 +392,7 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         with_reference=with_reference,
         correct=correct,
         accuracy=round(correct / with_reference, 4) if with_reference else 0.0,
+        reasoning_tokens=sum(r.reasoning_tokens for r in results),
     )
 
 

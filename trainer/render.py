@@ -77,6 +77,11 @@ def chat_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             out["tool_call_id"] = message["tool_call_id"]
         if message.get("name"):
             out["name"] = message["name"]
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if reasoning and message["role"] == "assistant":
+            # The field thinking templates (Qwen3, DeepSeek, GLM) read; convert decides whether
+            # a turn carries it (`--reasoning`).
+            out["reasoning_content"] = reasoning
         cleaned.append(out)
     return cleaned
 
@@ -139,6 +144,11 @@ class MaskedTokens:
         return [decoder.decode(span, skip_special_tokens=False) for span in spans]
 
 
+# Stands in for one message's content in probe renderings: text no template changes (no
+# whitespace to trim, nothing to escape) and no conversation holds.
+_SENTINEL = "DISTILLxSENTINELx7f3a"
+
+
 def assistant_spans(
     tokenizer: Any,
     messages: Sequence[Mapping[str, Any]],
@@ -146,31 +156,102 @@ def assistant_spans(
 ) -> tuple[str, list[tuple[int, int]]]:
     """The full rendering and the character span of every assistant turn in it.
 
-    A turn's span starts where the template's generation prompt ends (what the model sees before
-    it speaks) and ends at the turn's end-of-turn token (trailing whitespace after it is template
-    glue the model never generates). Found by rendering prefixes, which requires a template that
-    renders earlier turns the same whatever follows (Qwen2.5, Llama 3, ChatML do; Qwen3's
-    thinking template does not, and is refused rather than mis-masked).
+    Found in one rendering of the whole conversation, so templates that render a turn differently
+    once later turns follow (Qwen3 drops earlier thinking, Mistral moves the tools block to the
+    last user message) are masked as they render. Two probes teach the template's own markers:
+    the text it writes between a message and the assistant turn after it (the generation prompt
+    and the end of that message, learnt by rendering the message with sentinel content), and the
+    text that ends an assistant turn. A turn's span starts after the first and ends with the
+    second (trailing whitespace after it is template glue the model never generates). A template
+    whose turns cannot be found this way is refused rather than mis-masked.
     """
     full = render_text(tokenizer, messages, tools)
-    spans = []
+    end_marker = _end_of_turn(tokenizer, messages, tools)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = (
-            render_text(tokenizer, messages[:index], tools, add_generation_prompt=True)
-            if index
-            else ""
-        )
-        through = render_text(tokenizer, messages[: index + 1], tools)
-        if not (through.startswith(before) and full.startswith(through)):
-            raise TrainerError(
-                "the chat template renders earlier turns differently depending on later ones; "
-                "per-turn loss masks need a prefix-stable template (use train_on: all to train "
-                "on every token instead)"
-            )
-        spans.append((len(before), len(through.rstrip())))
+        if index == 0:
+            raise TrainerError("a conversation cannot open with an assistant turn: nothing shows where it starts")
+        lead = _lead_in(tokenizer, messages, index, tools)
+        # Past the previous message's own text first, so a lead-in quoted inside it is not taken.
+        cursor = _after_content(full, messages[index - 1], cursor)
+        at = full.find(lead, cursor)
+        if at < 0:
+            raise _unmaskable(index, "starts")
+        start = at + len(lead)
+        end = full.find(end_marker, start)
+        if end < 0:
+            raise _unmaskable(index, "ends")
+        end += len(end_marker)
+        content = (message.get("content") or "").strip()
+        found = full.find(content, start) if content else -1
+        if 0 <= found < end < found + len(content):
+            raise _unmaskable(index, "ends (its own text holds the end-of-turn marker)")
+        missing = [call["function"]["name"] for call in message.get("tool_calls") or []
+                   if call["function"]["name"] not in full[start:end]]
+        if missing:
+            # SmolLM2's template, for one, renders only `content`: the student would learn an
+            # empty turn where the teacher called a tool.
+            raise TrainerError(f"the chat template does not render the tool calls of assistant message {index} "
+                               f"({', '.join(missing)}): this student cannot learn them from this template")
+        spans.append((start, end))
+        cursor = end
     return full, spans
+
+
+def _unmaskable(index: int, what: str) -> TrainerError:
+    return TrainerError(
+        f"cannot find where assistant message {index} {what} in the chat template's rendering, so its loss "
+        "mask would not be exact (use train_on: all to train on every token instead)"
+    )
+
+
+def _lead_in(
+    tokenizer: Any, messages: Sequence[Mapping[str, Any]], index: int, tools: Sequence[Mapping[str, Any]] | None
+) -> str:
+    """What the template writes after message `index - 1`'s content up to where assistant turn
+    `index` begins: that message's closing text and the generation prompt."""
+    probe = [dict(message) for message in messages[:index]]
+    probe[-1]["content"] = _SENTINEL
+    text = render_text(tokenizer, probe, tools, add_generation_prompt=True)
+    at = text.rfind(_SENTINEL)
+    lead = text[at + len(_SENTINEL):] if at >= 0 else ""
+    if not lead.strip():
+        raise TrainerError(
+            f"the chat template marks no boundary before assistant message {index} (no generation prompt "
+            "and nothing after the message before it), so its loss mask would not be exact "
+            "(use train_on: all to train on every token instead)"
+        )
+    return lead
+
+
+def _end_of_turn(
+    tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None
+) -> str:
+    """The text that closes an assistant turn (`<|im_end|>`, `<|eot_id|>`, `</s>`, `<end_of_turn>`)."""
+    first = next(index for index, message in enumerate(messages) if message["role"] == "assistant")
+    probe = [dict(message) for message in messages[:first]] + [{"role": "assistant", "content": _SENTINEL}]
+    text = render_text(tokenizer, probe, tools)
+    at = text.rfind(_SENTINEL)
+    marker = text[at + len(_SENTINEL):].strip() if at >= 0 else ""
+    if not marker:
+        raise TrainerError(
+            "the chat template writes nothing after an assistant turn, so where a turn ends is unknown "
+            "and its loss mask would not be exact (use train_on: all to train on every token instead)"
+        )
+    return marker
+
+
+def _after_content(full: str, message: Mapping[str, Any], cursor: int) -> int:
+    """Where `message`'s own text ends in `full` (searched from `cursor`), or `cursor` when the
+    template wrote it transformed (escaped, trimmed) and it cannot be found as is."""
+    content = (message.get("content") or "").strip()
+    if not content:
+        return cursor
+    at = full.find(content, cursor)
+    return cursor if at < 0 else at + len(content)
 
 
 def render_masked(

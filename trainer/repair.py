@@ -11,7 +11,9 @@ checks a generation run uses, and writes plain chat lines (`{"id", "messages", "
 - changed: the old result was real but today's differs (the workspace moved on); today's is
   written unless `keep_original`, and the call is listed in the report either way;
 - failed: the call cannot be replayed (unknown tool, arguments that are not a JSON object or fail
-  the tool's schema, a tool that crashed); the whole conversation is dropped with the reason.
+  the tool's schema) or no real answer was had (the time limit hit, the tool process died); the
+  whole conversation is dropped with the reason. A tool that raises answers with its error, as in
+  a generation run.
 
 Assistant turns after a replaced result were written while looking at the placeholder; repair
 keeps them as they are (see the README's "Bring your own conversations").
@@ -19,6 +21,7 @@ keeps them as they are (see the README's "Bring your own conversations").
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -86,37 +89,38 @@ class _Failed(Exception):
 
 
 class ToolBox:
-    """The real tools bound to one workspace, by name, with the schemas the teacher is offered."""
+    """The run's tool core on one workspace, replayed in a tool process: the same schemas, argument
+    checks, time limit, output cap and outcomes as a generation run (worker/toolcore.py)."""
 
     def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None) -> None:
-        from distill.worker.agent import build_tools, openai_tool_schemas
-        from distill.worker.tools import ToolLimits, Workspace, load_custom_tool
+        from distill.worker.tool_pool import ToolPool
+        from distill.worker.toolcore import check_tools
 
-        limits = limits or GenerationLimits()
-        # Replaying runs the tools here, one call at a time: no pool, the same answers and schemas.
-        self.root = Workspace(Path(workspace), ToolLimits(timeout_s=limits.tool_timeout_s,
-                                                          max_output_chars=limits.tool_max_output_chars))
-        self.custom = {function.__name__: function for function in map(load_custom_tool, custom_tools)}
-        self.schemas = openai_tool_schemas(build_tools(self.root, custom_tools, limits))
+        self.core = check_tools(workspace, custom_tools, limits or GenerationLimits())
+        self.schemas = self.core.schemas
         self.parameters = tool_schemas(self.schemas)
+        # One call at a time: one tool process, driven by an event loop of its own.
+        self._pool = ToolPool(self.core, processes=1)
+        self._loop = asyncio.Runner()
 
     def run(self, name: str, arguments: dict[str, Any]) -> str:
         """The tool's real answer (`ok` or `tool_error`); raises _Failed when the call cannot be replayed."""
-        from distill.worker.tools import call_custom_tool
+        from distill.worker.tool_pool import ToolInfraError
 
         if name not in self.parameters:
             raise _Failed("", name, f"unknown tool {name!r} (this workspace has {', '.join(sorted(self.parameters))})")
         problems = argument_errors(self.parameters[name], arguments)
         if problems:
             raise _Failed("", name, f"{name}: {problems[0]}")
-        if name in self.custom:
-            outcome, text = call_custom_tool(self.custom[name], arguments)
-        else:
-            outcome, text = self.root.answer(name, arguments)
-        if outcome == "infra_error":
-            # A walk cut short by the time limit is the machine's answer, not the tool's.
-            raise _Failed("", name, f"{name} did not finish within its time limit: {text[:160]}")
-        return text
+        try:
+            return self._loop.run(self._pool.call(name, arguments)).text
+        except ToolInfraError as failure:
+            # No real answer was had (time limit, a crashed tool process): nothing may be written for it.
+            raise _Failed("", name, str(failure)) from None
+
+    def close(self) -> None:
+        self._pool.close()
+        self._loop.close()
 
 
 def repair(
@@ -157,6 +161,8 @@ def repair(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        tools.close()
     partial.replace(out)
     report_path(out).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return report
@@ -289,7 +295,7 @@ def continuation_prompts(repaired: Path, out: Path) -> Continuations:
     again. Ids are the repaired conversation's id plus "-continued": the same file gives the same
     prompts, so rerunning the same command resumes the run instead of repeating it.
     """
-    from distill.shared.errors import iter_jsonl
+    from distill.shared.jsonl import iter_jsonl
     from distill.shared.records import ChatMessage, continuation_problem
 
     plan = Continuations(path=str(out))

@@ -180,7 +180,7 @@ def _run_that_trained(evaluation: EvalOutput, catalog: Catalog) -> RunFolder | N
     adapter = evaluation.report.get("adapter_path")
     if not adapter:
         return None
-    from distill.trainer.train import INFO_FILE
+    from distill.trainer.train_config import INFO_FILE
 
     info = _read_json(Path(adapter) / INFO_FILE) if (Path(adapter) / INFO_FILE).is_file() else None
     data_dir = (info or {}).get("data_dir")

@@ -129,7 +129,7 @@ def chart_files(eval_file: Path, report: dict[str, Any]) -> dict[str, tuple[Path
     """The charts that go with an evaluation, by the name the page asks for: eval's tool-call bars
     beside eval.json, and the training loss in the evaluated adapter's folder. Only files that exist."""
     from distill.trainer.evaluate import PLOT_FILE as TOOL_CALLS_PLOT
-    from distill.trainer.train import PLOT_FILE as LOSS_PLOT
+    from distill.trainer.train_config import PLOT_FILE as LOSS_PLOT
 
     charts = {TOOL_CALLS_PLOT: (eval_file.parent / TOOL_CALLS_PLOT, "tool calls and answers, per variant")}
     adapter = report.get("adapter_path")

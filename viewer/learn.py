@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.shared.reasoning import split_thinking
 from distill.trainer.batches import masked_line
 from distill.trainer.convert import SPLITS, split_of
 from distill.trainer.render import canonical_json, chat_messages, hf_tokenizer, load_tokenizer, render_text
+from distill.trainer.thinking import template_thinks, with_reasoning
 from distill.viewer.catalog import ConvertOutput
 
 
@@ -81,7 +83,9 @@ def fingerprint(messages: list[dict[str, Any]]) -> bytes:
     shape = [
         [
             m["role"],
-            m.get("content") or "",
+            # Kept reasoning may open the content (`--reasoning keep` for a template without
+            # thinking): the line is the same conversation.
+            split_thinking(m.get("content") or "")[1] or "",
             [[c["function"]["name"], c["function"]["arguments"]] for c in m.get("tool_calls") or []],
         ]
         for m in _chat(messages)
@@ -115,6 +119,8 @@ class SplitLocator:
         self._where: dict[bytes, _Where] | None = None
         self._lock = threading.Lock()
         self.text_format = convert.report.get("format") == "text"
+        # What convert did with reasoning (older reports: nothing to keep).
+        self.reasoning = (convert.report.get("reasoning") or {}).get("applied", "drop")
         ratios = convert.report.get("split_ratios")
         self._ratios = tuple(float(r) for r in ratios) if isinstance(ratios, list) and len(ratios) == 3 else None
         self.full_scans = 0
@@ -154,7 +160,8 @@ class SplitLocator:
     def locate(self, record: dict[str, Any], tokenizer: Any, kept_before: list[str] | None = None) -> _Where | None:
         messages = record.get("messages") or []
         if self.text_format:
-            key = _text_fingerprint(render_text(tokenizer, _chat(messages), record.get("tools")))
+            chat = with_reasoning(_chat(messages), self.reasoning, template_thinks(tokenizer))
+            key = _text_fingerprint(render_text(tokenizer, chat, record.get("tools")))
         else:
             key = fingerprint(messages)
         if kept_before is not None and record.get("task_id"):

@@ -62,6 +62,8 @@ class Turn:
     calls: list[ToolStep] = field(default_factory=list)
     seconds: float | None = None
     note: str | None = None
+    # An assistant turn's thinking, kept apart from its content (shared/reasoning.py).
+    reasoning: str | None = None
 
 
 # --- small readers ---------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def conversation_turns(record: dict[str, Any]) -> list[Turn]:
                 continue
             turns.append(Turn(role="tool", content=message.get("content"), note=f"result for {call_id!r}, which no call asked for"))
             continue
-        turn = Turn(role=role, content=message.get("content"))
+        turn = Turn(role=role, content=message.get("content"), reasoning=message.get("reasoning") or None)
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             call_id = str(call.get("id"))

@@ -41,7 +41,7 @@ from distill.shared.verdicts import Verdict
 from distill.worker.agent import ConversationFailed, Conversations
 from distill.worker.judge import Judge, JudgeUnavailable
 from distill.worker.pool import EndpointPool, Seat
-from distill.worker.tools import ToolLimits, Workspace
+from distill.worker.toolcore import ToolCore
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,6 @@ class GenerationLoop:
         self.keys = RunKeys(spec.run)
         self.info = WorkerInfo(node=socket.gethostname(), actor=actor_name, pid=os.getpid(), ray_node_id=ray_node_id)
         self.consumer = f"{actor_name}-{self.info.node}-{self.info.pid}"
-        workspace = Workspace(
-            Path(spec.workspace),
-            ToolLimits(timeout_s=spec.limits.tool_timeout_s, max_output_chars=spec.limits.tool_max_output_chars),
-        )
         self.report = WorkerReport(actor=actor_name, node=self.info.node)
         self.redis: aioredis.Redis | None = None
         self.pool: EndpointPool | None = None
@@ -113,8 +109,8 @@ class GenerationLoop:
         self.stopping = False
         self.next_housekeeping = 0.0
         # Tools, agents and one client per teacher (its connection pool) live as long as the worker.
-        self.conversations = Conversations(workspace, spec.limits, system_prompt=spec.system_prompt,
-                                           custom_tools=spec.custom_tools, worker=self.info)
+        self.conversations = Conversations(ToolCore(spec.workspace, spec.custom_tools, spec.limits),
+                                           system_prompt=spec.system_prompt, worker=self.info)
 
     async def run(self) -> WorkerReport:
         cpu_started = time.process_time()

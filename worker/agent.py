@@ -8,7 +8,7 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,12 @@ from distill.shared.records import (
     utcnow,
 )
 from distill.shared.connection import redact_url
-from distill.shared.settings import GenerationLimits, TeacherConfig
+from distill.shared.settings import TeacherConfig
 from distill.shared.verdicts import reference_verdict
-from distill.worker.capture import raw_history, to_chat_messages, to_model_messages
+from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messages, to_model_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
-from distill.worker.tools import BUILTIN_TOOL_NAMES, Workspace, builtin_tools, call_custom_tool, load_custom_tool
+from distill.worker.toolcore import ToolCore
 
 # pydantic-ai prints a first-run banner on a terminal when a program run from a source tree starts
 # an agent; distill owns its output (it landed in the middle of the demo's evaluation stage).
@@ -94,89 +94,33 @@ class ToolDeps:
     outcomes: dict[str, ToolOutcome] = field(default_factory=dict)
 
 
-def build_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> list[Tool[ToolDeps]]:
-    """The tools offered (limits.builtin_tools, then custom ones) as async tools run in the tool pool.
+def build_tools(core: ToolCore) -> list[Tool[ToolDeps]]:
+    """The core's offered tools as async pydantic-ai tools that run in the tool pool.
 
-    The schema the teacher sees comes from the plain function's signature and docstring, exactly
+    The schema the teacher sees comes from each schema function's signature and docstring, exactly
     as if pydantic-ai ran that function itself.
     """
-    return [Tool(_pooled(key, function), takes_ctx=True, max_retries=2)
-            for key, function in _tool_functions(workspace, custom_tools, limits)]
+    return [Tool(_pooled(name, function), takes_ctx=True, max_retries=2) for name, function in core.offered.items()]
 
 
-def plain_tools(workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits) -> dict[str, Callable[..., str]]:
-    """The same tools as plain functions run in this process, by name (replaying a dataset, trainer/repair.py)."""
-    plain: dict[str, Callable[..., str]] = {}
-    for key, function in _tool_functions(workspace, custom_tools, limits):
-        if key in BUILTIN_TOOL_NAMES:
-            plain[function.__name__] = function
-        else:
-            plain[function.__name__] = functools.partial(_answer_custom, function)
-    return plain
-
-
-def _answer_custom(function: Callable[..., Any], **arguments: Any) -> str:
-    return call_custom_tool(function, arguments)[1]
-
-
-def _tool_functions(
-    workspace: Workspace, custom_tools: Sequence[str], limits: GenerationLimits
-) -> list[tuple[str, Callable[..., Any]]]:
-    """Each tool's name in a tool process (a custom tool's is its spec) and its plain function."""
-    offered = [f for f in builtin_tools(workspace) if f.__name__ in limits.builtin_tools]
-    if limits.tool_docs == "brief":
-        offered = [_briefly(f) for f in offered]
-    keyed: list[tuple[str, Callable[..., Any]]] = [(f.__name__, f) for f in offered]
-    return keyed + [(spec, load_custom_tool(spec)) for spec in custom_tools]
-
-
-def _briefly(function: Callable[..., str]) -> Callable[..., str]:
-    """The same tool, described by the first paragraph of its docstring only."""
-
-    @functools.wraps(function)
-    def brief(*args: Any, **kwargs: Any) -> str:
-        return function(*args, **kwargs)
-
-    brief.__doc__ = (function.__doc__ or "").strip().split("\n\n")[0]
-    return brief
-
-
-def _pooled(key: str, function: Callable[..., Any]) -> Callable[..., Awaitable[str]]:
+def _pooled(name: str, function: Callable[..., Any]) -> Callable[..., Awaitable[str]]:
     """An async stand-in for `function` with its name, docs and parameters, run in a tool process."""
     signature = inspect.signature(function)
-    name = function.__name__
 
     async def call(ctx: RunContext[ToolDeps], *args: Any, **kwargs: Any) -> str:
         arguments = dict(signature.bind(*args, **kwargs).arguments)
-        run = await ctx.deps.tools.call(name, key, arguments)
+        run = await ctx.deps.tools.call(name, arguments)
         if ctx.tool_call_id:
             ctx.deps.outcomes[ctx.tool_call_id] = run.outcome
         return run.text
 
     functools.update_wrapper(call, function)
+    call.__name__ = name
     context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[context, *signature.parameters.values()], return_annotation=str
     )
     return call
-
-
-def openai_tool_schemas(tools: Sequence[Tool[Any]]) -> list[dict[str, Any]]:
-    """Tool definitions are not in pydantic-ai's history: the record keeps what was offered."""
-    schemas = []
-    for tool in tools:
-        definition = tool.tool_def
-        schemas.append(
-            {
-                "type": "function",
-                "function": {
-                    "name": definition.name,
-                    "description": definition.description or "",
-                    "parameters": definition.parameters_json_schema,
-                },
-            }
-        )
-    return schemas
 
 
 @dataclass
@@ -217,21 +161,18 @@ class Conversations:
 
     def __init__(
         self,
-        workspace: Workspace,
-        limits: GenerationLimits,
+        core: ToolCore,
         *,
         system_prompt: str,
-        custom_tools: Sequence[str] = (),
         worker: WorkerInfo | None = None,
         tool_processes: int | None = None,
     ) -> None:
-        self.limits = limits
+        limits = self.limits = core.limits
         self.system_prompt = system_prompt
         self.worker = worker or local_worker_info()
-        self.tools = build_tools(workspace, custom_tools, limits)
-        self.tool_schemas = openai_tool_schemas(self.tools)
-        self.tool_pool = ToolPool(workspace, processes=tool_processes or limits.tool_processes,
-                                  timeout_s=limits.tool_timeout_s, attempts=limits.tool_attempts)
+        self.tools = build_tools(core)
+        self.tool_schemas = core.schemas
+        self.tool_pool = ToolPool(core, processes=tool_processes)
         self.usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
         self.agent: Agent[ToolDeps, str] = Agent(None, deps_type=ToolDeps, tools=self.tools, retries=2)
         self.agent.system_prompt(_system_prompt)
@@ -348,18 +289,16 @@ class Conversations:
 async def run_conversation(
     task: PromptTask,
     teacher: TeacherConfig,
-    workspace: Workspace,
-    limits: GenerationLimits,
+    tools: ToolCore,
     *,
     system_prompt: str,
-    custom_tools: Sequence[str] = (),
     attempt: int = 1,
     worker: WorkerInfo | None = None,
 ) -> Conversation:
-    """One conversation on its own (evaluation, tests); a worker keeps one `Conversations`."""
+    """One conversation on its own (tests, benchmarks); a worker keeps one `Conversations`."""
     # One conversation at a time needs one tool process.
-    conversations = Conversations(workspace, limits, system_prompt=system_prompt, custom_tools=custom_tools,
-                                  worker=worker, tool_processes=limits.tool_processes or 1)
+    conversations = Conversations(tools, system_prompt=system_prompt, worker=worker,
+                                  tool_processes=tools.limits.tool_processes or 1)
     try:
         return await conversations.run(task, teacher, attempt=attempt)
     finally:
@@ -405,6 +344,7 @@ def _usage(history: list[ModelMessage], tool_calls: int, invalid: int) -> Usage:
         requests=len(responses),
         input_tokens=sum(r.usage.input_tokens or 0 for r in responses),
         output_tokens=sum(r.usage.output_tokens or 0 for r in responses),
+        reasoning_tokens=sum(reasoning_tokens(r) for r in responses),
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
     )

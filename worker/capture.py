@@ -19,11 +19,13 @@ from pydantic_ai.messages import (
     ModelResponse,
     SystemPromptPart,
     TextPart,
+    ThinkingPart,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
 )
 
+from distill.shared.reasoning import join_reasoning, reasoning_share, split_thinking
 from distill.shared.records import ChatMessage, FunctionCall, ToolCall, ToolOutcome
 
 
@@ -99,7 +101,9 @@ def to_model_messages(system: str, prompt: str, turns: Sequence[ChatMessage]) ->
             if returns:
                 history.append(ModelRequest(parts=list(returns)))
                 returns.clear()
-            parts: list[TextPart | ToolCallPart] = [TextPart(message.content)] if message.content else []
+            parts: list[ThinkingPart | TextPart | ToolCallPart] = [ThinkingPart(message.reasoning)] if message.reasoning else []
+            if message.content:
+                parts.append(TextPart(message.content))
             for call in message.tool_calls or []:
                 names[call.id] = call.function.name
                 parts.append(ToolCallPart(call.function.name, call.function.arguments, tool_call_id=call.id))
@@ -114,9 +118,12 @@ def to_model_messages(system: str, prompt: str, turns: Sequence[ChatMessage]) ->
 
 def _append_response(messages: list[ChatMessage], response: ModelResponse) -> None:
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[ToolCall] = []
     for part in response.parts:
-        if part.part_kind == "text":
+        if part.part_kind == "thinking":
+            thoughts.append(part.content)
+        elif part.part_kind == "text":
             texts.append(part.content)
         elif part.part_kind == "tool-call":
             calls.append(
@@ -125,10 +132,34 @@ def _append_response(messages: list[ChatMessage], response: ModelResponse) -> No
                     function=FunctionCall(name=part.tool_name, arguments=_arguments(part.args)),
                 )
             )
-    content = "".join(texts) or None
-    if content is None and not calls:
+    # pydantic-ai splits a leading <think> block into a thinking part but leaves the blank lines
+    # after it; a text that still holds a block (a closing tag only: the opening one was in the
+    # prompt) is split here. Either way the answer never carries the thinking.
+    thought, content = split_thinking("".join(texts) or None)
+    if thoughts and content is not None:
+        content = content.lstrip() or None
+    reasoning = join_reasoning([*thoughts, thought or ""])
+    if content is None and not calls and reasoning is None:
         return
-    messages.append(ChatMessage(role="assistant", content=content, tool_calls=calls or None))
+    messages.append(ChatMessage(role="assistant", content=content, tool_calls=calls or None, reasoning=reasoning))
+
+
+def reasoning_tokens(response: ModelResponse) -> int:
+    """How many of a response's output tokens were reasoning: the server's count when it sends
+    one, else the reasoning's share of the generated characters (servers such as mlx_lm.server
+    and vLLM with a reasoning parser report no split)."""
+    reported = (response.usage.details or {}).get("reasoning_tokens")
+    if reported:
+        return int(reported)
+    thought = join_reasoning([part.content for part in response.parts if part.part_kind == "thinking"])
+    text = "".join(part.content for part in response.parts if part.part_kind == "text")
+    inline, answer = split_thinking(text or None)
+    reasoning = join_reasoning([thought or "", inline or ""])
+    if reasoning is None:
+        return 0
+    answer_chars = len(answer or "") + sum(len(str(part.args or "")) for part in response.parts
+                                           if part.part_kind == "tool-call")
+    return round((response.usage.output_tokens or 0) * reasoning_share(reasoning, answer_chars))
 
 
 def _arguments(args: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -7,9 +7,10 @@ each call runs in one of `processes` pool processes (pebble), so tools use every
 time limit counts execution only: pebble starts a task's clock when a pool process picks it up,
 kills a process whose task runs past the limit and starts a fresh one in its place.
 
-Every execution ends with an outcome (ToolOutcome in shared/records.py): `ok`, `tool_error`
-(the tool's real answer: no such file, bad regex, no matches) or `infra_error` (time limit hit,
-the pool process died, the pool broke). An infra error is never the tool's answer: `call` retries
+Each pool process builds the run's tool core (worker/toolcore.py) from the same (workspace,
+custom tools, limits) and answers with it. Every execution ends with an outcome (ToolOutcome in
+shared/records.py): `ok`, `tool_error` (the tool saying the input is wrong: no such file, bad
+regex) or `infra_error` (time limit hit, the pool process died, the pool broke). An infra error is never the tool's answer: `call` retries
 it with backoff and, when it keeps failing, raises ToolInfraError, which ends the conversation
 as a retryable failure (worker/agent.py), so a conversation never goes on from a fake result.
 """
@@ -22,7 +23,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import CancelledError as FutureCancelled
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,9 @@ from pebble import ProcessExpired, ProcessPool
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from distill.shared.records import ToolOutcome
-from distill.worker.tools import BUILTIN_TOOL_NAMES, ToolLimits, Workspace, call_custom_tool, load_custom_tool
+from distill.shared.settings import GenerationLimits
+from distill.worker.sandbox import ToolLimits
+from distill.worker.toolcore import ToolAnswer, ToolCore
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,19 @@ def default_processes() -> int:
 
 # --- inside a pool process --------------------------------------------------------------------
 
-_workspace: Workspace | None = None
-_custom: dict[str, Callable[..., Any]] = {}
+_core: ToolCore | None = None
+_core_failed = ""
 
 
-def _start_process(root: str, limits: ToolLimits) -> None:
-    global _workspace
+def _start_process(workspace: str, custom_tools: tuple[str, ...], limits: GenerationLimits,
+                   sandbox: ToolLimits) -> None:
+    global _core, _core_failed
     _die_with_parent()
-    _workspace = Workspace(root, limits)
+    try:
+        _core = ToolCore(workspace, custom_tools, limits, sandbox=sandbox)
+    except Exception as error:  # noqa: BLE001 - checked in preflight; here it can only be this host's environment
+        # A failing initializer would break the pool for good; each call says why instead (an infra error).
+        _core_failed = f"the tool process could not build its tools: {error}"
 
 
 def _die_with_parent() -> None:
@@ -92,26 +99,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _execute(key: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str, float]:
-    """Run one tool call; `key` is a built-in tool's name or a custom tool's "module:function"."""
+def _execute(name: str, arguments: dict[str, Any]) -> tuple[ToolAnswer, float]:
+    """Run one tool call with this process's core: its answer and the seconds it took."""
     started = time.perf_counter()
-    if key in BUILTIN_TOOL_NAMES:
-        assert _workspace is not None
-        outcome, text = _workspace.answer(key, arguments)
-    else:
-        outcome, text = _run_custom(key, arguments)
-    return outcome, text, time.perf_counter() - started
+    answer = _core.answer(name, arguments) if _core is not None else ToolAnswer("infra_error", _core_failed)
+    return answer, time.perf_counter() - started
 
 
 def _ready() -> int:
     return os.getpid()
-
-
-def _run_custom(spec: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str]:
-    function = _custom.get(spec)
-    if function is None:
-        function = _custom[spec] = load_custom_tool(spec)
-    return call_custom_tool(function, arguments)
 
 
 # --- in the worker ----------------------------------------------------------------------------
@@ -120,19 +116,12 @@ def _run_custom(spec: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str]
 class ToolPool:
     """A worker's tool processes. One per worker, shared by all its conversations."""
 
-    def __init__(
-        self,
-        workspace: Workspace,
-        *,
-        processes: int | None = None,
-        timeout_s: float,
-        attempts: int = 3,
-        backoff_s: float = 0.2,
-    ) -> None:
-        self.workspace = workspace
-        self.processes = processes or default_processes()
-        self.timeout_s = timeout_s
-        self.attempts = attempts
+    def __init__(self, core: ToolCore, *, processes: int | None = None, backoff_s: float = 0.2) -> None:
+        self.core = core
+        self.processes = processes or core.limits.tool_processes or default_processes()
+        # The time limit and attempts are the run's (GenerationLimits), as in every other surface.
+        self.timeout_s = core.workspace.limits.timeout_s
+        self.attempts = core.limits.tool_attempts
         self.backoff_s = backoff_s
         # Every execution, drained by whoever reports the numbers (GenerationLoop -> Redis).
         self.executions: list[ToolRun] = []
@@ -143,7 +132,8 @@ class ToolPool:
         return ProcessPool(
             max_workers=self.processes,
             initializer=_start_process,
-            initargs=(str(self.workspace.root), self.workspace.limits),
+            initargs=(str(self.core.workspace.root), self.core.custom_tools, self.core.limits,
+                      self.core.workspace.limits),
             context=multiprocessing.get_context("spawn"),
         )
 
@@ -153,7 +143,7 @@ class ToolPool:
         futures = [self._pool.schedule(_ready) for _ in range(self.processes)]
         await asyncio.gather(*(asyncio.wrap_future(future) for future in futures), return_exceptions=True)
 
-    async def call(self, tool: str, key: str, arguments: dict[str, Any]) -> ToolRun:
+    async def call(self, tool: str, arguments: dict[str, Any]) -> ToolRun:
         """The tool's real answer (`ok` or `tool_error`); ToolInfraError when it can't be had."""
         retrying = AsyncRetrying(
             retry=retry_if_result(lambda run: run.outcome == "infra_error"),
@@ -162,23 +152,23 @@ class ToolPool:
             # Out of attempts: hand back the last run, raised below as what it is.
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        run: ToolRun = await retrying(self.execute, tool, key, arguments)
+        run: ToolRun = await retrying(self.execute, tool, arguments)
         if run.outcome == "infra_error":
             raise ToolInfraError(tool, run.text, self.attempts)
         return run
 
-    async def execute(self, tool: str, key: str, arguments: dict[str, Any]) -> ToolRun:
+    async def execute(self, tool: str, arguments: dict[str, Any]) -> ToolRun:
         """One execution in a pool process; never raises for the tool's or the pool's failures."""
         started = time.perf_counter()
         try:
-            future = self._pool.schedule(_execute, args=(key, arguments), timeout=self.timeout_s + KILL_GRACE_S)
+            future = self._pool.schedule(_execute, args=(tool, arguments), timeout=self.timeout_s + KILL_GRACE_S)
         except RuntimeError as error:
             # pebble marks a pool whose processes can't be started as broken for good: start another.
             self._pool.stop()
             self._pool = self._new_pool()
             return self._record(ToolRun(tool, "infra_error", f"the tool pool broke ({error}); started a new one", 0.0))
         try:
-            outcome, text, seconds = await asyncio.wrap_future(future)
+            answer, seconds = await asyncio.wrap_future(future)
         except TimeoutError:
             run = ToolRun(tool, "infra_error", f"time limit of {self.timeout_s:g}s hit; the tool process was replaced",
                           self.timeout_s + KILL_GRACE_S)
@@ -190,9 +180,7 @@ class ToolPool:
         except Exception as error:  # noqa: BLE001 - a broken pool or unpicklable answer is ours, not the tool's
             run = ToolRun(tool, "infra_error", f"{type(error).__name__}: {error}", time.perf_counter() - started)
         else:
-            # A built-in walk stopped by the time limit answered only in part: say why, not what.
-            shown = text if outcome != "infra_error" else f"time limit of {self.timeout_s:g}s hit; the answer was incomplete"
-            run = ToolRun(tool, outcome, shown, seconds)
+            run = ToolRun(tool, answer.outcome, answer.text, seconds)
         return self._record(run)
 
     def _record(self, run: ToolRun) -> ToolRun:
