@@ -166,7 +166,7 @@ EVAL_ROWS = (
 def eval_table(report: EvalReport) -> Table:
     """Totals side by side: one column per variant."""
     prompts = report.variants[0].totals.prompts if report.variants else 0
-    table = Table(title=f"distill eval: {report.model or 'the teacher'} on {prompts} held-out prompts")
+    table = Table(title=f"distill eval: {'the student' if report.model else 'the teacher'} on {prompts} held-out prompts")
     table.add_column("")
     for variant in report.variants:
         table.add_column(variant.name, justify="right")
@@ -178,9 +178,10 @@ def eval_table(report: EvalReport) -> Table:
 
 
 def eval_paths(report: EvalReport) -> PathRows:
-    if not report.plot_file:
-        return []
-    return [("report", Path(report.plot_file).parent / EVAL_FILE), ("chart", report.plot_file)]
+    paths: list[tuple[str, Path | str]] = [("model", report.model)] if report.model else []
+    if report.plot_file:
+        paths += [("report", Path(report.plot_file).parent / EVAL_FILE), ("chart", report.plot_file)]
+    return paths
 
 
 @contextmanager
