@@ -28,6 +28,13 @@ PROGRESS_FILE = "progress.json"
 log = logging.getLogger(__name__)
 
 
+class _CountColumn(MofNCompleteColumn):
+    """done/total on the run's row; nothing on a teacher's row, which has no total (not `0/?`)."""
+
+    def render(self, task: Any) -> Any:
+        return super().render(task) if task.total is not None else ""
+
+
 class RunProgress:
     """The live bar of a run, drawn on `console`; without one it keeps count and draws nothing."""
 
@@ -39,7 +46,7 @@ class RunProgress:
         self._bar = Progress(
             TextColumn(f"[bold]{run}[/]"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=console,
@@ -125,26 +132,41 @@ def summary_table(result: RunResult) -> Table:
         ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
         ("elapsed", f"{result.elapsed_s:.1f} s"),
         ("records per second", f"{rate:.2f}"),
-        ("output", str(result.run_dir)),
     ]
-    if result.worker_logs is not None:
-        rows.append(("worker logs", str(result.worker_logs / "worker-*.log")))
     for name, value in rows:
         table.add_row(name, value)
     return table
 
 
+def summary_paths(result: RunResult) -> list[tuple[str, Path]]:
+    """Where the run went: printed below the summary, whole (a cell would cut them)."""
+    paths = [("output", result.run_dir)]
+    if result.worker_logs is not None:
+        paths.append(("worker logs", result.worker_logs / "worker-*.log"))
+    return paths
+
+
 def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = None) -> Table:
+    """One column per teacher, one row per measure: ten measures side by side do not fit 80 columns."""
     title = "teachers" + (f" (policy {policy})" if policy else "")
     table = Table(title=title, header_style="bold")
-    for column in ("teacher", "kind", "conversations", "requests", "in flight", "errors", "tokens in", "tokens out",
-                   "mean latency", "est. cost"):
-        table.add_column(column, justify="left" if column in ("teacher", "kind") else "right")
-    for name, n in endpoints.items():
-        latency = f"{n['mean_latency_s']:.2f} s" if n.get("mean_latency_s") is not None else "-"
-        cost = f"${n['cost_usd']:.4f}" if n.get("cost_usd") is not None else "-"
-        table.add_row(name, n["kind"], f"{n['conversations']:,}", f"{n['requests']:,}", str(n["in_flight"]),
-                      f"{n['errors']:,}", f"{n['input_tokens']:,}", f"{n['output_tokens']:,}", latency, cost)
+    table.add_column("teacher")
+    for name in endpoints:
+        table.add_column(name, justify="right", overflow="fold")
+    rows: list[tuple[str, list[str]]] = [
+        ("kind", [n["kind"] for n in endpoints.values()]),
+        ("conversations", [f"{n['conversations']:,}" for n in endpoints.values()]),
+        ("requests", [f"{n['requests']:,}" for n in endpoints.values()]),
+        ("in flight", [str(n["in_flight"]) for n in endpoints.values()]),
+        ("errors", [f"{n['errors']:,}" for n in endpoints.values()]),
+        ("tokens in", [f"{n['input_tokens']:,}" for n in endpoints.values()]),
+        ("tokens out", [f"{n['output_tokens']:,}" for n in endpoints.values()]),
+        ("mean latency", [f"{n['mean_latency_s']:.2f} s" if n.get("mean_latency_s") is not None else "-"
+                          for n in endpoints.values()]),
+        ("est. cost", [f"${n['cost_usd']:.4f}" if n.get("cost_usd") is not None else "-" for n in endpoints.values()]),
+    ]
+    for label, values in rows:
+        table.add_row(label, *values)
     return table
 
 

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -33,8 +34,9 @@ from distill.shared.connection import connect, redact_url
 from distill.shared.errors import DistillError
 from distill.shared.jsonl import write_atomic
 from distill.shared.keys import RunKeys
+from distill.shared.prompts import PromptsFileError
 from distill.shared.queue import ensure_groups, requeue_orphans
-from distill.shared.records import MANIFEST_FILE, RunManifest, utcnow
+from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
 from distill.worker.toolcore import check_tools
@@ -129,12 +131,34 @@ class Run:
 def generate(settings: Settings, prompts_file: Path, *, console: Console | None = None) -> RunResult:
     """Run the teacher on every prompt of the file that has no record yet; resumable.
 
-    With a `console`, a live progress bar is drawn on it while the run works.
+    With a `console`, a live progress bar is drawn on it while the run works. The prompts file is
+    checked before any service starts; a start that fails leaves no run folder behind (only one
+    this call made, and only while it holds no record and no log worth reading).
     """
+    if not Path(prompts_file).is_file():
+        raise PromptsFileError(f"{prompts_file}: prompts file not found")
     # The tools a worker would build, built here first: a bad custom tool is one line, not a dead worker.
     check_tools(settings.workspace, settings.custom_tools, settings.limits)
     run_dir = settings.run_dir()
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _generate(settings, prompts_file, run_dir, console)
+    except BaseException:
+        if created and not _holds_results(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _holds_results(run_dir: Path) -> bool:
+    """Records, or a log that says why the start failed; the embedded Redis's files are neither."""
+    records = (run_dir / CONVERSATIONS_FILE, run_dir / DEAD_FILE)
+    logs = run_log_dir(run_dir)
+    return (any(path.is_file() and path.stat().st_size for path in records)
+            or (logs.is_dir() and any(path.is_file() and path.stat().st_size for path in logs.rglob("*"))))
+
+
+def _generate(settings: Settings, prompts_file: Path, run_dir: Path, console: Console | None) -> RunResult:
     keys = RunKeys(settings.run)
     started = time.monotonic()
     with launched_teachers(settings.teachers, run_log_dir(run_dir)), redis_for(settings, run_dir) as run_redis:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
@@ -41,6 +43,37 @@ def endpoint_from_flags(config_class: type[T], flag: str, **fields: Any) -> T:
     except ValidationError as error:
         fail(describe_validation_error(error, flag))
         raise
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console_out.print(f"distill {version('distill')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print distill's version and exit.")] = False,
+) -> None:
+    """Distil a teacher's real tool use into training data, and train a student on it."""
+
+
+# What to do after Ctrl+C: one line, so the user knows whether anything was lost.
+RESUME_GENERATE = "interrupted: run the same command again to resume; the conversations written so far are kept"
+RESUME_DEMO = "interrupted: run the same command again to start the demo over (its stages are not resumed)"
+
+
+@contextmanager
+def resume_hint(line: str) -> Iterator[None]:
+    """Ctrl+C ends the command with `line` and exit code 130 (click would otherwise exit silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML config (default: ./distill.toml if present).")]
@@ -94,15 +127,17 @@ def generate(
                                  for t in settings.teachers]
     except ValueError as error:  # pydantic validation of a flag value
         fail(str(error).splitlines()[0])
-    _generate_and_show(settings, prompts, no_progress=no_progress)
+    with resume_hint(RESUME_GENERATE):
+        _generate_and_show(settings, prompts, no_progress=no_progress)
 
 
 def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> None:
     """Run `distill generate`'s job and show its tables; exit 1 when prompts are left unfinished."""
     from distill.coordinator.collector import OutputError
-    from distill.coordinator.progress import endpoints_table, summary_table, tools_table
+    from distill.coordinator.progress import endpoints_table, summary_paths, summary_table, tools_table
     from distill.coordinator.run import RedisLost, RunRefused
     from distill.coordinator.run import generate as run_generate
+    from distill.views import print_with_paths
 
     if not settings.workspace.is_dir():
         fail(f"workspace {settings.workspace} is not a folder")
@@ -121,10 +156,10 @@ def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> No
         err.print(f"skipped {result.check.bad_count} bad prompt line(s):")
         for bad in result.check.bad_lines:
             err.print(f"  {bad}", highlight=False, markup=False, soft_wrap=True)
-    console_out.print(summary_table(result))
     console_out.print(endpoints_table(result.endpoints, result.policy))
     if result.tools:
         console_out.print(tools_table(result.tools, result.tool_processes))
+    print_with_paths(console_out, summary_table(result), summary_paths(result))
     if not result.complete:
         raise typer.Exit(1)
 
@@ -158,7 +193,7 @@ def verify(
     """Judge a run's answers with an LLM; verdicts go to RUN/verdicts.jsonl (references are never overruled)."""
     from distill.coordinator.verify import verify_run
     from distill.shared.settings import JudgeConfig
-    from distill.views import verify_progress, verify_table
+    from distill.views import print_with_paths, verify_paths, verify_progress, verify_table
 
     run_dir = Path(run) if Path(run).is_dir() else out_dir / run
     if not run_dir.is_dir():
@@ -176,7 +211,7 @@ def verify(
         settings.judge = settings.judge.model_copy(update={"rubric_file": rubric})
     with verify_progress(err) as on_verdict:
         result = verify_run(run_dir, settings.judge, redis_url=redis_url, rejudge=rejudge, on_verdict=on_verdict)
-    console_out.print(verify_table(result))
+    print_with_paths(console_out, verify_table(result), verify_paths(result))
     for detail in result.details[:20]:
         err.print(f"  {detail}", highlight=False, markup=False, soft_wrap=True)
 
@@ -200,7 +235,7 @@ def convert(
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.convert import conversations_path
     from distill.trainer.convert import convert as run_convert
-    from distill.views import convert_progress, convert_table
+    from distill.views import convert_progress, print_convert
 
     try:
         ratios = tuple(float(part) for part in split.split(","))
@@ -213,7 +248,7 @@ def convert(
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
                              require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
                              on_progress=on_progress, drop_redacted=drop_redacted)
-    console_out.print(convert_table(report))
+    print_convert(console_out, report)
 
 
 @app.command()
@@ -237,14 +272,14 @@ def repair(
     from distill.trainer.convert import conversations_path
     from distill.trainer.repair import continuation_prompts
     from distill.trainer.repair import repair as run_repair
-    from distill.views import convert_progress, repair_table
+    from distill.views import convert_progress, print_with_paths, repair_paths, repair_table
 
     if (continue_with is None) != (teacher_model is None):
         fail("--continue-with and --teacher-model go together")
     with convert_progress(err, conversations_path(source), verb="repair") as on_progress:
         report = run_repair(source, workspace, out, custom_tools=custom_tool or (), keep_original=keep_original,
                             skip_invalid=skip_invalid, on_progress=on_progress)
-    console_out.print(repair_table(report))
+    print_with_paths(console_out, repair_table(report), repair_paths(report))
     if continue_with is None or teacher_model is None:  # both or neither (checked above)
         return
     prompts = out.with_name(f"{out.stem}.continue.jsonl")
@@ -261,7 +296,8 @@ def repair(
         settings.teachers = [TeacherConfig(name="continue", base_url=continue_with, model=teacher_model)]
     except ValueError as error:
         fail(str(error).splitlines()[0])
-    _generate_and_show(settings, prompts, no_progress=no_progress)
+    with resume_hint(RESUME_GENERATE):
+        _generate_and_show(settings, prompts, no_progress=no_progress)
 
 
 @app.command()
@@ -331,7 +367,7 @@ def eval_command(
 ) -> None:
     """Run the student (base and adapter), and the teacher if given, on held-out prompts: tool calls, loops, correct answers."""
     from distill.trainer.evaluate import evaluate
-    from distill.views import eval_progress, eval_table
+    from distill.views import eval_paths, eval_progress, eval_table, print_with_paths
 
     endpoint = None
     if teacher or teacher_model:
@@ -345,7 +381,7 @@ def eval_command(
         report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
                           max_tokens=max_tokens, include_base=not no_base, teacher=endpoint, limit=limit,
                           on_prompt=on_prompt)
-    console_out.print(eval_table(report))
+    print_with_paths(console_out, eval_table(report), eval_paths(report))
 
 
 @app.command()
@@ -361,18 +397,19 @@ def demo(
     kinds: Annotated[str, typer.Option(help="Question kinds, comma-separated: defined, method, importers, params.")] = "defined,method,importers",
     iters: Annotated[int, typer.Option(help="LoRA iterations.")] = 36,
     seed: Annotated[int, typer.Option(help="Seed of the questions and their split.")] = 0,
+    view_after: Annotated[bool, typer.Option("--view", help="Open the viewer on what the demo made when it ends.")] = False,
 ) -> None:
     """The loop closing: questions with known answers -> real-tool conversations -> LoRA -> base vs adapter."""
-    from distill.demo import DemoOptions, files_table, run_demo, scores_table, stages_table
+    from distill.demo import DemoOptions, check_options, print_summary, run_demo
 
-    if (teacher is None) != (teacher_model is None):
-        fail("--teacher and --teacher-model go together")
     options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,
                           kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed)
-    result = run_demo(options, console=console_out)
-    console_out.print(scores_table(result))
-    console_out.print(stages_table(result))
-    console_out.print(files_table(result))
+    check_options(options)
+    with resume_hint(RESUME_DEMO):
+        result = run_demo(options, console=console_out)
+    print_summary(result, console_out)
+    if view_after:
+        _serve_viewer([result.out], port=0, no_open=False, tokenizer=None, index_dir=None)
 
 
 def _kinds(text: str) -> list:
@@ -401,16 +438,18 @@ def prompts_synth(
     """Questions with answers computed from the code (ast, no model): where is X defined, which file
     defines C.m, which files import M, what are f's parameters."""
     from distill.coordinator.synth import synthesize
+    from distill.views import print_with_paths
 
     report = synthesize(workspace, out, n=n, kinds=_kinds(kinds), seed=seed, heldout=heldout)
-    table = Table(title=f"distill prompts synth: {report.files_scanned} Python files in {workspace}", header_style="bold")
+    table = Table(title=f"distill prompts synth: {report.files_scanned} Python files", header_style="bold")
     for column in ("kind", "possible", "train", "held out"):
         table.add_column(column, justify="right" if column != "kind" else "left")
     for kind, count in report.candidates.items():
         table.add_row(kind, str(count), str(report.train.get(kind, 0)), str(report.heldout.get(kind, 0)))
-    table.caption = (f"train: {report.train_file}" + (f"  held out: {report.heldout_file}" if report.heldout_file else "")
-                     + (f"  ({report.excluded_for_overlap} left out: they name a held-out name)" if report.excluded_for_overlap else ""))
-    console_out.print(table)
+    if report.excluded_for_overlap:
+        table.caption = f"{report.excluded_for_overlap} left out: they name a held-out name"
+    paths = [("train", report.train_file)] + ([("held out", report.heldout_file)] if report.heldout_file else [])
+    print_with_paths(console_out, table, paths)
     if report.unparsable:
         err.print(f"{len(report.unparsable)} file(s) did not parse and were left out: {', '.join(report.unparsable[:5])}",
                   highlight=False)
@@ -450,13 +489,18 @@ def view(
     index_dir: Annotated[Optional[Path], typer.Option(help="Where run indexes are kept between sessions (default: ~/.cache/distill/view).")] = None,
 ) -> None:
     """Browse runs, conversations, what the student learns from each, and evaluations (read-only, on loopback)."""
+    _serve_viewer(paths or [Path("data/runs")], port=port, no_open=no_open, tokenizer=tokenizer, index_dir=index_dir)
+
+
+def _serve_viewer(paths: list[Path], *, port: int, no_open: bool, tokenizer: str | None, index_dir: Path | None) -> None:
     import webbrowser
+    from urllib.parse import quote
 
     from distill.viewer.app import create_app
     from distill.viewer.index import default_index_dir
     from distill.viewer.server import bind, check_paths, serve, url_of
 
-    folders = check_paths(paths or [Path("data/runs")])
+    folders = check_paths(paths)
     sock = bind(port)
     app_ = create_app(folders, tokenizer=tokenizer, index_dir=index_dir or default_index_dir())
     state = app_.state.viewer
@@ -468,6 +512,8 @@ def view(
     console_out.print(f"{len(found.runs)} run(s), {len(found.converts)} convert output(s), {len(found.evals)} evaluation(s)",
                       highlight=False)
     console_out.print(f"distill view: {url} (Ctrl+C stops it)", highlight=False, soft_wrap=True)
+    for evaluation in found.evals:
+        console_out.print(f"  evaluation {evaluation.id}: {url}evals/{quote(evaluation.id)}", highlight=False, soft_wrap=True)
     if not no_open:
         webbrowser.open(url)
     serve(app_, sock)

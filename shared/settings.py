@@ -26,6 +26,11 @@ from distill.shared.secrets import SecretsConfig
 
 DEFAULT_CONFIG_FILE = "distill.toml"
 DEFAULT_OUT_DIR = Path("data/runs")
+
+
+def cache_dir() -> Path:
+    """distill's per-user cache (XDG_CACHE_HOME or ~/.cache): things rebuilt from installed files."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful software engineer answering questions about the code in the current "
     "workspace. Use the tools to look at the real files before you answer: search with grep, "

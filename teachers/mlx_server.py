@@ -41,6 +41,20 @@ def openblas_missing(env: Mapping[str, str] | None = None) -> bool:
     return str(OPENBLAS_PATH) not in env.get("LD_PRELOAD", "").split(":")
 
 
+def blas_in_use() -> str:
+    """Which BLAS this process's MLX runs its CPU matmuls on, read from what is actually loaded."""
+    if sys.platform == "darwin":
+        return "Apple's Accelerate"
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    if "libopenblas" in maps:
+        return "OpenBLAS (preloaded)"
+    hint = "" if OPENBLAS_PATH.exists() else "; apt-get install libopenblas0-pthread: 10-25x faster"
+    return f"MLX's reference BLAS (slow{hint})"
+
+
 def mlx_child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a child process that runs MLX (server, training).
 

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from tiny_model import build_tiny_model
 
-from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, run_demo, scores_table
+from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, print_summary, run_demo, scores_table
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits
 from distill.trainer.evaluate import EvalReport
@@ -35,7 +35,19 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     options = DemoOptions(student=tiny_student, train_tasks=6, heldout_tasks=2, iters=2, num_layers=-1,
                           max_seq_length=4096, eval_max_tokens=8, val_batches=1)
 
-    result = run_demo(options, console=Console(file=open("/dev/null", "w"), width=120))
+    # 80 columns, as in a CI log or a narrow terminal: every path the demo prints must stay whole.
+    screen80 = Console(file=open("/dev/null", "w"), width=80, record=True)
+    result = run_demo(options, console=screen80)
+    print_summary(result, screen80)
+    printed = screen80.export_text()
+    for _, path in result.files:
+        assert str(path) in printed, f"{path} is not whole at 80 columns"
+    assert str(result.eval_dir / "eval.json") in printed and str(result.data_dir / "report.json") in printed
+    assert len(str(result.eval_dir / "tool_calls.png")) > 80 or len(str(result.data_dir)) > 40
+    # It ends with the exact command that opens all of it in the viewer.
+    assert printed.rstrip().splitlines()[-1].strip() == result.view_command == f"distill view {result.out}"
+    assert result.blas and result.blas in printed
+    assert "pydantic-ai v" not in printed and "Logfire" not in printed
 
     assert result.out == empty / "distill-demo"
     assert [s.name for s in result.stages] == ["questions", "student", "generate", "convert", "train", "evaluate"]
@@ -84,6 +96,12 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     assert [v.name for v in evaluation.variants] == ["base", "adapter"]
     assert all(sorted(p.id for p in v.prompts) == sorted(q["id"] for q in heldout) for v in evaluation.variants)
     assert all(p.correct is not None for v in evaluation.variants for p in v.prompts)
+    # Each call the students made is kept with the real result its tool gave.
+    for prompt in (p for v in evaluation.variants for p in v.prompts):
+        assert len(prompt.tool_results) == prompt.tool_calls
+        for call in prompt.tool_results:
+            if call.outcome == "ok":
+                assert call.result == getattr(tools, call.name)(**call.arguments)[:4000]
     assert [s.who for s in result.scores[:2]] == ["student base", "student adapter"]
     assert all(s.questions == 2 for s in result.scores[:2])
     screen = Console(file=open("/dev/null", "w"), width=200, record=True)

@@ -152,7 +152,7 @@ def test_unreachable_teacher_ends_as_dead_letters_with_the_reason(tmp_path, ray_
 
 def test_a_worker_failure_reaches_the_run_log(tmp_path, ray_session, redis_url, code_workspace, run_name):
     """Workers run in Ray processes whose output the user never sees: their failures go to RUN_DIR/logs."""
-    from distill.coordinator.progress import summary_table
+    from distill.coordinator.progress import summary_paths
     from distill.teachers.sim_teacher import SimTeacherConfig
 
     teacher = SimTeacher(SimTeacherConfig(fail_rate=1.0))  # every chat request: HTTP 500
@@ -172,7 +172,7 @@ def test_a_worker_failure_reaches_the_run_log(tmp_path, ray_session, redis_url, 
         # The retry and the final failure, each with the teacher's own error.
         assert f"task {letter.task_id}: attempt 1 on sim failed" in log_text, log_text
         assert f"task {letter.task_id}: dead letter after attempt 2 on sim: {letter.reason}" in log_text, log_text
-    assert "worker logs" in {str(cell) for cell in summary_table(result).columns[0].cells}
+    assert "worker logs" in dict(summary_paths(result))
 
 
 def test_one_publish_transaction_serves_the_sync_and_the_asyncio_client(redis_url, redis_client, run_name):

@@ -17,6 +17,7 @@ import pytest
 from mlx_lm.tuner.callbacks import TrainingCallback
 from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
+from distill.teachers.mlx_server import OPENBLAS_PATH
 from distill.trainer.batches import MaskedDataset, iterate_batches, load_split, masked_loss
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
@@ -95,7 +96,8 @@ def test_lora_training_lowers_loss_and_records_the_run(lora_run: tuple[Path, Any
     train_rows = [r for r in rows if r.kind == "train"]
     assert [r.iteration for r in train_rows] == [5, 10, 15, 20]
     assert all(r.tokens_per_second and r.peak_memory_gb is not None for r in train_rows)
-    assert [r.iteration for r in rows if r.kind == "val"] == [0, 9, 19]
+    # The iterations mlx-lm's console prints ("Iter 1: Val loss ..."), not the steps done before.
+    assert [r.iteration for r in rows if r.kind == "val"] == [1, 10, 20]
     assert [r.kind for r in rows].count("test") == 1
     assert (adapter / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The metrics writer is mlx-lm's training callback and hands each report on to ours.
@@ -165,6 +167,9 @@ def test_training_in_a_child_process(tiny_model: Path, data_dir: Path, tmp_path:
                    on_tokenize=recorder.on_tokenize, in_process=False)
     assert result.iterations == 2 and (tmp_path / "child" / "adapters.safetensors").is_file()
     assert not (tmp_path / "child" / ".train_job.json").exists()
+    # The child says which BLAS it really ran on (the one mlx_child_env preloads where installed).
+    assert result.blas == ("OpenBLAS (preloaded)" if OPENBLAS_PATH.exists() else "MLX's reference BLAS (slow; "
+                           "apt-get install libopenblas0-pthread: 10-25x faster)")
     # The child relays mlx-lm's reports to this process's callbacks.
     assert_metrics_are_the_reports(tmp_path / "child" / "metrics.jsonl", recorder)
     assert [i["iteration"] for i in recorder.train] == [1, 2] and recorder.val

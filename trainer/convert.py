@@ -211,7 +211,31 @@ def conversations_path(source: Path) -> Path:
         return path
     if not source.is_file():
         raise TrainerError(f"{source}: no such file or run directory")
+    problem = wrong_kind(source)
+    if problem is not None:
+        raise TrainerError(f"{source}: {problem}")
     return source
+
+
+def wrong_kind(path: Path) -> str | None:
+    """What the file is when it is plainly not conversations, judged by its first line; else None.
+
+    Only kinds distill itself writes and users mix up are named; anything else is left to the
+    line-by-line reader, whose errors name the line and field.
+    """
+    with path.open("rb") as handle:
+        first = next((line for line in handle if line.strip()), b"")
+    try:
+        data = json.loads(first)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "messages" in data or "schema_version" in data:
+        return None
+    if "prompt" in data:
+        return "this is a prompts file, not conversations: run distill generate first"
+    if "variants" in data or "drops" in data:
+        return "this is a report (eval.json or report.json), not conversations"
+    return None
 
 
 def read_conversations(path: Path) -> Iterator[_Line]:

@@ -28,6 +28,7 @@ from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, Builti
 from distill.shared.verdicts import reference_verdict
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.trainer.errors import TrainerError
+from distill.trainer.eval_records import EvalToolCall, hit_token_limit, tool_calls_with_results
 from distill.trainer.render import canonical_json, check_model_source
 from distill.trainer.schema_check import argument_errors, tool_schemas
 from distill.worker.toolcore import ToolCore, check_tools
@@ -49,7 +50,8 @@ class PromptEval(BaseModel):
 
     id: str
     prompt: str
-    status: Literal["final_answer", "tool_limit", "error", "unavailable"]
+    # truncated: the conversation ended on an answer cut off at the token limit (max_tokens).
+    status: Literal["final_answer", "truncated", "tool_limit", "error", "unavailable"]
     tool_calls: int = 0
     distinct_calls: int = 0
     repeated_calls: int = 0
@@ -57,6 +59,10 @@ class PromptEval(BaseModel):
     final_answer: bool = False
     hit_tool_limit: bool = False
     calls: list[str] = Field(default_factory=list)
+    # Each call with the real result its tool gave (eval_records.py).
+    tool_results: list[EvalToolCall] = Field(default_factory=list)
+    # The last answer stopped at the token limit: shown, but not counted as a final answer.
+    truncated: bool = False
     answer: str | None = None
     # Right by the prompt's `expected` answer; None where the prompt has none.
     correct: bool | None = None
@@ -77,6 +83,8 @@ class EvalTotals(BaseModel):
     invalid_calls: int = 0
     final_answers: int = 0
     tool_limit_hits: int = 0
+    # Answers cut off at the token limit, counted apart from final answers.
+    truncated: int = 0
     errors: int = 0
     mean_calls_per_prompt: float = 0.0
     # Prompts with an `expected` answer, and how many of them were answered correctly.
@@ -335,13 +343,17 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
     # Capture keeps thinking apart already; a record from before it did may still open with a
     # <think> block, and what the student thought is never its answer.
     answer = split_thinking(answer)[1]
-    final = conversation.status == "final_answer" and bool((answer or "").strip())
-    # The same rule as generation: an answer counts only if the conversation ended with it.
+    ended = conversation.status == "final_answer" and bool((answer or "").strip())
+    truncated = ended and hit_token_limit(conversation)
+    final = ended and not truncated
+    # The same rule as generation: an answer counts only if the conversation ended with it; one
+    # cut off at the token limit did not end, it was stopped.
     verdict = reference_verdict(task.expected, answer if final else None)
+    detail = f"answer cut off at the token limit; {verdict.detail}" if truncated and verdict.detail else verdict.detail
     return PromptEval(
         id=task.task_id,
         prompt=task.prompt,
-        status=conversation.status,
+        status="truncated" if truncated else conversation.status,
         tool_calls=len(calls),
         distinct_calls=len(seen),
         repeated_calls=len(calls) - len(seen),
@@ -351,9 +363,11 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
         final_answer=final,
         hit_tool_limit=conversation.status == "tool_limit",
         calls=calls,
+        tool_results=tool_calls_with_results(conversation),
+        truncated=truncated,
         answer=(answer or "")[:2000] if answer is not None else None,
         correct=verdict.passed,
-        verdict=verdict.detail,
+        verdict=detail,
         error=conversation.error,
         reasoning_tokens=conversation.usage.reasoning_tokens,
     )
@@ -372,6 +386,7 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         invalid_calls=sum(r.invalid_calls for r in results),
         final_answers=sum(r.final_answer for r in results),
         tool_limit_hits=sum(r.hit_tool_limit for r in results),
+        truncated=sum(r.truncated for r in results),
         errors=sum(r.status in ("error", "unavailable") for r in results),
         mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
         with_reference=with_reference,
@@ -395,7 +410,7 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
     prompts = len(report.variants[0].prompts) if report.variants else 0
     most = max((p.tool_calls for v in report.variants for p in v.prompts), default=0)
     references = report.variants[0].totals.with_reference if report.variants else 0
-    labels = ["final answers", f"correct (of {references})", "loops"]
+    labels = ["final answers", f"correct (of {references})", "cut off", "loops"]
     for index, variant in enumerate(report.variants):
         shift = (index - (count - 1) / 2) * width
         calls = [p.tool_calls for p in variant.prompts]
@@ -403,7 +418,8 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
         histogram = [sum(p.tool_calls == n for p in variant.prompts) for n in range(most + 1)]
         distribution.bar([n + shift for n in range(most + 1)], histogram, width, label=variant.name)
         totals = variant.totals
-        outcomes.bar([n + shift for n in range(3)], [totals.final_answers, totals.correct, totals.tool_limit_hits],
+        outcomes.bar([n + shift for n in range(4)],
+                     [totals.final_answers, totals.correct, totals.truncated, totals.tool_limit_hits],
                      width, label=variant.name)
     per_prompt.set_xlabel("prompt")
     per_prompt.set_ylabel("tool calls")
@@ -415,7 +431,7 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
     distribution.set_xticks(range(most + 1))
     outcomes.set_ylabel("prompts")
     outcomes.set_title(f"answers on {prompts} held-out prompts")
-    outcomes.set_xticks(range(3), labels)
+    outcomes.set_xticks(range(4), labels)
     for axes in (per_prompt, distribution, outcomes):
         axes.legend()
         axes.grid(axis="y", alpha=0.3)

@@ -78,6 +78,10 @@ class MetricsWriter(TrainingCallback):
             self.wrapped_callback.on_train_loss_report(train_info)
 
     def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        # mlx-lm runs validation before iteration `it`'s step, prints "Iter it: Val loss" and
+        # reports it - 1 (steps done) to callbacks; the record keeps the number the console showed,
+        # so the plot and metrics.jsonl agree with what the user read.
+        val_info = {**val_info, "iteration": int(val_info["iteration"]) + 1}
         self.record(
             MetricRecord(
                 kind="val",

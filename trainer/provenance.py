@@ -37,6 +37,8 @@ class TrainResult(BaseModel):
     final_val_loss: float | None = None
     test_loss: float | None = None
     seconds: float
+    # The BLAS the training process ran on (teachers.mlx_server.blas_in_use); "" in older results.
+    blas: str = ""
 
 
 class DataFile(BaseModel):

@@ -24,7 +24,7 @@ from typing import Any, cast
 from mlx_lm.tuner.callbacks import TrainingCallback
 
 from distill.shared.records import utcnow
-from distill.teachers.mlx_server import openblas_missing
+from distill.teachers.mlx_server import blas_in_use, openblas_missing
 from distill.trainer.batches import (
     MaskedDataset,
     TokenizeCallback,
@@ -102,6 +102,7 @@ def run_job(job: TrainJob, callback: TrainingCallback | None, on_tokenize: Token
     plot_file = plot_losses(metrics.path, job.adapter_path / PLOT_FILE)
     seconds = time.perf_counter() - clock
     result = _result(job.adapter_path, config, splits, metrics.records, plot_file, test_loss, seconds)
+    result.blas = blas_in_use()
     write_info(job, result, started_at)
     return result
 

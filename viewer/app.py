@@ -16,7 +16,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import FileResponse, HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -24,8 +24,8 @@ from starlette.templating import Jinja2Templates
 from distill.coordinator.progress import read_progress_snapshot
 from distill.coordinator.stats import count_records
 from distill.trainer.convert import DROP_DESCRIPTIONS, DropReason
-from distill.viewer.catalog import Catalog, ConvertOutput, RunFolder, discover, has_splits
-from distill.viewer.evals import SHARES, eval_table
+from distill.viewer.catalog import Catalog, ConvertOutput, EvalOutput, RunFolder, discover, has_splits
+from distill.viewer.evals import SHARES, chart_files, eval_table
 from distill.viewer.index import KEPT, NOT_CONVERTED, STATUSES, VERDICTS, Filters, RunIndex
 from distill.viewer.learn import LearnError, SplitLocator, Tokenizers, student_view
 from distill.viewer.trajectory import conversation_turns, raw_turns, verdict_state
@@ -214,11 +214,24 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
                 problem = str(error)
         return page(request, "learn.html", run=run, line=line, data=data, view=view, problem=problem, convert=convert)
 
-    def evaluation(request: Request) -> HTMLResponse:
+    def find_eval(request: Request) -> EvalOutput:
         found = state.catalog.eval(request.path_params["eval"]) or state.rescan().eval(request.path_params["eval"])
         if found is None:
             raise HTTPException(404, "no such evaluation")
-        return page(request, "eval.html", evaluation=found, table=eval_table(found.report), shares=SHARES)
+        return found
+
+    def evaluation(request: Request) -> HTMLResponse:
+        found = find_eval(request)
+        charts = [(name, title) for name, (_, title) in chart_files(found.path, found.report).items()]
+        return page(request, "eval.html", evaluation=found, table=eval_table(found.report), shares=SHARES, charts=charts)
+
+    def chart(request: Request) -> FileResponse:
+        # Only the charts an evaluation names: never a path taken from the request.
+        evaluation = find_eval(request)
+        found = chart_files(evaluation.path, evaluation.report).get(request.path_params["name"])
+        if found is None:
+            raise HTTPException(404, "no such chart")
+        return FileResponse(found[0], media_type="image/png")
 
     async def not_found(request: Request, error: Exception) -> HTMLResponse:
         detail = getattr(error, "detail", str(error))
@@ -238,6 +251,7 @@ def create_app(paths: list[Path], *, tokenizer: str | None = None, index_dir: Pa
             Route("/runs/{run}/{kind}/{line:int}", record),
             Route("/runs/{run}/conversation/{line:int}/learn", learn),
             Route("/evals/{eval}", evaluation),
+            Route("/evals/{eval}/charts/{name}", chart),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={HTTPException: not_found},

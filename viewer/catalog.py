@@ -166,10 +166,28 @@ def _attach(catalog: Catalog) -> None:
                 run.converts.append(convert)
                 break
     for evaluation in catalog.evals:
-        for run in catalog.runs:
-            if run.path in evaluation.path.parents:
-                run.evals.append(evaluation)
-                break
+        holder = next((run for run in catalog.runs if run.path in evaluation.path.parents), None)
+        holder = holder or _run_that_trained(evaluation, catalog)
+        if holder is not None:
+            holder.evals.append(evaluation)
+
+
+def _run_that_trained(evaluation: EvalOutput, catalog: Catalog) -> RunFolder | None:
+    """The run whose convert output trained the evaluated adapter (the demo keeps eval/ beside runs/).
+
+    Followed through the adapter's distill_train.json, which names the training data folder.
+    """
+    adapter = evaluation.report.get("adapter_path")
+    if not adapter:
+        return None
+    from distill.trainer.train_config import INFO_FILE
+
+    info = _read_json(Path(adapter) / INFO_FILE) if (Path(adapter) / INFO_FILE).is_file() else None
+    data_dir = (info or {}).get("data_dir")
+    if not data_dir:
+        return None
+    data = Path(data_dir).resolve()
+    return next((run for run in catalog.runs if any(c.path.resolve() == data for c in run.converts)), None)
 
 
 def has_splits(convert: ConvertOutput) -> bool:

@@ -6,17 +6,29 @@ expected answers lands in eval.json with issue 14), so an older or newer report 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Totals in the order a reader compares them; any other numeric total follows.
 TOTALS_ORDER = (
-    "prompts", "with_reference", "correct", "accuracy", "final_answers", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
+    "prompts", "with_reference", "correct", "accuracy", "final_answers", "truncated", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
     "repeated_calls", "invalid_calls", "tool_limit_hits", "errors",
 )
 CORRECT_KEYS = ("correct", "passed")
 # Totals that are shares of one, shown as percentages.
 SHARES = ("accuracy",)
+
+
+@dataclass
+class CallResult:
+    """One tool call and the real result its tool gave (eval.json's `tool_results`)."""
+
+    call: str
+    result: str | None
+    outcome: str | None
+    cut: bool = False
 
 
 @dataclass
@@ -28,6 +40,30 @@ class Cell:
     error: str | None
     seconds: float | None
     correct: bool | None
+    # Why the answer was judged right or wrong ("" where eval.json has no reason).
+    verdict: str = ""
+    truncated: bool = False
+    # Each call with its result; empty in reports written before eval kept results.
+    results: list[CallResult] = field(default_factory=list)
+
+
+def _results(prompt: dict[str, Any]) -> list[CallResult]:
+    found = []
+    for item in prompt.get("tool_results") or []:
+        if not isinstance(item, dict):
+            continue
+        arguments = item.get("arguments")
+        shown = json.dumps(arguments, ensure_ascii=False, separators=(",", ":")) if isinstance(arguments, dict) else ""
+        found.append(CallResult(call=f"{item.get('name')}({shown})", result=item.get("result"),
+                                outcome=item.get("outcome"), cut=bool(item.get("result_cut"))))
+    return found
+
+
+def _verdict(prompt: dict[str, Any]) -> str:
+    verdict = prompt.get("verdict")
+    if isinstance(verdict, dict):
+        verdict = verdict.get("detail")
+    return verdict if isinstance(verdict, str) else ""
 
 
 @dataclass
@@ -82,5 +118,21 @@ def eval_table(report: dict[str, Any]) -> EvalTable:
                 error=prompt.get("error"),
                 seconds=prompt.get("seconds"),
                 correct=_correct(prompt),
+                verdict=_verdict(prompt),
+                truncated=prompt.get("truncated") is True,
+                results=_results(prompt),
             )
     return EvalTable(variants=names, totals=totals, rows=list(rows.values()))
+
+
+def chart_files(eval_file: Path, report: dict[str, Any]) -> dict[str, tuple[Path, str]]:
+    """The charts that go with an evaluation, by the name the page asks for: eval's tool-call bars
+    beside eval.json, and the training loss in the evaluated adapter's folder. Only files that exist."""
+    from distill.trainer.evaluate import PLOT_FILE as TOOL_CALLS_PLOT
+    from distill.trainer.train_config import PLOT_FILE as LOSS_PLOT
+
+    charts = {TOOL_CALLS_PLOT: (eval_file.parent / TOOL_CALLS_PLOT, "tool calls and answers, per variant")}
+    adapter = report.get("adapter_path")
+    if isinstance(adapter, str) and adapter:
+        charts[LOSS_PLOT] = (Path(adapter) / LOSS_PLOT, "the adapter's training and validation loss")
+    return {name: found for name, found in charts.items() if found[0].is_file()}

@@ -157,7 +157,9 @@ def _digest(data: bytes) -> str:
 
 def default_index_dir() -> Path:
     """Where indexes persist between `distill view` sessions (the run folders stay untouched)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "view"
+    from distill.shared.settings import cache_dir
+
+    return cache_dir() / "view"
 
 
 _UNSET: Any = object()

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_ai
 from pydantic_ai import Agent, RunContext, Tool, UsageLimits, capture_run_messages
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -42,6 +43,10 @@ from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messag
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
 from distill.worker.toolcore import ToolCore
+
+# pydantic-ai prints a first-run banner on a terminal when a program run from a source tree starts
+# an agent; distill owns its output (it landed in the middle of the demo's evaluation stage).
+pydantic_ai.BANNER_ENABLED = False
 
 # 4xx answers that a retry elsewhere or later can cure; any other 4xx is the request's fault.
 RETRYABLE_STATUS = {408, 409, 425, 429}
