@@ -107,6 +107,10 @@ class Scores:
     loops: int
     final_answers: int
     correct: int
+    # Wrong final answers, questions left without one, and wrong answers that named extra files.
+    wrong: int = 0
+    no_answer: int = 0
+    extra_files: int = 0
     # kind -> (correct, questions)
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -194,7 +198,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
 
         data_dir = out / "train-data"
         report = convert(run.run_dir, model, data_dir, max_tool_calls=options.max_tool_calls,
-                         max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0))
+                         max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0), require_verified=True)
         console.print(convert_table(report))
         if report.kept < 2:
             raise DemoError(f"only {report.kept} conversation(s) worth learning from; see {data_dir / 'report.json'}")
@@ -327,6 +331,9 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
         loops=variant.totals.tool_limit_hits,
         final_answers=variant.totals.final_answers,
         correct=variant.totals.correct,
+        wrong=variant.totals.wrong,
+        no_answer=variant.totals.no_answer,
+        extra_files=variant.totals.named_extra_files,
         by_kind=_by_kind(right),
     )
 
@@ -343,6 +350,9 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
         loops=sum(r.status == "tool_limit" for r in records),
         final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records),
         correct=sum(ok for _, ok in right),
+        wrong=sum(r.verdict.passed is False and r.final_answer is not None for r in records),
+        no_answer=sum(r.final_answer is None for r in records),
+        extra_files=sum(r.verdict.passed is False and bool(r.verdict.extra) for r in records),
         by_kind=_by_kind(right),
     )
 
@@ -353,13 +363,14 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
 def scores_table(result: DemoResult) -> Table:
     table = Table(title="did the student learn to use the tools? (held-out questions: names it never saw)",
                   header_style="bold")
-    for column in ("", "questions", "tool calls / question", "loops", "final answers", "correct", "correct by kind"):
+    for column in ("", "questions", "tool calls / question", "loops", "final answers", "correct", "wrong",
+                   "no answer", "named extra files", "correct by kind"):
         table.add_column(column, justify="left" if column in ("", "correct by kind") else "right")
     for row in result.scores:
         per = row.tool_calls / row.questions if row.questions else 0.0
         kinds = ", ".join(f"{kind} {done}/{asked}" for kind, (done, asked) in row.by_kind.items())
         table.add_row(row.who, str(row.questions), f"{per:.2f}", str(row.loops), str(row.final_answers),
-                      f"{row.correct}/{row.questions}", kinds, style="bold" if row.who.endswith("adapter") else None)
+                      f"{row.correct}/{row.questions}", str(row.wrong), str(row.no_answer), str(row.extra_files), kinds, style="bold" if row.who.endswith("adapter") else None)
     if result.scripted_teacher:
         table.caption = "teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one"
     return table

@@ -115,6 +115,9 @@ EVAL_ROWS = (
     ("errors", "errors"),
     ("prompts with an expected answer", "with_reference"),
     ("correct answers", "correct"),
+    ("wrong answers", "wrong"),
+    ("no answer", "no_answer"),
+    ("wrong: named extra files", "named_extra_files"),
 )
 
 

@@ -28,7 +28,7 @@ from distill.shared.queue import ensure_groups
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.errors import LineError
 from distill.shared.settings import JudgeConfig, Settings, TeacherConfig
-from distill.shared.verdicts import VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts
+from distill.shared.verdicts import EXPECTED_SHAPES, VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.trainer.convert import DropReason, convert
 from distill.trainer.evaluate import EvalReport, evaluate
@@ -42,7 +42,8 @@ RIGHT = "coordinator/collector.py"
 @pytest.mark.parametrize(
     ("expected", "answer", "passed"),
     [
-        ("coordinator/collector.py", "It is in Coordinator/Collector.py, line 80.", True),
+        ("coordinator/collector.py", "It is in ./coordinator/collector.py, line 80.", True),
+        ("coordinator/collector.py", "It is in Coordinator/Collector.py, line 80.", False),
         ("class  Collector", "see\nclass\tCollector:", True),
         ("collector.py", "It is in enqueue.py.", False),
         (AnyOf(any=["enqueue.py", "collector.py"]), "collector.py", True),
@@ -72,6 +73,9 @@ def test_bad_expected_names_file_line_and_field(tmp_path: Path) -> None:
         {"prompt": "e", "expected": {"any": ["x", 1]}},
         {"prompt": "f", "expected": "  "},
         {"prompt": "g", "id": "a\u001fb"},
+        {"prompt": "h", "expected": {"regex": "a{10000000}"}},
+        {"prompt": "i", "expected": {"regex": "(a{1000}){1000}"}},
+        {"prompt": "j", "expected": {"regex": "x" * 5000}},
     ]
     items = list(read_prompts(write_jsonl(tmp_path / "p.jsonl", lines), "run"))
     assert items[0].expected == AnyOf(any=["a", "b"])  # type: ignore[union-attr]
@@ -80,14 +84,15 @@ def test_bad_expected_names_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     assert errors == [
         f'{path}:2: field expected: "regex" not a valid regular expression (missing ) at position 1)',
-        f"{path}:3: field expected: unknown key 'some'; use a string, or an object with one key: \"any\" (list), "
-        '"all" (list) or "regex" (string)',
-        f'{path}:4: field expected: must be a string, or an object with one key: "any" (list), "all" (list) or '
-        '"regex" (string)',
+        f"{path}:3: field expected: unknown key 'some'; use {EXPECTED_SHAPES}",
+        f"{path}:4: field expected: must be {EXPECTED_SHAPES}",
         f'{path}:5: field expected: "all" needs at least one string',
         f'{path}:6: field expected: "any" takes a list of strings',
         f"{path}:7: field expected: is empty, which every answer would contain",
         f"{path}:8: field id: must not contain control characters",
+        f'{path}:9: field expected: "regex" has repeat counts too large (at most 10000, 100000 nested)',
+        f'{path}:10: field expected: "regex" has repeat counts too large (at most 10000, 100000 nested)',
+        f'{path}:11: field expected: "regex" is longer than 2000 characters',
     ]
 
 
