@@ -28,7 +28,9 @@ from distill.shared.queue import ensure_groups
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.errors import LineError
 from distill.shared.settings import JudgeConfig, Settings, TeacherConfig
-from distill.shared.verdicts import EXPECTED_SHAPES, VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts
+from distill.shared.verdicts import (
+    EXPECTED_SHAPES, VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts,
+)
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.trainer.convert import DropReason, convert
 from distill.trainer.evaluate import EvalReport, evaluate
@@ -296,24 +298,40 @@ def test_a_later_verdict_wins_and_a_truncated_last_line_is_ignored(tmp_path):
     assert latest_verdicts(path) == {("t", 1): Verdict(passed=True, method="judge", score=0.9)}
 
 
-def test_verify_resumes_past_what_it_judged(tmp_path):
-    run_dir = tmp_path / "run"
-    write_jsonl(run_dir / CONVERSATIONS_FILE, [conversation(f"t{i}") for i in range(3)])
+def verify_with_sim_judge(run_dir: Path, *rejudge: bool) -> list[Any]:
+    """One `verify_run` per flag in `rejudge`, in turn, against one simulated judge."""
     judge = SimTeacher(SimTeacherConfig())
     judge.start()
     config = JudgeConfig(base_url=judge.base_url, model="judge", max_concurrency=2)
     try:
-        first = verify_run(run_dir, config)
-        second = verify_run(run_dir, config)
-        third = verify_run(run_dir, config, rejudge=True)
+        return [verify_run(run_dir, config, rejudge=flag) for flag in rejudge]
     finally:
         judge.stop()
+
+
+def test_verify_resumes_past_what_it_judged(tmp_path):
+    run_dir = tmp_path / "run"
+    write_jsonl(run_dir / CONVERSATIONS_FILE, [conversation(f"t{i}") for i in range(3)])
+    first, second, third = verify_with_sim_judge(run_dir, False, False, True)
     assert (first.judged, first.passed) == (3, 3)
     assert (second.judged, second.skipped_judged) == (0, 3)
     assert third.judged == 3 and len(read_jsonl(run_dir / VERDICTS_FILE)) == 6
 
 
 # --- eval: accuracy beside loops and tool calls ------------------------------------------------------
+
+
+def test_verify_twice_on_records_without_a_final_answer_records_one_verdict(tmp_path):
+    run_dir = tmp_path / "run"
+    looped = conversation("looped")
+    looped["status"] = "tool_limit"
+    looped["messages"] = looped["messages"][:-1]  # ends on a tool result: no final answer
+    write_jsonl(run_dir / CONVERSATIONS_FILE, [looped, conversation("answered")])
+    first, second = verify_with_sim_judge(run_dir, False, False)
+    assert (first.judged, first.failed, first.passed) == (2, 1, 1)
+    assert (second.judged, second.skipped_judged) == (0, 2)
+    lines = read_jsonl(run_dir / VERDICTS_FILE)
+    assert len(lines) == 2 and {line["task_id"] for line in lines} == {"looped", "answered"}
 
 
 def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, code_workspace):
@@ -365,11 +383,14 @@ def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_
     report = convert(run_dir, tiny_model, tmp_path / "data", best_of=True, split=(1.0, 0.0, 0.0), max_seq_length=8192)
     kept = {example["messages"][-1]["content"] for example in read_jsonl(tmp_path / "data" / "train.jsonl")
             + read_jsonl(tmp_path / "data" / "valid.jsonl")}
-    # Without --require-verified a prompt keeps its best sample even when none passed.
-    assert kept == {"right, one call", "one call", "only wrong ones"}
-    assert report.dropped[DropReason.NOT_BEST_OF] == 4
-    assert (report.verification.passed, report.verification.failed, report.verification.unverified) == (3, 2, 2)
-    assert (report.verification.prompts_passed, report.verification.k) == (1, 4)
+    # Even without --require-verified, a failed sample is never kept: "r" keeps nothing.
+    assert kept == {"right, one call", "one call"}
+    assert report.dropped[DropReason.NOT_BEST_OF] == 3 and report.dropped[DropReason.FAILED_VERIFICATION] == 2
+    stats = report.verification
+    assert (stats.passed, stats.failed, stats.unverified) == (3, 2, 2)
+    # pass@k over the prompts with a verified sample (p: 3 of 4, r: 0 of 1); q is counted apart.
+    assert (stats.prompts, stats.prompts_unverified, stats.prompts_passed, stats.k) == (2, 1, 1, 4)
+    assert (stats.pass_at_1, stats.pass_at_k) == ((3 / 4 + 0) / 2, (1 + 0) / 2)
 
 
 def test_verify_with_the_judge_down_leaves_the_verdict_open_and_says_why(tmp_path):
