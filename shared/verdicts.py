@@ -299,7 +299,7 @@ class Mention:
 def _looks_like_file(path: str, extensions: frozenset[str]) -> bool:
     name = path.rpartition("/")[2]
     stem, dot, extension = name.rpartition(".")
-    return bool(dot and stem.strip(".") and extension in extensions)
+    return bool(dot and stem.strip(".") and extension.isalnum() and extension in extensions)
 
 
 def mentions(answer: str, files: WorkspaceFiles | None = None, extra_known: Iterable[str] = ()) -> list[Mention]:

@@ -154,6 +154,9 @@ def scripted_teacher(**extra: Any) -> SimTeacher:
         "beta": ["It is in enqueue.py.", f"It is in {RIGHT}.", "I think run.py."],
         "gamma": ["I do not know."],
         "delta": ["Probably somewhere, I did not look.", f"It is in {RIGHT}."],
+        # Traps the old substring rule passed: a shotgun list, a substring of the right path, right plus wrong.
+        "epsilon": [f"It could be in {RIGHT}, coordinator/run.py or worker/actor.py.", "Collector is in collector.py.",
+                    f"Collector is defined in {RIGHT} and also in coordinator/run.py."],
     }
     teacher = SimTeacher(SimTeacherConfig(latency_s=0.01, tool_rounds=1, answers=answers, **extra))
     teacher.start()
@@ -166,7 +169,10 @@ PROMPTS = [
     {"id": "gamma", "prompt": "Where is Collector defined? (gamma)", "expected": {"regex": r"collector\.py"}},
     # No reference: nothing can verify it without a judge.
     {"id": "delta", "prompt": "Where is Collector defined? (delta)"},
+    {"id": "epsilon", "prompt": "Where is Collector defined? (epsilon)", "expected": RIGHT},
 ]
+# What each epsilon trap named besides the reference, in the order the teacher gives them.
+EPSILON_EXTRA = [["coordinator/run.py", "worker/actor.py"], ["collector.py"], ["coordinator/run.py"]]
 
 
 def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra: Any) -> Settings:
@@ -189,14 +195,18 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
         result = generate(settings, prompts)
     finally:
         teacher.stop()
-    assert result.complete and result.total == 12 and result.dead == 0
-    assert (result.passed, result.failed, result.unverified) == (4, 5, 3)  # the summary table's row
+    assert result.complete and result.total == 15 and result.dead == 0
+    assert (result.passed, result.failed, result.unverified) == (4, 8, 3)  # the summary table's row
     records = read_conversations(settings.run_dir())
     assert sorted((r.task_id, r.sample) for r in records) == sorted((p["id"], s) for p in PROMPTS for s in range(3))
     # The worker checked every reference when the conversation ended; the teacher's temperature went out.
     outcomes = Counter((r.task_id, r.verdict.outcome) for r in records)
     assert outcomes == {("alpha", "passed"): 3, ("beta", "passed"): 1, ("beta", "failed"): 2,
-                        ("gamma", "failed"): 3, ("delta", "unverified"): 3}
+                        ("gamma", "failed"): 3, ("delta", "unverified"): 3, ("epsilon", "failed"): 3}
+    # Every trap failed in the worker's verdict, which names the extra files (and the missing one).
+    traps = [r.verdict for r in records if r.task_id == "epsilon"]
+    assert sorted(v.extra for v in traps) == sorted(EPSILON_EXTRA)
+    assert sorted(v.missing for v in traps) == [[], [], [RIGHT]]
     assert all(r.verdict.method == "reference" for r in records if r.task_id != "delta")
     assert all(r.verdict.method is None for r in records if r.task_id == "delta")
     assert [r.expected for r in records if r.task_id == "alpha"] == [RIGHT] * 3
@@ -210,15 +220,17 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
     # shortest of three right ones (same tool calls), for beta its only right one.
     assert sorted(answers) == sorted([f"See {RIGHT}", f"It is in {RIGHT}."])
     assert report.kept == 2
-    assert report.dropped[DropReason.FAILED_VERIFICATION] == 5
+    assert report.dropped[DropReason.FAILED_VERIFICATION] == 8
     assert report.dropped[DropReason.UNVERIFIED] == 3
     assert report.dropped[DropReason.NOT_BEST_OF] == 2
     failed = sorted((d.task_id, d.sample) for d in report.drops if d.reason == DropReason.FAILED_VERIFICATION)
     assert failed == sorted((r.task_id, r.sample) for r in records if r.verdict.passed is False)
     stats = report.verification
-    assert (stats.records, stats.passed, stats.failed, stats.unverified) == (12, 4, 5, 3)
-    assert stats.pass_rate == round(4 / 12, 4)
-    assert (stats.prompts, stats.prompts_passed, stats.k, stats.pass_at_k) == (4, 2, 3, 0.5)
+    assert (stats.records, stats.passed, stats.failed, stats.unverified) == (15, 4, 8, 3)
+    # pass@k over the four prompts with a reference (alpha 3/3, beta 1/3, gamma 0/3, epsilon 0/3);
+    # delta, never verified, is counted apart.
+    assert (stats.prompts, stats.prompts_unverified, stats.prompts_passed, stats.k) == (4, 1, 2, 3)
+    assert stats.pass_rate == stats.pass_at_1 == round((1 + 1 / 3) / 4, 4) and stats.pass_at_k == 0.5
 
 
 def test_judge_during_generation_shares_the_endpoint_cap(tmp_path, ray_session, redis_url, code_workspace, run_name):
@@ -350,13 +362,16 @@ def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, cod
         teacher.stop()
     (looper,) = loops.variants
     assert looper.name == "teacher"
-    assert looper.totals.tool_limit_hits == 4 and looper.totals.final_answers == 0
-    assert looper.totals.with_reference == 3 and looper.totals.correct == 0
+    assert looper.totals.tool_limit_hits == 5 and looper.totals.final_answers == 0
+    assert looper.totals.with_reference == 4 and looper.totals.correct == 0 and looper.totals.no_answer == 4
     assert all(p.correct is False for p in looper.prompts if p.id != "delta")
     (right,) = scored.variants
-    assert [p.correct for p in right.prompts] == [True, False, False, None]  # beta's first answer is wrong
-    assert (right.totals.correct, right.totals.with_reference, right.totals.accuracy) == (1, 3, round(1 / 3, 4))
-    assert right.totals.tool_limit_hits == 0 and right.totals.final_answers == 4
+    assert [p.correct for p in right.prompts] == [True, False, False, None, False]  # beta's first answer is wrong
+    assert (right.totals.correct, right.totals.with_reference, right.totals.accuracy) == (1, 4, 0.25)
+    assert right.totals.tool_limit_hits == 0 and right.totals.final_answers == 5
+    # epsilon's shotgun list is wrong, and counted as an answer that named extra files.
+    assert (right.totals.wrong, right.totals.no_answer, right.totals.named_extra_files) == (3, 0, 1)
+    assert right.prompts[-1].extra_files == EPSILON_EXTRA[0]
     saved = EvalReport.model_validate_json((tmp_path / "scored" / "eval.json").read_text())
     assert saved == scored
     assert (tmp_path / "scored" / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
