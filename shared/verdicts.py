@@ -19,7 +19,7 @@ A prompt line may carry `expected`, in one of these shapes:
 
 Files named by an answer are path tokens read with path boundaries: `a.py` is not inside
 `data.py`; `./a.py`, `` `a.py` ``, `a.py:12` and `a.py, line 12` all name `a.py`. Where the
-checker knows the workspace (`WorkspaceFiles`: the worker, eval, repair), a token names a file when
+checker knows the workspace (`WorkspaceFiles`: the worker and eval), a token names a file when
 it is one of the workspace's files (an absolute path under the root is read relative to it) or
 looks like a path (a known file extension); without it (convert and the viewer re-reading records,
 the demo's own checks) only path-looking tokens count. A file answer fails with the files missing
