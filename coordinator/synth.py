@@ -3,8 +3,15 @@
 The answers come from the code itself, read with `ast` and the file tree, never from a model:
 where a function or class is defined, which file defines a method of a class, which files import a
 module, what a function's parameters are. Each prompt line carries its `expected` answer in the
-prompts format's reference shape (a string the answer must contain, or {"all": [...]}, or
-{"regex": ...}), so the same file starts a run and grades the student afterwards.
+prompts format's reference shape (a file path, {"all": [paths]} for an exact set of files, or
+{"names": [...], "ordered": true} for parameters; shared/verdicts.py), so the same file starts a
+run and grades the student afterwards.
+
+Only unambiguous questions are asked, as the tools see the workspace: definitions are counted over
+every Python file grep reaches (dot-folders included; a file `ast` cannot parse is scanned as
+text), imports resolve only to workspace modules that the standard library or an installed
+package does not shadow, parameters are asked only when every name is distinctive, and a question
+whose answer a competent grep would not show in full (a tool cap) is dropped.
 
 The split is by name: held-out questions ask about names that no training question mentions, so a
 student can only answer them by using the tools, not by remembering.
@@ -14,11 +21,13 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import random
 import re
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +35,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from distill.shared.errors import DistillError
-from distill.worker.sandbox import VCS_DIRS, WALK_SKIPPED_DIRS, ToolLimits
+from distill.worker.grep_engine import grep
+from distill.worker.sandbox import TRUNCATED_MARKER, VCS_DIRS, WALK_SKIPPED_DIRS, ToolError, ToolLimits, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,22 @@ MIN_NAME_CHARS = 4
 MAX_IMPORTERS = 4
 MAX_PARAMS = 6
 SELF_NAMES = frozenset({"self", "cls"})
+# Parameter names too common to be found only where they are meant: an answer holding "ok" or
+# "arguments" may say nothing about parameters. A distinctive name has an underscore, a digit or a
+# capital inside, or is long and not one of these.
+COMMON_WORDS = frozenset({
+    "args", "kwargs", "arguments", "argument", "value", "values", "name", "names", "path", "paths", "data", "text",
+    "item", "items", "key", "keys", "options", "option", "config", "result", "results", "limit", "limits",
+    "timeout", "source", "target", "message", "messages", "default", "count", "index", "line", "lines", "file",
+    "files", "model", "report", "record", "records", "prompt", "prompts", "number", "string", "output", "input",
+    "event", "events", "request", "response", "context", "settings", "client", "server", "state", "status",
+    "error", "errors", "reason", "detail", "details", "callback", "handler", "function", "method", "module",
+    "workspace", "answer", "question", "verdict", "expected", "tokenizer", "teacher", "student", "payload",
+})
+MIN_PARAM_CHARS = 5
+# The marks a tool puts on an answer it cut short: a question whose answer hides behind one is dropped.
+CAP_MARKERS = ("[more matches omitted", "[stopped after scanning", "[stopped at the time limit", TRUNCATED_MARKER)
+DEFINITION_LINE = re.compile(r"^[ \t]*(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
 
 
 class SynthError(DistillError):
@@ -118,11 +144,11 @@ class SynthReport:
 
 
 def python_files(root: Path) -> list[str]:
-    """Workspace-relative paths of the Python files the tools' grep also searches, sorted."""
+    """Workspace-relative paths of the Python files the tools' grep also searches (dot-folders too), sorted."""
     limit = ToolLimits().max_file_bytes
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in VCS_DIRS and d not in WALK_SKIPPED_DIRS and not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if d not in VCS_DIRS and d not in WALK_SKIPPED_DIRS and not d.endswith(".egg-info"))
         for name in sorted(files):
             path = Path(folder) / name
             if name.endswith(".py") and not path.is_symlink() and path.stat().st_size <= limit:
@@ -148,16 +174,41 @@ def read_facts(root: Path) -> CodeFacts:
     for path in facts.files:
         facts.modules[module_name(path)] = path
     for path in facts.files:
+        source = (root / path).read_bytes()
         try:
-            tree = ast.parse((root / path).read_bytes(), filename=path)
+            tree = ast.parse(source, filename=path)
         except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError):
+            # grep still finds its `def`s: they count against uniqueness, though no question is about them.
             facts.unparsable.append(path)
+            facts.definitions.extend(_scanned_definitions(source.decode("utf-8", errors="replace"), path))
             continue
         facts.definitions.extend(_definitions(tree, path))
         for name in imported_modules(tree, module_name(path), path.endswith("__init__.py")):
             imported[name].add(path)
-    facts.importers = _resolve_imports(imported, facts.modules)
+    facts.importers = _resolve_imports(imported, {m: p for m, p in facts.modules.items() if not shadowed(m, facts.modules)})
     return facts
+
+
+def _scanned_definitions(text: str, path: str) -> Iterable[Definition]:
+    for match in DEFINITION_LINE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        kind: Literal["function", "class"] = "class" if match.group().lstrip().startswith("class") else "function"
+        yield Definition(match.group(1), kind, path, line, top_level=False)
+
+
+def shadowed(module: str, modules: dict[str, str]) -> bool:
+    """Whether `import module` would reach the standard library or an installed package instead of
+    the workspace's file: a workspace `logging.py` is not what `import logging` imports. A package
+    whose own source the workspace holds (its folder with an `__init__.py`) is the workspace's."""
+    top = module.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return True
+    if modules.get(top, "").endswith("__init__.py"):
+        return False
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _definitions(tree: ast.Module, path: str) -> Iterable[Definition]:
@@ -303,7 +354,7 @@ def _importer_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique
         if facts.modules[module].endswith("__init__.py") or not 1 <= len(files) <= MAX_IMPORTERS:
             continue
         paths = sorted(files)
-        expected: str | dict[str, Any] = paths[0] if len(paths) == 1 else {"all": paths}
+        expected: str | dict[str, Any] = paths[0] if len(paths) == 1 else {"files": paths}
         last = module.rpartition(".")[2]
         tasks.append(SynthTask("importers", module, _pick(rng, "importers", module=module), expected,
                                frozenset({module, last})))
@@ -316,14 +367,67 @@ def _param_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: d
     for name, d in sorted(unique.items()):
         if d.kind != "function" or not d.top_level or not 1 <= len(d.params) <= MAX_PARAMS:
             continue
-        tasks.append(SynthTask("params", name, _pick(rng, "params", name=name), params_pattern(d.params),
+        if not all(distinctive(p) and p != name for p in d.params):
+            continue
+        tasks.append(SynthTask("params", name, _pick(rng, "params", name=name), params_reference(d.params),
                                frozenset({name})))
     return tasks
 
 
-def params_pattern(params: Sequence[str]) -> dict[str, str]:
-    """A reference that needs every parameter as a whole word, in any order ("path" is not "paths")."""
-    return {"regex": "(?s)^" + "".join(rf"(?=.*\b{re.escape(p)}\b)" for p in params)}
+def distinctive(name: str) -> bool:
+    """A parameter name an answer can hold only on purpose (see COMMON_WORDS)."""
+    marked = "_" in name.strip("_") or any(c.isdigit() for c in name) or any(c.isupper() for c in name[1:])
+    return marked or (len(name) >= MIN_PARAM_CHARS and name.casefold() not in COMMON_WORDS)
+
+
+def params_reference(params: Sequence[str]) -> dict[str, Any]:
+    """The exact ordered list of parameter names, each a whole word ("path" is not "paths")."""
+    return {"names": list(params), "ordered": True}
+
+
+def import_pattern(module: str) -> str:
+    """Every import line that names the module's last part (`import M`, `from M import`,
+    `from PARENT import LAST`, `from .LAST import`): the grep a competent agent runs."""
+    return rf"^\s*(from|import) .*\b{re.escape(module.rpartition('.')[2])}\b"
+
+
+def definition_pattern(name: str) -> str:
+    return rf"^\s*(async def|def|class) {re.escape(name)}\b"
+
+
+def shown_in_full(workspace: Workspace, pattern: str, paths: Iterable[str]) -> bool:
+    """Whether grep (the tools' own, with their caps) shows every one of `paths` in an uncut answer."""
+    try:
+        answer, stopped = grep(workspace, pattern, glob="*.py")
+    except ToolError:
+        return False
+    if stopped:  # a walk cut short by the time limit shows nothing in full
+        return False
+    hits = {line.partition(":")[0] for line in answer.splitlines()}
+    return not any(marker in answer for marker in CAP_MARKERS) and all(path in hits for path in paths)
+
+
+def within_tool_caps(root: Path, facts: CodeFacts, candidates: dict[Kind, list[SynthTask]]) -> dict[Kind, list[SynthTask]]:
+    """Candidates without the questions whose answer lies past a tool cap. Import lines are many, so
+    importers questions are always checked; definitions only when the tree is larger than a walk."""
+    workspace = Workspace(root)
+    large = len(facts.files) >= workspace.limits.max_files_scanned
+    kept: dict[Kind, list[SynthTask]] = {}
+    for kind, tasks in candidates.items():
+        kept[kind] = []
+        for task in tasks:
+            if kind == "importers":
+                expected = task.expected
+                paths = [expected] if isinstance(expected, str) else list(expected["files"])
+                visible = shown_in_full(workspace, import_pattern(task.subject), paths)
+            elif large and kind in ("defined", "method"):
+                name = task.subject.partition(".")[0]
+                visible = shown_in_full(workspace, definition_pattern(name), [str(task.expected)])
+            else:
+                visible = True
+            if visible:
+                kept[kind].append(task)
+    return kept
 
 
 # --- choosing and splitting ---------------------------------------------------------------------
@@ -387,7 +491,7 @@ def synthesize(
     if not facts.files:
         raise SynthError(f"{workspace}: no Python files to ask about")
     rng = random.Random(_seed_of(seed, kinds))
-    candidates = candidate_tasks(facts, kinds, rng)
+    candidates = within_tool_caps(Path(workspace), facts, candidate_tasks(facts, kinds, rng))
     if not any(candidates.values()):
         raise SynthError(f"{workspace}: the code gives no question of the kinds {', '.join(kinds)}")
     train, held, excluded = choose(candidates, n, heldout, rng)

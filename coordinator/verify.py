@@ -72,10 +72,13 @@ def conversations_to_judge(run_dir: Path, result: VerifyResult, *, rejudge: bool
         except ValidationError as error:
             raise VerifyError(str(line_error(str(path), number, error))) from None
         result.records += 1
-        verdict = later.get((conversation.task_id, conversation.sample), conversation.verdict)
+        filed = later.get((conversation.task_id, conversation.sample))
+        verdict = filed or conversation.verdict
         if verdict.method == "reference":
             result.skipped_reference += 1
-        elif verdict.method == "judge" and not rejudge:
+        elif not rejudge and (verdict.method == "judge" or (filed is not None and filed.passed is not None)):
+            # Decided already: by the judge, or failed for want of a final answer (one recorded
+            # verdict, so a second verify has nothing left to do). Open ones are tried again.
             result.skipped_judged += 1
         else:
             yield conversation

@@ -258,8 +258,9 @@ def repair(
     out: Annotated[Path, typer.Option(help="Repaired conversations (plain chat lines); the report goes beside it.")],
     custom_tool: Annotated[Optional[list[str]], typer.Option(
         "--custom-tool", help="A tool of your own, package.module:function (repeatable).")] = None,
-    keep_original: Annotated[bool, typer.Option(
-        "--keep-original", help="Where a real result differs today, keep the old one (it is still listed).")] = False,
+    on_changed: Annotated[str, typer.Option(
+        "--on-changed", help="Where a real result differs today: keep the original (default), or cut: write "
+        "today's and cut the conversation after it (continue it with --continue-with).")] = "keep",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Count bad lines instead of stopping.")] = False,
     continue_with: Annotated[Optional[str], typer.Option(
         help="Teacher base URL: continue each repaired conversation from its first repaired result.")] = None,
@@ -277,7 +278,7 @@ def repair(
     if (continue_with is None) != (teacher_model is None):
         fail("--continue-with and --teacher-model go together")
     with convert_progress(err, conversations_path(source), verb="repair") as on_progress:
-        report = run_repair(source, workspace, out, custom_tools=custom_tool or (), keep_original=keep_original,
+        report = run_repair(source, workspace, out, custom_tools=custom_tool or (), on_changed=on_changed,  # type: ignore[arg-type]
                             skip_invalid=skip_invalid, on_progress=on_progress)
     print_with_paths(console_out, repair_table(report), repair_paths(report))
     if continue_with is None or teacher_model is None:  # both or neither (checked above)

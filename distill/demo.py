@@ -111,6 +111,10 @@ class Scores:
     # Answers cut off at the token limit (not final answers).
     truncated: int
     correct: int
+    # Wrong final answers, questions left without one, and wrong answers that named extra files.
+    wrong: int = 0
+    no_answer: int = 0
+    extra_files: int = 0
     # kind -> (correct, questions)
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -206,7 +210,7 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
 
         data_dir = out / "train-data"
         report = convert(run.run_dir, model, data_dir, max_tool_calls=options.max_tool_calls,
-                         max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0))
+                         max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0), require_verified=True)
         print_convert(console, report)
         if report.kept < 2:
             raise DemoError(f"only {report.kept} conversation(s) worth learning from; see {data_dir / 'report.json'}")
@@ -364,6 +368,9 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
         final_answers=variant.totals.final_answers,
         truncated=variant.totals.truncated,
         correct=variant.totals.correct,
+        wrong=variant.totals.wrong,
+        no_answer=variant.totals.no_answer,
+        extra_files=variant.totals.named_extra_files,
         by_kind=_by_kind(right),
     )
 
@@ -384,6 +391,9 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
         final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records) - sum(cut),
         truncated=sum(cut),
         correct=sum(ok for _, ok in right),
+        wrong=sum(r.verdict.passed is False and r.final_answer is not None for r in records),
+        no_answer=sum(r.final_answer is None for r in records),
+        extra_files=sum(r.verdict.passed is False and bool(r.verdict.extra) for r in records),
         by_kind=_by_kind(right),
     )
 
@@ -393,8 +403,8 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
 
 def scores_table(result: DemoResult) -> Table:
     table = Table(title="did the student learn to use the tools?", header_style="bold")
-    for column in ("", "questions", "tool calls / question", "loops", "final answers", "cut off", "correct",
-                   "correct by kind"):
+    for column in ("", "questions", "tool calls / question", "loops", "final answers", "cut off", "correct", "wrong",
+                   "no answer", "named extra files", "correct by kind"):
         table.add_column(column, justify="left" if column in ("", "correct by kind") else "right")
     teacher = result.scores[-1] if result.scores else None
     for row in result.scores:
@@ -402,7 +412,8 @@ def scores_table(result: DemoResult) -> Table:
         kinds = ", ".join(f"{kind} {done}/{asked}" for kind, (done, asked) in row.by_kind.items())
         asked = f"{row.questions} training" if row is teacher else f"{row.questions} held out"
         table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.final_answers), str(row.truncated),
-                      f"{row.correct}/{row.questions}", kinds, style="bold" if row.who.endswith("adapter") else None)
+                      f"{row.correct}/{row.questions}", str(row.wrong), str(row.no_answer), str(row.extra_files), kinds,
+                      style="bold" if row.who.endswith("adapter") else None)
     notes = [("students: the held-out questions (names training never mentioned); teacher: the training "
               "questions it answered to make the data, a different set")]
     if result.scripted_teacher:

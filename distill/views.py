@@ -92,11 +92,14 @@ def reasoning_line(report: ConvertReport) -> str:
 
 
 def verification_line(report: ConvertReport) -> str:
-    """Pass rate over the records, pass@k over the prompts."""
+    """The answers' outcomes, and pass@1 / pass@k over the prompts with a verified sample."""
     stats = report.verification
-    return (f"answers: {stats.passed} passed, {stats.failed} failed, {stats.unverified} unverified of {stats.records} "
-            f"(pass rate {stats.pass_rate:.0%}); prompts with a passing sample: {stats.prompts_passed} of "
-            f"{stats.prompts} (pass@{stats.k} {stats.pass_at_k:.0%})")
+    line = f"answers: {stats.passed} passed, {stats.failed} failed, {stats.unverified} unverified of {stats.records}"
+    if stats.pass_at_1 is None:
+        return line + "; no prompt has a verified sample"
+    rates = f"pass@1 {stats.pass_at_1:.0%}" + (f", pass@{stats.k} {stats.pass_at_k:.0%}" if stats.k > 1 else "")
+    return (f"{line}; {rates} over {stats.prompts} prompts with a verified sample "
+            f"({stats.prompts_passed} with a passing one; {stats.prompts_unverified} unverified prompts apart)")
 
 
 @contextmanager
@@ -161,6 +164,9 @@ EVAL_ROWS = (
     ("errors", "errors"),
     ("prompts with an expected answer", "with_reference"),
     ("correct answers", "correct"),
+    ("wrong answers", "wrong"),
+    ("no answer", "no_answer"),
+    ("wrong: named extra files", "named_extra_files"),
 )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distill.coordinator.synth import function_params, imported_modules, module_name
+from distill.coordinator.synth import definition_pattern, function_params, import_pattern, imported_modules, module_name
 
 QUOTED = re.compile(r"`([^`]+)`")
 GREP_HIT = re.compile(r"^(?P<path>[^\s:][^:]*):(?P<line>\d+): (?P<text>.*)$")
@@ -95,10 +95,6 @@ def _located(hit: GrepHit) -> str:
 # --- one script per kind of question ------------------------------------------------------------
 
 
-def definition_pattern(name: str) -> str:
-    return rf"^\s*(async def|def|class) {re.escape(name)}\b"
-
-
 def _defined(question: Question, results: list[str], offered: set[str]) -> Action:
     if not results:
         return "grep", {"pattern": definition_pattern(question.name), "glob": "*.py"}
@@ -119,12 +115,6 @@ def _method(question: Question, results: list[str], offered: set[str]) -> Action
     if not classes:
         return f"I found no class `{owner}` in this workspace."
     return f"`{owner}.{method}` is defined in {classes[0].path}, in the class `{owner}` (line {classes[0].line})."
-
-
-def import_pattern(module: str) -> str:
-    """Every import line that names the module's last part (`import M`, `from M import`,
-    `from PARENT import LAST`, `from .LAST import`); `_imports` keeps those that import M."""
-    return rf"^\s*(from|import) .*\b{re.escape(module.rpartition('.')[2])}\b"
 
 
 def _imports(hit: GrepHit, module: str) -> bool:

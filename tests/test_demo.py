@@ -102,6 +102,10 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
         for call in prompt.tool_results:
             if call.outcome == "ok":
                 assert call.result == getattr(tools, call.name)(**call.arguments)[:4000]
+    # Every held-out question is correct, wrong or unanswered: nothing is counted twice or lost.
+    assert all(v.totals.correct + v.totals.wrong + v.totals.no_answer == v.totals.with_reference == 2
+               for v in evaluation.variants)
+    assert report["require_verified"] is True
     assert [s.who for s in result.scores[:2]] == ["student base", "student adapter"]
     assert all(s.questions == 2 for s in result.scores[:2])
     screen = Console(file=open("/dev/null", "w"), width=200, record=True)

@@ -150,8 +150,8 @@ def test_the_eval_page_shows_each_tool_result_the_verdict_and_the_chart(report: 
         results = [r.text for r in wrong.find_elements(By.CSS_SELECTOR, "pre.result")]
         assert results == ["config.py:1: def parse():"]  # the real result, as the tool gave it
         assert "grep" in wrong.text and "parse is defined in config.py." in wrong.text
-        assert "why wrong: answer lacks 'settings.py'" in wrong.text
-        assert "why right: answer contains 'config.py'" in rows["right"].text
+        assert "why wrong: answer names other files than expected; missing: settings.py; extra: config.py" in wrong.text
+        assert "why right: answer names exactly 'config.py'" in rows["right"].text
         assert "cut off at the token limit (32 tokens)" in rows["cut"].text
         chart = driver.find_element(By.CSS_SELECTOR, ".charts img")  # type: ignore[attr-defined]
         assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart) > 100  # type: ignore[attr-defined]

@@ -15,7 +15,15 @@ from trainer_fixtures import read_jsonl, tiny_model, write_jsonl  # noqa: F401 -
 from distill.shared.settings import GenerationLimits
 from distill.trainer.convert import DropReason, convert
 from distill.trainer.errors import TrainerError
-from distill.trainer.repair import CallOutcome, RepairReport, repair, report_path
+from distill.trainer.repair import (
+    CHANGED_HANDLING_KEY,
+    CHANGED_KEY,
+    CallOutcome,
+    RepairReport,
+    continuation_prompts,
+    repair,
+    report_path,
+)
 
 PLACEHOLDER = "[Tool execution completed]"
 
@@ -77,17 +85,43 @@ def test_placeholders_become_real_results_and_convert_keeps_them(tmp_path: Path,
 def test_real_results_are_kept_changed_results_flagged(tmp_path: Path, workspace: Path) -> None:
     dataset = write_jsonl(tmp_path / "real.jsonl", [
         chat("grep", {"pattern": "TIMEOUT =", "path": "pkg"}, "pkg/config.py:2: TIMEOUT = 30"),
-        chat("grep", {"pattern": "DEBUG", "path": "pkg"}, "pkg/config.py:1: DEBUG = False"),  # the code moved on
+        chat("grep", {"pattern": "DEBUG", "path": "pkg"}, "pkg/config.py:1: DEBUG = False",  # the code moved on
+             answer="DEBUG is False (pkg/config.py, line 1)."),
     ])
-    report = repair(dataset, workspace, tmp_path / "today.jsonl")
-    assert report.calls[CallOutcome.KEPT] == 1 and report.calls[CallOutcome.CHANGED] == 1
+    # By default a changed result keeps the original: the answer after it was written against it.
+    report = repair(dataset, workspace, tmp_path / "original.jsonl")
+    assert report.calls[CallOutcome.KEPT] == 1 and report.calls[CallOutcome.CHANGED] == 1 and report.cut == 0
     [note] = report.notes
     assert note.outcome == CallOutcome.CHANGED and note.line == 2 and note.tool == "grep"
-    assert read_jsonl(tmp_path / "today.jsonl")[1]["messages"][3]["content"] == "pkg/config.py:1: DEBUG = True"
+    assert "kept the original" in note.detail
+    rows = read_jsonl(tmp_path / "original.jsonl")
+    assert rows[1]["messages"][3]["content"] == "pkg/config.py:1: DEBUG = False"
+    assert rows[1]["messages"][4]["content"] == "DEBUG is False (pkg/config.py, line 1)."
+    assert rows[1][CHANGED_KEY] == [rows[1]["messages"][2]["tool_calls"][0]["id"]]
+    assert rows[1][CHANGED_HANDLING_KEY] == "kept_original" and CHANGED_KEY not in rows[0]
 
-    kept = repair(dataset, workspace, tmp_path / "original.jsonl", keep_original=True)
-    assert kept.calls[CallOutcome.CHANGED] == 1
-    assert read_jsonl(tmp_path / "original.jsonl")[1]["messages"][3]["content"] == "pkg/config.py:1: DEBUG = False"
+
+def test_a_changed_result_is_never_paired_with_the_old_answer(tmp_path: Path, workspace: Path) -> None:
+    """--on-changed cut: today's result, the turns after it gone, the outcome recomputed, and the
+    conversation continued from there (never today's result under yesterday's answer)."""
+    stale = chat("grep", {"pattern": "DEBUG", "path": "pkg"}, "pkg/config.py:1: DEBUG = False",
+                 answer="DEBUG is False (pkg/config.py, line 1).")
+    stale["messages"][3]["outcome"] = "tool_error"  # a recorded outcome that no longer holds
+    dataset = write_jsonl(tmp_path / "real.jsonl", [
+        stale, chat("grep", {"pattern": "TIMEOUT =", "path": "pkg"}, "pkg/config.py:2: TIMEOUT = 30")])
+    report = repair(dataset, workspace, tmp_path / "cut.jsonl", on_changed="cut")
+    assert report.calls[CallOutcome.CHANGED] == 1 and report.cut == 1 and "cut the turns" in report.notes[0].detail
+    cut, whole = read_jsonl(tmp_path / "cut.jsonl")
+    assert [m["role"] for m in cut["messages"]] == ["system", "user", "assistant", "tool"]
+    assert cut["messages"][3]["content"] == "pkg/config.py:1: DEBUG = True"
+    assert cut["messages"][3]["outcome"] == "ok"
+    assert cut[CHANGED_HANDLING_KEY] == "cut" and CHANGED_KEY not in whole
+    assert [m["role"] for m in whole["messages"]][-1] == "assistant"
+    # A cut conversation has no answer to train on until a teacher continues it from the new result.
+    plan = continuation_prompts(tmp_path / "cut.jsonl", tmp_path / "cut.continue.jsonl")
+    assert plan.written == 1 and [reason for _, reason in plan.skipped] == ["no placeholder or cut result: nothing to redo"]
+    [line] = read_jsonl(tmp_path / "cut.continue.jsonl")
+    assert line["history"][-1]["content"] == "pkg/config.py:1: DEBUG = True"
 
 
 def test_bad_calls_drop_the_record_with_the_reason(tmp_path: Path, workspace: Path) -> None:
@@ -255,7 +289,7 @@ def test_secrets_the_dataset_brought_along_are_tagged_too(tmp_path: Path, worksp
     line["messages"][1]["content"] = f"Where is DEBUG? My key is {key}."
     dataset = write_jsonl(tmp_path / "leaky.jsonl", [line])
 
-    repair(dataset, workspace, tmp_path / "kept.jsonl", keep_original=True)
+    repair(dataset, workspace, tmp_path / "kept.jsonl")  # a changed result keeps the original by default
 
     written = (tmp_path / "kept.jsonl").read_text()
     assert key not in written

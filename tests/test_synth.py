@@ -16,8 +16,9 @@ from distill.coordinator.synth import (
     KINDS,
     SynthError,
     candidate_tasks,
+    distinctive,
     heldout_path,
-    params_pattern,
+    params_reference,
     read_facts,
     synthesize,
 )
@@ -26,11 +27,11 @@ from distill.teachers.sim_solver import next_message, parse_question
 from distill.worker.toolcore import ToolCore
 
 
-def answer_is_right(expected: object, answer: str | None) -> bool:
+def answer_is_right(expected: object, answer: str | None, prompt: str | None = None) -> bool:
     """The prompts format's reference rule, on `expected` as a prompt line spells it."""
     from pydantic import TypeAdapter
 
-    return check_answer(TypeAdapter(Expected).validate_python(expected), answer).passed is True
+    return check_answer(TypeAdapter(Expected).validate_python(expected), answer, prompt=prompt).passed is True
 
 TREE = {
     "shop/__init__.py": "from shop.models import Basket\n",
@@ -73,8 +74,19 @@ TREE = {
         "def total(basket: Basket, *extras, **options) -> float:\n"
         "    return 0.0\n"
     ),
-    "tools/report.py": "from shop.pricing import discount\n\n\ndef render_report(rows, title):\n    return title\n",
-    "broken.py": "def oops(:\n",
+    "tools/report.py": (
+        "import logging\n"
+        "from shop.pricing import discount\n\n\n"
+        "def render_report(rows, title):\n"
+        "    return title\n\n\n"
+        "def apply_coupon(coupon_code, basket_total, *, maxDiscount=None):\n"
+        "    return basket_total\n"
+    ),
+    # A workspace file named like a standard module: `import logging` does not import it.
+    "logging.py": "def log_line_now():\n    pass\n",
+    # grep reaches dot-folders and unparsable files: these make two names defined twice.
+    ".tools/extra.py": "def render_report(rows):\n    pass\n",
+    "broken.py": "def oops(:\n\ndef discount(x):\n    pass\n",
     ".venv/lib/site.py": "def hidden_function():\n    pass\n",
     "node_modules/x.py": "def also_hidden():\n    pass\n",
     "README.md": "not python\n",
@@ -93,11 +105,14 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_facts_come_from_the_code(tree):
     facts = read_facts(tree)
 
-    assert facts.files == ["broken.py", "shop/__init__.py", "shop/checkout.py", "shop/models.py",
-                           "shop/pricing.py", "tools/report.py"]
+    assert facts.files == ["broken.py", "logging.py", ".tools/extra.py", "shop/__init__.py", "shop/checkout.py",
+                           "shop/models.py", "shop/pricing.py", "tools/report.py"]
     assert facts.unparsable == ["broken.py"]
     names = facts.by_name()
     assert [d.path for d in names["helper_twice"]] == ["shop/checkout.py", "shop/pricing.py"]
+    assert [(d.path, d.line) for d in names["discount"]] == [("broken.py", 3), ("shop/pricing.py", 10)]
+    assert [d.path for d in names["render_report"]] == [".tools/extra.py", "tools/report.py"]
+    assert facts.modules["logging"] == "logging.py" and "logging" not in facts.importers
     assert names["fetch_prices"][0].params == ("session", "skus", "timeout")
     assert names["add_item"][0].owner == "Basket" and names["add_item"][0].params == ("item", "quantity")
     assert not names["run"][0].top_level
@@ -113,19 +128,29 @@ def test_questions_have_one_right_answer(tree):
     assert by_subject[("defined", "load_catalog")].expected == "shop/models.py"
     assert by_subject[("defined", "PriceRule")].expected == "shop/pricing.py"
     assert by_subject[("method", "Basket.add_item")].expected == "shop/models.py"
-    assert by_subject[("importers", "shop.pricing")].expected == {"all": ["shop/checkout.py", "tools/report.py"]}
-    assert by_subject[("params", "total")].expected == params_pattern(["basket", "extras", "options"])
+    assert by_subject[("importers", "shop.pricing")].expected == {"files": ["shop/checkout.py", "tools/report.py"]}
+    assert by_subject[("params", "apply_coupon")].expected == {"names": ["coupon_code", "basket_total", "maxDiscount"],
+                                                               "ordered": True}
+    # Common words ("options", "path", "rows") and short names are no parameters to grade an answer on.
+    assert {s for k, s in by_subject if k == "params"} == {"apply_coupon"}
     subjects = {subject for _, subject in by_subject}
-    # Defined twice, too short, a dunder, outside the walk, nested: no question has one answer.
-    assert not subjects & {"helper_twice", "run", "Basket.__len__", "hidden_function", "also_hidden"}
+    # Defined twice (in a dot-folder, in a file ast cannot parse), too short, a dunder, outside the
+    # walk, nested: no question has one answer.
+    assert not subjects & {"helper_twice", "run", "Basket.__len__", "hidden_function", "also_hidden", "render_report",
+                           "discount", "logging"}
     # A package's __init__ is not a module anyone asks "who imports" about.
     assert ("importers", "shop") not in by_subject
 
 
-def test_params_reference_needs_every_name_as_a_word():
-    pattern = params_pattern(["path", "strict"])
-    assert answer_is_right(pattern, "It takes `strict` and `path`.")
-    assert not answer_is_right(pattern, "It takes `paths` and `strict`.")
+def test_params_reference_needs_every_name_as_a_word_in_order():
+    reference = params_reference(["path_in", "strict_mode"])
+    assert answer_is_right(reference, "`load` (a/path_in.py, line 2) takes `path_in` and `strict_mode`.",
+                           "What are the parameters of `load`?")
+    assert not answer_is_right(reference, "It takes `strict_mode` and `path_in`.")
+    assert not answer_is_right(reference, "It takes `path_ins` and `strict_mode`.")
+    assert not answer_is_right(reference, "It takes `path_in`, `strict_mode` and `verbose`.")
+    assert distinctive("coupon_code") and distinctive("maxDiscount") and distinctive("tokenizer_path")
+    assert not distinctive("ok") and not distinctive("arguments") and not distinctive("x") and not distinctive("rows")
 
 
 def test_synthesize_is_reproducible_and_splits_by_name(tree, tmp_path):
@@ -177,10 +202,10 @@ def test_the_scripted_teacher_answers_every_question_from_real_results(tree):
     for task in tasks:
         answer, calls = solve(task.prompt, workspace, {"grep", "read_file"})
         assert calls >= 1
-        assert answer_is_right(task.expected, answer), (task.prompt, answer)
+        assert answer_is_right(task.expected, answer, task.prompt), (task.prompt, answer)
         # Without the results it cannot know: the same script, blind, is wrong.
         blind, _ = solve(task.prompt, workspace, {"grep", "read_file"}, blind=True)
-        assert not answer_is_right(task.expected, blind), (task.prompt, blind)
+        assert not answer_is_right(task.expected, blind, task.prompt), (task.prompt, blind)
 
 
 def test_a_signature_over_several_lines_is_read_with_read_file(tree):
@@ -216,6 +241,7 @@ def test_the_command_writes_both_files(tree, tmp_path):
     assert "defined" in result.output and "params" in result.output
     train = out.read_text().splitlines()
     held = (tmp_path / "questions.heldout.jsonl").read_text().splitlines()
-    assert (len(train), len(held)) == (8, 2)
+    # 8 unambiguous questions of these kinds (7 defined, 1 params); one shares a held-out name.
+    assert (len(train), len(held)) == (5, 2)
     bad = CliRunner().invoke(app, ["prompts", "synth", str(tree), "--out", str(out), "--kinds", "nope"])
     assert bad.exit_code == 2 and "--kinds" in bad.output

@@ -28,7 +28,16 @@ from distill.shared.prompts import read_prompts
 from distill.shared.queue import ensure_groups
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.settings import JudgeConfig, Settings, TeacherConfig
-from distill.shared.verdicts import VERDICTS_FILE, AllOf, AnyOf, Pattern, Verdict, check_answer, latest_verdicts
+from distill.shared.verdicts import (
+    EXPECTED_SHAPES,
+    VERDICTS_FILE,
+    AllOf,
+    AnyOf,
+    Pattern,
+    Verdict,
+    check_answer,
+    latest_verdicts,
+)
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
 from distill.trainer.convert import DropReason, convert
 from distill.trainer.evaluate import EvalReport, evaluate
@@ -42,7 +51,8 @@ RIGHT = "coordinator/collector.py"
 @pytest.mark.parametrize(
     ("expected", "answer", "passed"),
     [
-        ("coordinator/collector.py", "It is in Coordinator/Collector.py, line 80.", True),
+        ("coordinator/collector.py", "It is in ./coordinator/collector.py, line 80.", True),
+        ("coordinator/collector.py", "It is in Coordinator/Collector.py, line 80.", False),
         ("class  Collector", "see\nclass\tCollector:", True),
         ("collector.py", "It is in enqueue.py.", False),
         (AnyOf(any=["enqueue.py", "collector.py"]), "collector.py", True),
@@ -72,6 +82,9 @@ def test_bad_expected_names_file_line_and_field(tmp_path: Path) -> None:
         {"prompt": "e", "expected": {"any": ["x", 1]}},
         {"prompt": "f", "expected": "  "},
         {"prompt": "g", "id": "a\u001fb"},
+        {"prompt": "h", "expected": {"regex": "a{10000000}"}},
+        {"prompt": "i", "expected": {"regex": "(a{1000}){1000}"}},
+        {"prompt": "j", "expected": {"regex": "x" * 5000}},
     ]
     items = list(read_prompts(write_jsonl(tmp_path / "p.jsonl", lines), "run"))
     assert items[0].expected == AnyOf(any=["a", "b"])  # type: ignore[union-attr]
@@ -80,14 +93,15 @@ def test_bad_expected_names_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     assert errors == [
         f'{path}:2: field expected: "regex" not a valid regular expression (missing ) at position 1)',
-        f"{path}:3: field expected: unknown key 'some'; use a string, or an object with one key: \"any\" (list), "
-        '"all" (list) or "regex" (string)',
-        f'{path}:4: field expected: must be a string, or an object with one key: "any" (list), "all" (list) or '
-        '"regex" (string)',
+        f"{path}:3: field expected: unknown key 'some'; use {EXPECTED_SHAPES}",
+        f"{path}:4: field expected: must be {EXPECTED_SHAPES}",
         f'{path}:5: field expected: "all" needs at least one string',
         f'{path}:6: field expected: "any" takes a list of strings',
         f"{path}:7: field expected: is empty, which every answer would contain",
         f"{path}:8: field id: must not contain control characters",
+        f'{path}:9: field expected: "regex" has repeat counts too large (at most 10000, 100000 nested)',
+        f'{path}:10: field expected: "regex" has repeat counts too large (at most 10000, 100000 nested)',
+        f'{path}:11: field expected: "regex" is longer than 2000 characters',
     ]
 
 
@@ -147,6 +161,9 @@ def scripted_teacher(**extra: Any) -> SimTeacher:
         "beta": ["It is in enqueue.py.", f"It is in {RIGHT}.", "I think run.py."],
         "gamma": ["I do not know."],
         "delta": ["Probably somewhere, I did not look.", f"It is in {RIGHT}."],
+        # Traps the old substring rule passed: a shotgun list, a substring of the right path, right plus wrong.
+        "epsilon": [f"It could be in {RIGHT}, coordinator/run.py or worker/actor.py.", "Collector is in collector.py.",
+                    f"Collector is defined in {RIGHT} and also in coordinator/run.py."],
     }
     teacher = SimTeacher(SimTeacherConfig(latency_s=0.01, tool_rounds=1, answers=answers, **extra))
     teacher.start()
@@ -159,7 +176,10 @@ PROMPTS = [
     {"id": "gamma", "prompt": "Where is Collector defined? (gamma)", "expected": {"regex": r"collector\.py"}},
     # No reference: nothing can verify it without a judge.
     {"id": "delta", "prompt": "Where is Collector defined? (delta)"},
+    {"id": "epsilon", "prompt": "Where is Collector defined? (epsilon)", "expected": RIGHT},
 ]
+# What each epsilon trap named besides the reference, in the order the teacher gives them.
+EPSILON_EXTRA = [["coordinator/run.py", "worker/actor.py"], ["collector.py"], ["coordinator/run.py"]]
 
 
 def settings_for(run: str, tmp_path: Path, teacher: SimTeacher, workspace: Path, redis_url: str, **extra: Any) -> Settings:
@@ -182,14 +202,18 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
         result = generate(settings, prompts)
     finally:
         teacher.stop()
-    assert result.complete and result.total == 12 and result.dead == 0
-    assert (result.passed, result.failed, result.unverified) == (4, 5, 3)  # the summary table's row
+    assert result.complete and result.total == 15 and result.dead == 0
+    assert (result.passed, result.failed, result.unverified) == (4, 8, 3)  # the summary table's row
     records = read_conversations(settings.run_dir())
     assert sorted((r.task_id, r.sample) for r in records) == sorted((p["id"], s) for p in PROMPTS for s in range(3))
     # The worker checked every reference when the conversation ended; the teacher's temperature went out.
     outcomes = Counter((r.task_id, r.verdict.outcome) for r in records)
     assert outcomes == {("alpha", "passed"): 3, ("beta", "passed"): 1, ("beta", "failed"): 2,
-                        ("gamma", "failed"): 3, ("delta", "unverified"): 3}
+                        ("gamma", "failed"): 3, ("delta", "unverified"): 3, ("epsilon", "failed"): 3}
+    # Every trap failed in the worker's verdict, which names the extra files (and the missing one).
+    traps = [r.verdict for r in records if r.task_id == "epsilon"]
+    assert sorted(v.extra for v in traps) == sorted(EPSILON_EXTRA)
+    assert sorted(v.missing for v in traps) == [[], [], [RIGHT]]
     assert all(r.verdict.method == "reference" for r in records if r.task_id != "delta")
     assert all(r.verdict.method is None for r in records if r.task_id == "delta")
     assert [r.expected for r in records if r.task_id == "alpha"] == [RIGHT] * 3
@@ -203,15 +227,17 @@ def test_three_samples_then_best_of_require_verified_keeps_one_right_trajectory_
     # shortest of three right ones (same tool calls), for beta its only right one.
     assert sorted(answers) == sorted([f"See {RIGHT}", f"It is in {RIGHT}."])
     assert report.kept == 2
-    assert report.dropped[DropReason.FAILED_VERIFICATION] == 5
+    assert report.dropped[DropReason.FAILED_VERIFICATION] == 8
     assert report.dropped[DropReason.UNVERIFIED] == 3
     assert report.dropped[DropReason.NOT_BEST_OF] == 2
     failed = sorted((d.task_id, d.sample) for d in report.drops if d.reason == DropReason.FAILED_VERIFICATION)
     assert failed == sorted((r.task_id, r.sample) for r in records if r.verdict.passed is False)
     stats = report.verification
-    assert (stats.records, stats.passed, stats.failed, stats.unverified) == (12, 4, 5, 3)
-    assert stats.pass_rate == round(4 / 12, 4)
-    assert (stats.prompts, stats.prompts_passed, stats.k, stats.pass_at_k) == (4, 2, 3, 0.5)
+    assert (stats.records, stats.passed, stats.failed, stats.unverified) == (15, 4, 8, 3)
+    # pass@k over the four prompts with a reference (alpha 3/3, beta 1/3, gamma 0/3, epsilon 0/3);
+    # delta, never verified, is counted apart.
+    assert (stats.prompts, stats.prompts_unverified, stats.prompts_passed, stats.k) == (4, 1, 2, 3)
+    assert stats.pass_rate == stats.pass_at_1 == round((1 + 1 / 3) / 4, 4) and stats.pass_at_k == 0.5
 
 
 def test_judge_during_generation_shares_the_endpoint_cap(tmp_path, ray_session, redis_url, code_workspace, run_name):
@@ -291,24 +317,40 @@ def test_a_later_verdict_wins_and_a_truncated_last_line_is_ignored(tmp_path):
     assert latest_verdicts(path) == {("t", 1): Verdict(passed=True, method="judge", score=0.9)}
 
 
-def test_verify_resumes_past_what_it_judged(tmp_path):
-    run_dir = tmp_path / "run"
-    write_jsonl(run_dir / CONVERSATIONS_FILE, [conversation(f"t{i}") for i in range(3)])
+def verify_with_sim_judge(run_dir: Path, *rejudge: bool) -> list[Any]:
+    """One `verify_run` per flag in `rejudge`, in turn, against one simulated judge."""
     judge = SimTeacher(SimTeacherConfig())
     judge.start()
     config = JudgeConfig(base_url=judge.base_url, model="judge", max_concurrency=2)
     try:
-        first = verify_run(run_dir, config)
-        second = verify_run(run_dir, config)
-        third = verify_run(run_dir, config, rejudge=True)
+        return [verify_run(run_dir, config, rejudge=flag) for flag in rejudge]
     finally:
         judge.stop()
+
+
+def test_verify_resumes_past_what_it_judged(tmp_path):
+    run_dir = tmp_path / "run"
+    write_jsonl(run_dir / CONVERSATIONS_FILE, [conversation(f"t{i}") for i in range(3)])
+    first, second, third = verify_with_sim_judge(run_dir, False, False, True)
     assert (first.judged, first.passed) == (3, 3)
     assert (second.judged, second.skipped_judged) == (0, 3)
     assert third.judged == 3 and len(read_jsonl(run_dir / VERDICTS_FILE)) == 6
 
 
 # --- eval: accuracy beside loops and tool calls ------------------------------------------------------
+
+
+def test_verify_twice_on_records_without_a_final_answer_records_one_verdict(tmp_path):
+    run_dir = tmp_path / "run"
+    looped = conversation("looped")
+    looped["status"] = "tool_limit"
+    looped["messages"] = looped["messages"][:-1]  # ends on a tool result: no final answer
+    write_jsonl(run_dir / CONVERSATIONS_FILE, [looped, conversation("answered")])
+    first, second = verify_with_sim_judge(run_dir, False, False)
+    assert (first.judged, first.failed, first.passed) == (2, 1, 1)
+    assert (second.judged, second.skipped_judged) == (0, 2)
+    lines = read_jsonl(run_dir / VERDICTS_FILE)
+    assert len(lines) == 2 and {line["task_id"] for line in lines} == {"looped", "answered"}
 
 
 def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, code_workspace):
@@ -327,13 +369,16 @@ def test_eval_counts_loops_of_a_looping_student_and_scores_answers(tmp_path, cod
         teacher.stop()
     (looper,) = loops.variants
     assert looper.name == "teacher"
-    assert looper.totals.tool_limit_hits == 4 and looper.totals.final_answers == 0
-    assert looper.totals.with_reference == 3 and looper.totals.correct == 0
+    assert looper.totals.tool_limit_hits == 5 and looper.totals.final_answers == 0
+    assert looper.totals.with_reference == 4 and looper.totals.correct == 0 and looper.totals.no_answer == 4
     assert all(p.correct is False for p in looper.prompts if p.id != "delta")
     (right,) = scored.variants
-    assert [p.correct for p in right.prompts] == [True, False, False, None]  # beta's first answer is wrong
-    assert (right.totals.correct, right.totals.with_reference, right.totals.accuracy) == (1, 3, round(1 / 3, 4))
-    assert right.totals.tool_limit_hits == 0 and right.totals.final_answers == 4
+    assert [p.correct for p in right.prompts] == [True, False, False, None, False]  # beta's first answer is wrong
+    assert (right.totals.correct, right.totals.with_reference, right.totals.accuracy) == (1, 4, 0.25)
+    assert right.totals.tool_limit_hits == 0 and right.totals.final_answers == 5
+    # epsilon's shotgun list is wrong, and counted as an answer that named extra files.
+    assert (right.totals.wrong, right.totals.no_answer, right.totals.named_extra_files) == (3, 0, 1)
+    assert right.prompts[-1].extra_files == EPSILON_EXTRA[0]
     saved = EvalReport.model_validate_json((tmp_path / "scored" / "eval.json").read_text())
     assert saved == scored
     assert (tmp_path / "scored" / "tool_calls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -360,11 +405,14 @@ def test_best_of_prefers_passing_then_fewest_calls_then_shortest(tmp_path, tiny_
     report = convert(run_dir, tiny_model, tmp_path / "data", best_of=True, split=(1.0, 0.0, 0.0), max_seq_length=8192)
     kept = {example["messages"][-1]["content"] for example in read_jsonl(tmp_path / "data" / "train.jsonl")
             + read_jsonl(tmp_path / "data" / "valid.jsonl")}
-    # Without --require-verified a prompt keeps its best sample even when none passed.
-    assert kept == {"right, one call", "one call", "only wrong ones"}
-    assert report.dropped[DropReason.NOT_BEST_OF] == 4
-    assert (report.verification.passed, report.verification.failed, report.verification.unverified) == (3, 2, 2)
-    assert (report.verification.prompts_passed, report.verification.k) == (1, 4)
+    # Even without --require-verified, a failed sample is never kept: "r" keeps nothing.
+    assert kept == {"right, one call", "one call"}
+    assert report.dropped[DropReason.NOT_BEST_OF] == 3 and report.dropped[DropReason.FAILED_VERIFICATION] == 2
+    stats = report.verification
+    assert (stats.passed, stats.failed, stats.unverified) == (3, 2, 2)
+    # pass@k over the prompts with a verified sample (p: 3 of 4, r: 0 of 1); q is counted apart.
+    assert (stats.prompts, stats.prompts_unverified, stats.prompts_passed, stats.k) == (2, 1, 1, 4)
+    assert (stats.pass_at_1, stats.pass_at_k) == ((3 / 4 + 0) / 2, (1 + 0) / 2)
 
 
 def test_verify_with_the_judge_down_leaves_the_verdict_open_and_says_why(tmp_path):

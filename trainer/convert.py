@@ -9,9 +9,11 @@ It reads distill's own records and plain chat lines (`{"messages", "tools"}`, as
 datasets write them; see trainer/chat_lines.py) alike, with the same rules for both.
 
 Verdicts (is the answer right?) come from each record and from RUN/verdicts.jsonl, whose later
-verdict wins. `require_verified` keeps only passing trajectories; `best_of` keeps one per prompt
-(the passing one with the fewest tool calls, then the fewest tokens). The report gives the pass
-rate over all records and pass@k over the prompts.
+verdict wins; a record with a reference answer is checked again by today's rule (shared/verdicts.py,
+without the workspace: path-looking tokens name files), so a run judged by an older, looser rule
+cannot pass a wrong answer. `require_verified` keeps only passing trajectories; `best_of` keeps one
+per prompt and never a failed one (see `BestOf`). The report gives pass@1 and pass@k
+(`shared.verdicts.pass_rates`, the same numbers eval and the viewer show).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from distill.shared.errors import LineError, line_error
 from distill.shared.jsonl import parse_json_object
@@ -42,7 +44,16 @@ from distill.shared.records import (
     utcnow,
 )
 from distill.shared.secrets import TAG
-from distill.shared.verdicts import VERDICTS_FILE, Verdict, latest_verdicts
+from distill.shared.verdicts import (
+    VERDICTS_FILE,
+    Expected,
+    PassRates,
+    Verdict,
+    latest_verdicts,
+    named_files,
+    pass_rates,
+    reference_verdict,
+)
 from distill.trainer.chat_lines import (
     ArgumentsNotObject,
     RawMessage,
@@ -130,23 +141,13 @@ class TokenStats(BaseModel):
     mean: float = 0.0
 
 
-class VerificationStats(BaseModel):
-    """How many answers were right, over every valid record (before any filter)."""
-
-    model_config = ConfigDict(extra="forbid")
+class VerificationStats(PassRates):
+    """How many answers were right, over every valid record (before any filter): shared.verdicts'
+    PassRates (pass@1 and pass@k over the prompts with a verified sample, unverified ones apart)."""
 
     records: int = 0
-    passed: int = 0
-    failed: int = 0
-    unverified: int = 0
-    # passed / records.
+    # pass@1 under its older name (0 when nothing was verified).
     pass_rate: float = 0.0
-    prompts: int = 0
-    prompts_passed: int = 0
-    # The most samples any prompt has: pass@k is over up to k samples per prompt.
-    k: int = 0
-    # prompts_passed / prompts: the share of prompts with at least one passing sample.
-    pass_at_k: float = 0.0
 
 
 class ConvertReport(Record):
@@ -409,54 +410,72 @@ class _Kept:
     verdict: Verdict = field(default_factory=Verdict)
     # What happened to its turns' reasoning (trainer/thinking.py:count), added up when written.
     reasoning: dict[str, int] = field(default_factory=dict)
+    # The files the answer names all appear in a tool result (see `grounded`).
+    grounded: bool = False
+
+
+_EXPECTED: TypeAdapter[Any] = TypeAdapter(Expected)
+
+
+def final_text(conversation: Trajectory) -> str | None:
+    """The closing assistant text (no tool calls after it), or None."""
+    last = conversation.messages[-1] if conversation.messages else None
+    if last is None or last.role != "assistant" or last.tool_calls or not isinstance(last.content, str):
+        return None
+    return last.content if last.content.strip() else None
+
+
+def grounded(conversation: Trajectory) -> bool:
+    """Whether the answer names files and every one of them appears in a tool result: an answer
+    read off the tools, not a guess that happens to match."""
+    named = named_files(final_text(conversation) or "")
+    if not named:
+        return False
+    seen: set[str] = set()
+    for message in conversation.messages:
+        if message.role == "tool" and message.content:
+            seen.update(named_files(message.content))
+    return all(path in seen for path in named)
 
 
 class Verification:
     """Each record's verdict (a later one from verdicts.jsonl wins), counted, and required if asked."""
 
-    def __init__(self, later: dict[tuple[str, int], Verdict], *, require: bool) -> None:
+    def __init__(self, later: dict[tuple[str, int], Verdict], *, require: bool, refuse_failed: bool = False) -> None:
         self.later = later
         self.require = require
-        self.counts: Counter[str] = Counter()
-        self.samples: Counter[str] = Counter()
-        self.prompts_passed: set[str] = set()
+        # best-of: a failed answer is never the one kept, whether or not verification is required.
+        self.refuse_failed = refuse_failed
+        self.outcomes: dict[str, list[bool | None]] = {}
 
     def verdict_of(self, conversation: Any) -> Verdict:
-        """The record's verdict, counted toward the pass rate and pass@k."""
+        """The record's verdict (a reference checked again by today's rule), counted for pass@k."""
         verdict = self.later.get((conversation.task_id, conversation.sample), conversation.verdict)
-        self.counts[verdict.outcome] += 1
-        self.samples[conversation.task_id] += 1
-        if verdict.passed:
-            self.prompts_passed.add(conversation.task_id)
+        expected = conversation.extra.get("expected")
+        if expected is not None and verdict.method != "judge" and verdict.passed is not False:
+            answer = final_text(conversation) if conversation.status == "final_answer" else None
+            verdict = reference_verdict(_EXPECTED.validate_python(expected), answer,
+                                        prompt=conversation.extra.get("prompt"))
+        self.outcomes.setdefault(conversation.task_id, []).append(verdict.passed)
         return verdict
 
     def check(self, verdict: Verdict) -> None:
-        """With `require`, only a passed verdict goes on; _Rejected says why another does not."""
-        if not self.require or verdict.passed:
+        """With `require`, only a passed verdict goes on (with best-of, no failed one); _Rejected says why."""
+        if verdict.passed or not (self.require or (self.refuse_failed and verdict.passed is False)):
             return
         reason = DropReason.UNVERIFIED if verdict.passed is None else DropReason.FAILED_VERIFICATION
         detail = verdict.detail or ("nothing verified the answer" if verdict.passed is None else "the answer is wrong")
         raise _Rejected(reason, f"{verdict.method or 'no verdict'}: {detail}"[:300])
 
     def stats(self) -> VerificationStats:
-        records = sum(self.counts.values())
-        prompts = len(self.samples)
-        return VerificationStats(
-            records=records,
-            passed=self.counts["passed"],
-            failed=self.counts["failed"],
-            unverified=self.counts["unverified"],
-            pass_rate=round(self.counts["passed"] / records, 4) if records else 0.0,
-            prompts=prompts,
-            prompts_passed=len(self.prompts_passed),
-            k=max(self.samples.values(), default=0),
-            pass_at_k=round(len(self.prompts_passed) / prompts, 4) if prompts else 0.0,
-        )
+        rates = pass_rates(self.outcomes)
+        return VerificationStats(**rates.model_dump(), records=rates.samples, pass_rate=rates.pass_at_1 or 0.0)
 
 
 class BestOf:
-    """One trajectory per prompt: passed before unverified before failed, then the fewest tool
-    calls, then the fewest tokens, then the earliest line. Every other one is dropped."""
+    """One trajectory per prompt: passed before unverified (a failed one never gets here), then
+    grounded (the files it names appear in a tool result) before not, then the fewest tool calls,
+    then the fewest tokens, then the earliest line. Every other one is dropped."""
 
     OUTCOME_ORDER = {"passed": 0, "unverified": 1, "failed": 2}
 
@@ -464,8 +483,8 @@ class BestOf:
         self.best: dict[str, _Kept] = {}
 
     @classmethod
-    def rank(cls, kept: _Kept) -> tuple[int, int, int, int]:
-        return (cls.OUTCOME_ORDER[kept.verdict.outcome], kept.tool_calls, kept.tokens, kept.line)
+    def rank(cls, kept: _Kept) -> tuple[int, bool, int, int, int]:
+        return (cls.OUTCOME_ORDER[kept.verdict.outcome], not kept.grounded, kept.tool_calls, kept.tokens, kept.line)
 
     def offer(self, kept: _Kept) -> DroppedRecord | None:
         """Hold `kept` if it beats the prompt's best so far; returns the loser as a drop, if any."""
@@ -475,7 +494,8 @@ class BestOf:
             return None
         winner, loser = (kept, current) if self.rank(kept) < self.rank(current) else (current, kept)
         self.best[kept.task_id] = winner
-        detail = (f"sample {winner.sample} (line {winner.line}: {winner.verdict.outcome}, {winner.tool_calls} tool calls, "
+        detail = (f"sample {winner.sample} (line {winner.line}: {winner.verdict.outcome}, "
+                  f"{'grounded' if winner.grounded else 'not grounded'}, {winner.tool_calls} tool calls, "
                   f"{winner.tokens} tokens) was kept")
         return DroppedRecord(line=loser.line, task_id=loser.task_id, sample=loser.sample,
                              reason=DropReason.NOT_BEST_OF, detail=detail)
@@ -542,7 +562,8 @@ def convert(
         reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
         drop_redacted=drop_redacted,
     )
-    verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified)
+    verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified,
+                                refuse_failed=best_of)
     lengths: list[int] = []
     picker = BestOf() if best_of else None
     outcome: _Kept | DroppedRecord | None
@@ -709,4 +730,4 @@ def _convert_one(
     thoughts = count_reasoning(report.reasoning.applied, original, text)
     return _Kept(split_of(conversation.task_id, report.split_ratios), payload, length, line=line.number,
                  task_id=conversation.task_id, sample=conversation.sample, tool_calls=calls, verdict=verdict,
-                 reasoning=thoughts)
+                 reasoning=thoughts, grounded=grounded(conversation))

@@ -25,7 +25,7 @@ from distill.shared.connection import redact_url
 from distill.shared.reasoning import split_thinking
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
-from distill.shared.verdicts import reference_verdict
+from distill.shared.verdicts import WorkspaceFiles, pass_rates, reference_verdict
 from distill.teachers.mlx_server import SERVED_MODEL_NAME, MlxServerError, start_mlx_server
 from distill.trainer.errors import TrainerError
 from distill.trainer.eval_records import EvalToolCall, hit_token_limit, tool_calls_with_results
@@ -67,6 +67,8 @@ class PromptEval(BaseModel):
     # Right by the prompt's `expected` answer; None where the prompt has none.
     correct: bool | None = None
     verdict: str = ""
+    # Files the answer named besides the reference's (a file answer that lists too much).
+    extra_files: list[str] = Field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
     # Output tokens the variant spent thinking (shared/records.py:Usage.reasoning_tokens).
@@ -90,7 +92,12 @@ class EvalTotals(BaseModel):
     # Prompts with an `expected` answer, and how many of them were answered correctly.
     with_reference: int = 0
     correct: int = 0
-    # correct / with_reference (0 when no prompt has a reference).
+    # Of the prompts with a reference: a final answer that failed it; no final answer at all; and,
+    # among the wrong ones, answers that named files besides the reference's.
+    wrong: int = 0
+    no_answer: int = 0
+    named_extra_files: int = 0
+    # correct / with_reference: pass@1 by shared.verdicts.pass_rates (0 when no prompt has a reference).
     accuracy: float = 0.0
     reasoning_tokens: int = 0
 
@@ -300,7 +307,9 @@ async def _run_prompts(
         for task in tasks:
             started = time.monotonic()
             try:
-                result = prompt_eval(task, await conversations.run(task, student))
+                conversation = await conversations.run(task, student)
+                files = await conversations.workspace_files() if task.expected is not None else None
+                result = prompt_eval(task, conversation, files=files)
             except TeacherUnavailable as failure:
                 if server is not None and not server.alive():
                     raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
@@ -324,8 +333,9 @@ def _unanswered(task: PromptTask) -> dict[str, Any]:
     return {"correct": verdict.passed, "verdict": verdict.detail}
 
 
-def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
-    """Tool-call statistics of one conversation, and whether its answer is right."""
+def prompt_eval(task: PromptTask, conversation: Conversation, *, files: WorkspaceFiles | None = None) -> PromptEval:
+    """Tool-call statistics of one conversation, and whether its answer is right (`files`: the
+    workspace's, so file answers are read as generation reads them)."""
     schemas = tool_schemas(conversation.tools)
     seen: set[str] = set()
     calls: list[str] = []
@@ -348,7 +358,7 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
     final = ended and not truncated
     # The same rule as generation: an answer counts only if the conversation ended with it; one
     # cut off at the token limit did not end, it was stopped.
-    verdict = reference_verdict(task.expected, answer if final else None)
+    verdict = reference_verdict(task.expected, answer if final else None, files=files, prompt=task.prompt)
     detail = f"answer cut off at the token limit; {verdict.detail}" if truncated and verdict.detail else verdict.detail
     return PromptEval(
         id=task.task_id,
@@ -368,6 +378,7 @@ def prompt_eval(task: PromptTask, conversation: Conversation) -> PromptEval:
         answer=(answer or "")[:2000] if answer is not None else None,
         correct=verdict.passed,
         verdict=detail,
+        extra_files=verdict.extra,
         error=conversation.error,
         reasoning_tokens=conversation.usage.reasoning_tokens,
     )
@@ -378,6 +389,7 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
     calls = sum(r.tool_calls for r in results)
     with_reference = sum(r.correct is not None for r in results)
     correct = sum(r.correct is True for r in results)
+    rates = pass_rates({str(index): [r.correct] for index, r in enumerate(results)})
     return EvalTotals(
         prompts=count,
         tool_calls=calls,
@@ -391,7 +403,10 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
         with_reference=with_reference,
         correct=correct,
-        accuracy=round(correct / with_reference, 4) if with_reference else 0.0,
+        wrong=sum(r.correct is False and r.final_answer for r in results),
+        no_answer=sum(r.correct is False and not r.final_answer for r in results),
+        named_extra_files=sum(r.correct is False and bool(r.extra_files) for r in results),
+        accuracy=rates.pass_at_1 or 0.0,
         reasoning_tokens=sum(r.reasoning_tokens for r in results),
     )
 

@@ -8,8 +8,12 @@ checks a generation run uses, and writes plain chat lines (`{"id", "messages", "
 
 - replaced: the old result was a placeholder, None, empty or missing; it now holds the real one;
 - kept: the old result was real, and today's run gives the same text;
-- changed: the old result was real but today's differs (the workspace moved on); today's is
-  written unless `keep_original`, and the call is listed in the report either way;
+- changed: the old result was real but today's differs (the workspace moved on). The assistant
+  turns after it were written against the old result, so a new result is never paired with them:
+  by default (`on_changed="keep"`) the original result stays; with `on_changed="cut"` today's
+  result is written and the conversation is cut right after that turn's results, so a teacher
+  can continue it (`continuation_prompts`). The line says which (`changed_calls`,
+  `changed_results`) and the call is listed in the report either way;
 - failed: the call cannot be replayed (unknown tool, arguments that are not a JSON object or fail
   the tool's schema) or no real answer was had (the time limit hit, the tool process died); the
   whole conversation is dropped with the reason. A tool that raises answers with its error, as in
@@ -29,11 +33,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.shared.records import Record, is_placeholder, utcnow
+from distill.shared.records import Record, ToolOutcome, is_placeholder, utcnow
 from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.settings import GenerationLimits
 from distill.trainer.chat_lines import ArgumentsNotObject, Trajectory, arguments_object
@@ -45,6 +49,11 @@ log = logging.getLogger(__name__)
 
 # Key of a repaired line that lists the calls whose placeholder was replaced; readers ignore it.
 REPLACED_KEY = "replaced_calls"
+# Keys of a repaired line with changed results: their call ids, and what repair did ("kept_original"
+# or "cut": today's result written and the later turns removed).
+CHANGED_KEY = "changed_calls"
+CHANGED_HANDLING_KEY = "changed_results"
+OnChanged = Literal["keep", "cut"]
 
 
 class CallOutcome(StrEnum):
@@ -73,8 +82,10 @@ class RepairReport(Record):
     source: str
     workspace: str
     out: str
-    keep_original: bool
+    on_changed: OnChanged = "keep"
     records: int = 0
+    # Conversations cut after a changed result (on_changed="cut").
+    cut: int = 0
     written: int = 0
     dropped: int = 0
     invalid_lines: int = 0
@@ -113,8 +124,9 @@ class ToolBox:
         """`text` with every secret value replaced by this conversation's tag for it."""
         return self.tags.apply(self._redactor.redact(text)[0])
 
-    def run(self, name: str, arguments: dict[str, Any]) -> str:
-        """The tool's real answer (`ok` or `tool_error`); raises _Failed when the call cannot be replayed."""
+    def run(self, name: str, arguments: dict[str, Any]) -> tuple[ToolOutcome, str]:
+        """The tool's real answer and its outcome (`ok` or `tool_error`); raises _Failed when the call
+        cannot be replayed."""
         from distill.worker.tool_pool import ToolInfraError
 
         if name not in self.parameters:
@@ -123,10 +135,11 @@ class ToolBox:
         if problems:
             raise _Failed("", name, f"{name}: {problems[0]}")
         try:
-            return self.tags.apply(self._loop.run(self._pool.call(name, arguments)).text)
+            answer = self._loop.run(self._pool.call(name, arguments))
         except ToolInfraError as failure:
             # No real answer was had (time limit, a crashed tool process): nothing may be written for it.
             raise _Failed("", name, str(failure)) from None
+        return answer.outcome, self.tags.apply(answer.text)
 
     def close(self) -> None:
         self._pool.close()
@@ -139,7 +152,7 @@ def repair(
     out: Path,
     *,
     custom_tools: Sequence[str] = (),
-    keep_original: bool = False,
+    on_changed: OnChanged = "keep",
     skip_invalid: bool = False,
     limits: GenerationLimits | None = None,
     on_progress: Callable[[int, int, int], Any] | None = None,
@@ -156,7 +169,9 @@ def repair(
     tools = ToolBox(Path(workspace), custom_tools, limits)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = RepairReport(source=str(path), workspace=str(workspace), out=str(out), keep_original=keep_original)
+    if on_changed not in ("keep", "cut"):
+        raise TrainerError(f"on_changed must be 'keep' or 'cut', not {on_changed!r}")
+    report = RepairReport(source=str(path), workspace=str(workspace), out=str(out), on_changed=on_changed)
     partial = out.with_name(f".{out.name}.partial")
     try:
         with partial.open("w", encoding="utf-8") as handle:
@@ -192,7 +207,7 @@ def _repair_line(line: Any, tools: ToolBox, report: RepairReport, skip_invalid: 
     outcomes: Counter[CallOutcome] = Counter()
     changes: list[CallNote] = []
     try:
-        messages, replaced = _replayed(trajectory, tools, report.keep_original, outcomes, changes, line.number)
+        messages, replaced = _replayed(trajectory, tools, report.on_changed, outcomes, changes, line.number)
     except _Failed as failed:
         report.dropped += 1
         report.calls[CallOutcome.FAILED] += 1
@@ -206,19 +221,25 @@ def _repair_line(line: Any, tools: ToolBox, report: RepairReport, skip_invalid: 
     if replaced:
         # Which results were placeholders: the turns after them may be stale (--continue-with).
         line_out[REPLACED_KEY] = replaced
+    changed = [note.call_id for note in changes if note.outcome == CallOutcome.CHANGED]
+    if changed:
+        line_out[CHANGED_KEY] = changed
+        line_out[CHANGED_HANDLING_KEY] = "cut" if report.on_changed == "cut" else "kept_original"
+        report.cut += report.on_changed == "cut"
     return line_out
 
 
 def _replayed(
     trajectory: Trajectory,
     tools: ToolBox,
-    keep_original: bool,
+    on_changed: OnChanged,
     outcomes: Counter[CallOutcome],
     changes: list[CallNote],
     line: int,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The conversation with every call replayed (a call with no result message gets one), and the
-    ids of the calls whose placeholder was replaced."""
+    ids of the calls whose placeholder was replaced. With on_changed="cut", it ends after the
+    results of the first turn whose result changed (calls after it are not replayed)."""
     messages: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
     tools.tags = SecretTags(str(raw.content or "") for raw in trajectory.messages)
@@ -243,15 +264,23 @@ def _replayed(
                 out.append(results[call["id"]])
                 answered.add(call["id"])
     replaced: list[str] = []
-    for message in out:
+    for position, message in enumerate(out):
+        cut = False
         for call in message.get("tool_calls") or []:
-            outcome, note = _replay_call(call, results[call["id"]], tools, keep_original)
+            outcome, note = _replay_call(call, results[call["id"]], tools, on_changed)
             outcomes[outcome] += 1
             if outcome == CallOutcome.REPLACED:
                 replaced.append(call["id"])
+            cut = cut or (outcome == CallOutcome.CHANGED and on_changed == "cut")
             if note is not None:
                 changes.append(CallNote(line=line, task_id=trajectory.task_id, call_id=call["id"],
                                         tool=call["function"]["name"], outcome=outcome, detail=note))
+        if cut:
+            end = position + 1
+            while end < len(out) and out[end]["role"] == "tool":
+                end += 1
+            out = out[:end]
+            break
     for message in out:
         if isinstance(message.get("content"), str):
             message["content"] = tools.redact(message["content"])
@@ -259,7 +288,7 @@ def _replayed(
 
 
 def _replay_call(
-    call: dict[str, Any], result: dict[str, Any], tools: ToolBox, keep_original: bool
+    call: dict[str, Any], result: dict[str, Any], tools: ToolBox, on_changed: OnChanged
 ) -> tuple[CallOutcome, str | None]:
     """Replay one call into its result message: its outcome, and a note when a real result changed."""
     name = call["function"]["name"]
@@ -269,20 +298,23 @@ def _replay_call(
         raise _Failed(call["id"], name, str(problem)) from None
     call["function"]["arguments"] = arguments  # objects, never strings (templates double-encode)
     try:
-        today = tools.run(name, arguments)
+        outcome, today = tools.run(name, arguments)
     except _Failed as failed:
         raise _Failed(call["id"], name, failed.detail) from None
     old = result.get("content")
     result["name"] = name
     if old is None or not str(old).strip() or is_placeholder(str(old)):
-        result["content"] = today
+        result["content"], result["outcome"] = today, outcome
         return CallOutcome.REPLACED, None
-    if str(old).strip() == today.strip():
+    # Today's text is redacted in the tool process: the old one is compared as it will be written.
+    if tools.redact(str(old)).strip() == today.strip():
+        result["outcome"] = outcome
         return CallOutcome.KEPT, None
-    if not keep_original:
-        result["content"] = today
-    kept = "kept the original result" if keep_original else "wrote today's result"
-    return CallOutcome.CHANGED, f"{kept}; today's starts {today[:120]!r}"
+    if on_changed == "cut":
+        result["content"], result["outcome"] = today, outcome
+        return CallOutcome.CHANGED, f"wrote today's result and cut the turns after it; today's starts {today[:120]!r}"
+    return CallOutcome.CHANGED, ("kept the original result (the turns after it were written against it); "
+                                 f"today's starts {today[:120]!r}")
 
 
 # --- continuing from the first repaired result (--continue-with) -----------------------------
@@ -319,8 +351,10 @@ def continuation_prompts(repaired: Path, out: Path) -> Continuations:
                 raise TrainerError(str(data))
             conversation_id = str(data.get("id") or f"line-{number}")
             replaced = set(data.get(REPLACED_KEY) or ())
+            if data.get(CHANGED_HANDLING_KEY) == "cut":  # cut after a changed result: continue from there too
+                replaced |= set(data.get(CHANGED_KEY) or ())
             if not replaced:
-                plan.skipped.append((conversation_id, "no placeholder result: nothing to redo"))
+                plan.skipped.append((conversation_id, "no placeholder or cut result: nothing to redo"))
                 continue
             messages = [ChatMessage.model_validate(message) for message in data["messages"]]
             line = _continuation(conversation_id, messages, replaced, continuation_problem)

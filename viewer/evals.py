@@ -13,7 +13,7 @@ from typing import Any
 
 # Totals in the order a reader compares them; any other numeric total follows.
 TOTALS_ORDER = (
-    "prompts", "with_reference", "correct", "accuracy", "final_answers", "truncated", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
+    "prompts", "with_reference", "correct", "wrong", "no_answer", "named_extra_files", "accuracy", "final_answers", "truncated", "tool_calls", "mean_calls_per_prompt", "distinct_calls",
     "repeated_calls", "invalid_calls", "tool_limit_hits", "errors",
 )
 CORRECT_KEYS = ("correct", "passed")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from distill.shared.verdicts import VERDICTS_FILE, VerdictsFileError, latest_verdicts
+from distill.shared.verdicts import VERDICTS_FILE, VerdictsFileError, latest_verdicts, pass_rates
 from distill.viewer.catalog import ConvertOutput, RunFolder
 from distill.viewer.rows import ParsedRow, parse_rows
 from distill.viewer.trajectory import verdict_state
@@ -527,14 +527,20 @@ class RunIndex:
             }
             for tool, calls, ok, tool_error, infra, unknown, timed in tools
         ]
-        passed, failed = verdicts.get("passed", 0), verdicts.get("failed", 0)
-        # As convert's report counts it: passed over every readable conversation, verified or not.
-        judged = sum(verdicts.values()) - statuses.get("invalid", 0)
+        outcomes: dict[str, list[bool | None]] = {}
+        for task_id, verdict in db.execute("SELECT task_id, verdict FROM records WHERE kind = 'conversation'"):
+            outcomes.setdefault(str(task_id), []).append({"passed": True, "failed": False}.get(verdict))
+        # As convert and eval count them (shared.verdicts.pass_rates), over the recorded verdicts.
+        rates = pass_rates(outcomes)
         return {
             "statuses": statuses,
             "total": sum(statuses.values()),
             "verdicts": verdicts,
-            "pass_rate": passed / judged if passed + failed and judged else None,
+            "pass_rate": rates.pass_at_1,
+            "pass_at_k": rates.pass_at_k,
+            "k": rates.k,
+            "prompts_verified": rates.prompts,
+            "prompts_unverified": rates.prompts_unverified,
             "teachers": [
                 {
                     "teacher": t[0], "conversations": t[1] or 0, "dead": t[2] or 0, "final_answers": t[3] or 0,

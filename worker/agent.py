@@ -38,7 +38,7 @@ from distill.shared.records import (
 )
 from distill.shared.secrets import SecretTags
 from distill.shared.settings import TeacherConfig
-from distill.shared.verdicts import reference_verdict
+from distill.shared.verdicts import WorkspaceFiles, reference_verdict
 from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messages, to_model_messages
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
@@ -180,6 +180,14 @@ class Conversations:
         self.agent: Agent[ToolDeps, str] = Agent(None, deps_type=ToolDeps, tools=self.tools, retries=2)
         self.agent.system_prompt(_system_prompt)
         self._clients: dict[str, TeacherClient] = {}
+        self.workspace_root = core.workspace.root
+        self._files: WorkspaceFiles | None = None
+
+    async def workspace_files(self) -> WorkspaceFiles:
+        """The workspace's files, listed once: what a file answer is checked against."""
+        if self._files is None:
+            self._files = await asyncio.to_thread(WorkspaceFiles.of, self.workspace_root)
+        return self._files
 
     def client(self, teacher: TeacherConfig) -> TeacherClient:
         client = self._clients.get(teacher.name)
@@ -264,6 +272,9 @@ class Conversations:
         if status == "final_answer" and chat.final_text is None:
             status, error = "error", "the teacher ended without a text answer"
         finished_at = utcnow()
+        answer = chat.final_text if status == "final_answer" else None
+        verdict = reference_verdict(task.expected, answer, prompt=task.prompt,
+                                    files=await self.workspace_files() if task.expected is not None else None)
         return Conversation(
             task_id=task.task_id,
             sample=task.sample,
@@ -288,7 +299,7 @@ class Conversations:
             expected=task.expected,
             # The reference is checked where the conversation ends; without one the verdict stays
             # open (a judge may give it later).
-            verdict=reference_verdict(task.expected, chat.final_text if status == "final_answer" else None),
+            verdict=verdict,
             redactions=deps.secrets.count,
         )
 
