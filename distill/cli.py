@@ -233,7 +233,7 @@ def convert(
     drop_redacted: Annotated[bool, typer.Option("--drop-redacted", help="Leave out conversations from which secrets were withheld.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
-    from distill.trainer.convert import conversations_path
+    from distill.trainer.conversation_files import conversations_path
     from distill.trainer.convert import convert as run_convert
     from distill.views import convert_progress, print_convert
 
@@ -270,7 +270,7 @@ def repair(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Replay every tool call with the real tools, so placeholder results become real ones."""
-    from distill.trainer.convert import conversations_path
+    from distill.trainer.conversation_files import conversations_path
     from distill.trainer.repair import continuation_prompts
     from distill.trainer.repair import repair as run_repair
     from distill.views import convert_progress, print_with_paths, repair_paths, repair_table

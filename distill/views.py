@@ -27,7 +27,14 @@ from rich.table import Table
 from distill.coordinator.checks import Check
 from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
-from distill.trainer.convert import DROP_DESCRIPTIONS, REPORT_FILE, SPLITS, ConvertReport, DropReason, ProgressCallback
+from distill.trainer.convert_report import (
+    DROP_DESCRIPTIONS,
+    REPORT_FILE,
+    SPLITS,
+    ConvertReport,
+    DropReason,
+    ProgressCallback,
+)
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path

@@ -19,7 +19,8 @@ from distill.shared.verdicts import (
     pass_rates,
     pattern_problem,
 )
-from distill.trainer.convert import DropReason, convert
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import DropReason
 
 EXPECTED: TypeAdapter[Any] = TypeAdapter(Expected)
 FILES = ("a.py", "data.py", "pkg/util.py", "pkg/core.py", "pkg/__init__.py", "README", "notes/a.txt")

@@ -24,7 +24,8 @@ from distill.shared.records import PromptTask
 from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
-from distill.trainer.convert import DropReason, convert
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import DropReason
 from distill.viewer.app import create_app
 from distill.viewer.catalog import discover
 from distill.viewer.index import RunIndex

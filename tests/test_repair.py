@@ -13,7 +13,8 @@ import pytest
 from trainer_fixtures import read_jsonl, tiny_model, write_jsonl  # noqa: F401 - fixture
 
 from distill.shared.settings import GenerationLimits
-from distill.trainer.convert import DropReason, convert
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import DropReason
 from distill.trainer.errors import TrainerError
 from distill.trainer.repair import (
     CHANGED_HANDLING_KEY,

@@ -14,10 +14,12 @@ from trainer_fixtures import conversation, read_jsonl, tiny_model, write_jsonl  
 
 from distill.shared.records import MANIFEST_FILE, RunManifest
 from distill.shared.settings import GenerationLimits
-from distill.trainer.convert import ConvertReport, DropReason, convert, split_of
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import ConvertReport, DropReason
 from distill.trainer.errors import TrainerError
 from distill.trainer.render import load_tokenizer, render_text
 from distill.trainer.schema_check import argument_errors, basic_errors
+from distill.trainer.splits import split_of
 
 
 def quiet() -> Console:

@@ -39,7 +39,8 @@ from distill.shared.verdicts import (
     latest_verdicts,
 )
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
-from distill.trainer.convert import DropReason, convert
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import DropReason
 from distill.trainer.evaluate import EvalReport, evaluate
 
 RIGHT = "coordinator/collector.py"

@@ -26,7 +26,8 @@ from distill.shared.records import DeadLetter, PromptTask
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, GenerationLimits, TeacherConfig
 from distill.shared.verdicts import VERDICTS_FILE, Verdict, VerdictRecord
 from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
-from distill.trainer.convert import ConvertReport, convert
+from distill.trainer.convert import convert
+from distill.trainer.convert_report import ConvertReport
 from distill.trainer.evaluate import EvalReport, PromptEval, VariantEval, totals_of
 
 SCRIPT = '<script>document.title = "pwned"; window.pwned = 1;</script>'

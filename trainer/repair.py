@@ -41,7 +41,7 @@ from distill.shared.records import Record, ToolOutcome, is_placeholder, utcnow
 from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.settings import GenerationLimits
 from distill.trainer.chat_lines import ArgumentsNotObject, Trajectory, arguments_object
-from distill.trainer.convert import conversations_path, read_conversations
+from distill.trainer.conversation_files import conversations_path, read_conversations
 from distill.trainer.errors import TrainerError
 from distill.trainer.schema_check import argument_errors, tool_schemas
 

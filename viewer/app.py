@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from distill.coordinator.progress import read_progress_snapshot
 from distill.coordinator.stats import count_records
-from distill.trainer.convert import DROP_DESCRIPTIONS, DropReason
+from distill.trainer.convert_report import DROP_DESCRIPTIONS, DropReason
 from distill.viewer.catalog import Catalog, ConvertOutput, EvalOutput, RunFolder, discover, has_splits
 from distill.viewer.evals import SHARES, chart_files, eval_table
 from distill.viewer.index import KEPT, NOT_CONVERTED, STATUSES, VERDICTS, Filters, RunIndex

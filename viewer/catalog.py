@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE
-from distill.trainer.convert import REPORT_FILE, SPLITS
+from distill.trainer.convert_report import REPORT_FILE, SPLITS
 from distill.trainer.evaluate import EVAL_FILE
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,9 @@ from typing import Any
 
 from distill.shared.reasoning import split_thinking
 from distill.trainer.batches import masked_line
-from distill.trainer.convert import SPLITS, split_of
+from distill.trainer.convert_report import SPLITS
 from distill.trainer.render import canonical_json, chat_messages, hf_tokenizer, load_tokenizer, render_text
+from distill.trainer.splits import split_of
 from distill.trainer.thinking import template_thinks, with_reasoning
 from distill.viewer.catalog import ConvertOutput
 
