@@ -38,6 +38,7 @@ from distill.trainer.convert_report import (
 from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
 from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
+from distill.trainer.train import colour_only_on_a_terminal
 
 PathRows = Sequence[tuple[str, Path | str]]
 
@@ -230,6 +231,8 @@ class TrainDisplay(TrainingCallback):
     """
 
     def __init__(self, console: Console | None = None) -> None:
+        if console is None:
+            colour_only_on_a_terminal()
         self.console = console or make_console()
 
     def on_train_loss_report(self, train_info: dict[str, Any]) -> None:

@@ -88,6 +88,7 @@ def _check_data_dir(data: Path) -> None:
 
 def run_job(job: TrainJob, callback: TrainingCallback | None, on_tokenize: TokenizeCallback | None) -> TrainResult:
     """Load, train, test, record: mlx-lm lora.py's `run` with distill's data and records."""
+    colour_only_on_a_terminal()
     started_at, clock = utcnow(), time.perf_counter()
     config = job.config
     _seed(config.seed)
@@ -105,6 +106,17 @@ def run_job(job: TrainJob, callback: TrainingCallback | None, on_tokenize: Token
     result.blas = blas_in_use()
     write_info(job, result, started_at)
     return result
+
+
+def colour_only_on_a_terminal() -> None:
+    """mlx-lm's shared console (its bar, its loss lines, ours above them) is made with truecolour
+    forced: piped into a log file or CI it would write colour codes. Plain text there; NO_COLOR is
+    honoured by rich itself."""
+    from mlx_lm.cli_ui import make_console
+
+    console = make_console()
+    if not console.is_terminal:
+        console._color_system = None  # rich's own switch for "no colour"; there is no public setter
 
 
 def _seed(seed: int) -> None:
