@@ -20,11 +20,10 @@ from typing import Any
 
 import redis
 from redis import Redis
-from rich.console import Console
 
 from distill.coordinator.collector import Collector, Drained
 from distill.coordinator.enqueue import CheckReport, check_prompts, enqueue_prompts, tasks_total
-from distill.coordinator.progress import RunProgress, write_progress_snapshot
+from distill.coordinator.progress import RunTick, TickCallback, write_progress_snapshot
 from distill.coordinator.redis_server import EmbeddedRedis, RedisStartError, embedded_redis
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import count_records, snapshot
@@ -122,16 +121,19 @@ class Run:
     client: Redis  # the field `redis` hides the module in this class
     lock_key: str
     started: float
-    console: Console | None
+    on_tick: TickCallback | None
     total: int = 0
+    # Records already on disk when this command started (a rerun resumes after them).
+    done_before: int = 0
     totals: Drained = field(default_factory=Drained)
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
-def generate(settings: Settings, prompts_file: Path, *, console: Console | None = None) -> RunResult:
+def generate(settings: Settings, prompts_file: Path, *, on_tick: TickCallback | None = None) -> RunResult:
     """Run the teacher on every prompt of the file that has no record yet; resumable.
 
-    With a `console`, a live progress bar is drawn on it while the run works. The prompts file is
+    `on_tick` gets the run's numbers when it starts and about once a second while it works (the
+    CLI draws its live bar from them). The prompts file is
     checked before any service starts; a start that fails leaves no run folder behind (only one
     this call made, and only while it holds no record and no log worth reading).
     """
@@ -143,7 +145,7 @@ def generate(settings: Settings, prompts_file: Path, *, console: Console | None 
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _generate(settings, prompts_file, run_dir, console)
+        return _generate(settings, prompts_file, run_dir, on_tick)
     except BaseException:
         if created and not _holds_results(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -158,7 +160,7 @@ def _holds_results(run_dir: Path) -> bool:
             or (logs.is_dir() and any(path.is_file() and path.stat().st_size for path in logs.rglob("*"))))
 
 
-def _generate(settings: Settings, prompts_file: Path, run_dir: Path, console: Console | None) -> RunResult:
+def _generate(settings: Settings, prompts_file: Path, run_dir: Path, on_tick: TickCallback | None) -> RunResult:
     keys = RunKeys(settings.run)
     started = time.monotonic()
     with launched_teachers(settings.teachers, run_log_dir(run_dir)), redis_for(settings, run_dir) as run_redis:
@@ -175,7 +177,7 @@ def _generate(settings: Settings, prompts_file: Path, run_dir: Path, console: Co
         client = _connect_checked(run_redis.url)
         try:
             with run_lock(client, keys, run_dir) as lock_key:
-                run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, console)
+                run = Run(settings, prompts_file, run_dir, keys, run_redis, client, lock_key, started, on_tick)
                 return _coordinate(run)
         except REDIS_DOWN as error:
             raise RedisLost(f"Redis at {redact_url(run_redis.url)} is unreachable ({error}); "
@@ -214,15 +216,14 @@ def _coordinate(run: Run) -> RunResult:
     client.delete(keys.stop)
     run.total = tasks_total(client, keys)
     manifest = _write_manifest(settings, run.prompts_file, run.run_dir, run.total, check, run.redis.url)
-    progress = RunProgress(settings.run, run.total, console=run.console)
-    progress.start(already=int(client.scard(keys.done)))
+    run.done_before = int(client.scard(keys.done))
+    _tick(run, run.done_before)
     try:
-        if int(client.scard(keys.done)) < run.total:
+        if run.done_before < run.total:
             with running_workers(settings, run.redis.url) as workers:
-                _collect_until_done(run, collector, workers, progress)
+                _collect_until_done(run, collector, workers)
             run.worker_reports = workers.reports
     finally:
-        progress.stop()
         collector.close()
     manifest.finished = int(client.scard(keys.done)) >= run.total
     manifest.updated_at = utcnow()
@@ -259,7 +260,7 @@ def _coordinate(run: Run) -> RunResult:
     )
 
 
-def _collect_until_done(run: Run, collector: Collector, workers: WorkerPool, progress: RunProgress) -> None:
+def _collect_until_done(run: Run, collector: Collector, workers: WorkerPool) -> None:
     last_shown = 0.0
     while True:
         try:
@@ -267,7 +268,7 @@ def _collect_until_done(run: Run, collector: Collector, workers: WorkerPool, pro
             done = int(run.client.scard(run.keys.done))
             if time.monotonic() - last_shown > 1.0 or done >= run.total:
                 last_shown = time.monotonic()
-                _show_progress(run, workers, progress, done)
+                _show_progress(run, workers, done)
             if done >= run.total:
                 run.client.set(run.keys.stop, "1")
                 return
@@ -275,15 +276,24 @@ def _collect_until_done(run: Run, collector: Collector, workers: WorkerPool, pro
             _wait_for_redis(run, collector)
 
 
-def _show_progress(run: Run, workers: WorkerPool, progress: RunProgress, done: int) -> None:
-    """Once a second: keep the lock, replace lost workers, update the bar and progress.json."""
+def _show_progress(run: Run, workers: WorkerPool, done: int) -> None:
+    """Once a second: keep the lock, replace lost workers, tell the caller, write progress.json."""
     run.client.expire(run.lock_key, LOCK_TTL_S)
     workers.check()
     current = snapshot(run.client, run.keys, run.total, None, run.settings.teachers, finished=False)
-    progress.update(done=done, dead=current["dead"], in_flight=current["in_flight"],
-                    tokens=run.totals.input_tokens + run.totals.output_tokens, endpoints=current["endpoints"],
-                    tools=current["tools"])
+    _tick(run, done, current)
     write_progress_snapshot(run.run_dir, current)
+
+
+def _tick(run: Run, done: int, current: dict[str, Any] | None = None) -> None:
+    if run.on_tick is None:
+        return
+    current = current or {}
+    run.on_tick(RunTick(run=run.settings.run, total=run.total, done=done, done_before=run.done_before,
+                        elapsed_s=time.monotonic() - run.started, dead=int(current.get("dead", 0)),
+                        in_flight=int(current.get("in_flight", 0)),
+                        tokens=run.totals.input_tokens + run.totals.output_tokens,
+                        endpoints=current.get("endpoints", {}), tools=current.get("tools", {})))
 
 
 def _wait_for_redis(run: Run, collector: Collector) -> None:

@@ -134,15 +134,15 @@ def generate(
 def _generate_and_show(settings: Any, prompts: Path, *, no_progress: bool) -> None:
     """Run `distill generate`'s job and show its tables; exit 1 when prompts are left unfinished."""
     from distill.coordinator.collector import OutputError
-    from distill.coordinator.progress import endpoints_table, summary_paths, summary_table, tools_table
     from distill.coordinator.run import RedisLost, RunRefused
     from distill.coordinator.run import generate as run_generate
-    from distill.views import print_with_paths
+    from distill.views import endpoints_table, print_with_paths, run_bar, summary_paths, summary_table, tools_table
 
     if not settings.workspace.is_dir():
         fail(f"workspace {settings.workspace} is not a folder")
     try:
-        result = run_generate(settings, prompts, console=None if no_progress else err)
+        with run_bar(None if no_progress else err) as on_tick:
+            result = run_generate(settings, prompts, on_tick=on_tick)
     except (OutputError, RedisLost) as error:
         fail(f"{error}; the run stopped cleanly and resumes when you run the same command again", code=3)
     except RunRefused as refused:
@@ -170,12 +170,15 @@ def status(
     out_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = DEFAULT_OUT_DIR,
 ) -> None:
     """Show a run's numbers, live or finished."""
-    from distill.coordinator.progress import status_tables
+    from distill.coordinator.progress import run_status
+    from distill.views import print_with_paths, status_tables
 
     run_dir = out_dir / run
     if not run_dir.is_dir():
         fail(f"no run {run!r} in {out_dir}")
-    for table in status_tables(run_dir):
+    first, *others = status_tables(run_status(run_dir))
+    print_with_paths(console_out, first, [("folder", run_dir)])
+    for table in others:
         console_out.print(table)
 
 

@@ -152,7 +152,15 @@ StageCallback = Callable[[Stage], object]
 
 def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback | None = None) -> DemoResult:
     """Run every stage; OUT gets the workspace copy, questions, run, training data, adapter, eval."""
-    from distill.views import TrainDisplay, eval_paths, eval_progress, eval_table, print_convert, print_with_paths
+    from distill.views import (
+        TrainDisplay,
+        eval_paths,
+        eval_progress,
+        eval_table,
+        print_convert,
+        print_with_paths,
+        run_bar,
+    )
 
     check_options(options)
     out = Path(options.out).resolve()
@@ -200,7 +208,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
 
         # A fresh run each time: questions from other options would mix into a resumed one.
         shutil.rmtree(settings.run_dir(), ignore_errors=True)
-        run = generate(settings, synth.train_file, console=console)
+        with run_bar(console) as on_tick:
+            run = generate(settings, synth.train_file, on_tick=on_tick)
         teacher_scores = conversation_scores(f"teacher {teacher.model}", run.run_dir)
         note["detail"] = f"{run.conversations} conversations, {run.tool_calls} tool calls, {run.dead} dead"
         console.print(note["detail"], highlight=False)

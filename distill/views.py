@@ -25,6 +25,9 @@ from rich.progress import (
 from rich.table import Table
 
 from distill.coordinator.checks import Check
+from distill.coordinator.progress import RunStatus, RunTick, TickCallback
+from distill.coordinator.result import RunResult
+from distill.coordinator.stats import infra_errors
 from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert_report import (
@@ -339,3 +342,171 @@ def doctor_table(checks: Iterable[Check]) -> Table:
             mark = "[yellow]warn[/]"
         table.add_row(mark, escape(check.name), escape(check.detail), escape(check.hint or "") if not check.ok else "")
     return table
+
+
+# --- generate and status ------------------------------------------------------------------
+
+
+class _CountColumn(MofNCompleteColumn):
+    """done/total on the run's row; nothing on a teacher's row, which has no total (not `0/?`)."""
+
+    def render(self, task: Any) -> Any:
+        return super().render(task) if task.total is not None else ""
+
+
+class RunBar:
+    """The live bar of a run, drawn on `console` from the ticks `generate` sends (started by the first)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._endpoint_rows: dict[str, TaskID] = {}
+
+    def __call__(self, tick: RunTick) -> None:
+        if self._bar is None:
+            self._bar = Progress(TextColumn(f"[bold]{escape(tick.run)}[/]"), BarColumn(), _CountColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self._console)
+            self._task = self._bar.add_task("generate", total=tick.total, detail="")
+            self._bar.start()
+        assert self._task is not None
+        rate = (tick.done - tick.done_before) / max(1e-6, tick.elapsed_s)
+        detail = f"failed {tick.dead} · in flight {tick.in_flight} · {rate:.1f}/s · {tick.tokens:,} tok"
+        broken = infra_errors(tick.tools)
+        if broken:
+            # Retried or dropped, never data; but a run that keeps hitting them needs looking at.
+            detail += f" · [bold red]⚠ {broken} tool infra errors[/]"
+        self._bar.update(self._task, completed=tick.done, total=tick.total, detail=detail)
+        for name, numbers in tick.endpoints.items():
+            row = self._endpoint_rows.get(name)
+            if row is None:
+                row = self._endpoint_rows[name] = self._bar.add_task(name, total=None, detail="")
+            latency = numbers["mean_latency_s"]
+            text = (f"  {escape(name)} ({numbers['kind']}): in flight {numbers['in_flight']} · "
+                    f"{numbers['requests']} req · {numbers['errors']} err"
+                    + (f" · {latency:.2f}s/req" if latency is not None else ""))
+            self._bar.update(row, detail=text)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextmanager
+def run_bar(console: Console | None) -> Iterator[TickCallback | None]:
+    """The live bar for `generate(on_tick=...)`; None (no bar) without a console."""
+    if console is None:
+        yield None
+        return
+    bar = RunBar(console)
+    try:
+        yield bar
+    finally:
+        bar.stop()
+
+
+def summary_table(result: RunResult) -> Table:
+    table = Table(title=f"run {result.run}", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rate = (result.conversations + result.dead) / result.elapsed_s if result.elapsed_s else 0.0
+    rows = [
+        ("prompts in the run (x samples)", f"{result.total:,}"),
+        ("conversations written", f"{result.conversations:,}"),
+        ("dead letters", f"{result.dead:,}"),
+        ("queued by this command", f"{result.queued_now:,}"),
+        ("redone after a crash", f"{result.requeued_orphans:,}"),
+        ("duplicate deliveries dropped", f"{result.duplicates_dropped:,}"),
+        ("bad prompt lines skipped", f"{result.check.bad_count:,}"),
+        ("tool calls (this command)", f"{result.tool_calls:,}"),
+        ("answers passed / failed / unverified (this command)", f"{result.passed:,} / {result.failed:,} / {result.unverified:,}"),
+        ("secrets withheld (in conversations)", f"{result.redactions:,} ({result.redacted:,})"),
+        ("tool processes", f"{result.tool_processes:,}"),
+        ("tool infrastructure errors", f"{infra_errors(result.tools):,}"),
+        ("tokens in / out (this command)", f"{result.input_tokens:,} / {result.output_tokens:,}"),
+        ("elapsed", f"{result.elapsed_s:.1f} s"),
+        ("records per second", f"{rate:.2f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def summary_paths(result: RunResult) -> list[tuple[str, Path]]:
+    """Where the run went: printed below the summary, whole (a cell would cut them)."""
+    paths = [("output", result.run_dir)]
+    if result.worker_logs is not None:
+        paths.append(("worker logs", result.worker_logs / "worker-*.log"))
+    return paths
+
+
+def endpoints_table(endpoints: dict[str, dict[str, Any]], policy: str | None = None) -> Table:
+    """One column per teacher, one row per measure: ten measures side by side do not fit 80 columns."""
+    title = "teachers" + (f" (policy {policy})" if policy else "")
+    table = Table(title=title, header_style="bold")
+    table.add_column("teacher")
+    for name in endpoints:
+        table.add_column(name, justify="right", overflow="fold")
+    rows: list[tuple[str, list[str]]] = [
+        ("kind", [n["kind"] for n in endpoints.values()]),
+        ("conversations", [f"{n['conversations']:,}" for n in endpoints.values()]),
+        ("requests", [f"{n['requests']:,}" for n in endpoints.values()]),
+        ("in flight", [str(n["in_flight"]) for n in endpoints.values()]),
+        ("errors", [f"{n['errors']:,}" for n in endpoints.values()]),
+        ("tokens in", [f"{n['input_tokens']:,}" for n in endpoints.values()]),
+        ("tokens out", [f"{n['output_tokens']:,}" for n in endpoints.values()]),
+        ("mean latency", [f"{n['mean_latency_s']:.2f} s" if n.get("mean_latency_s") is not None else "-"
+                          for n in endpoints.values()]),
+        ("est. cost", [f"${n['cost_usd']:.4f}" if n.get("cost_usd") is not None else "-" for n in endpoints.values()]),
+    ]
+    for label, values in rows:
+        table.add_row(label, *values)
+    return table
+
+
+def tools_table(tools: dict[str, dict[str, Any]], processes: int | None = None) -> Table:
+    """Tool executions by outcome and their execution time; infra errors were retried, never shown."""
+    title = "tools" + (f" ({processes} tool processes)" if processes else "")
+    table = Table(title=title, header_style="bold")
+    for column in ("tool", "ok", "tool error", "infra error", "p50", "p95"):
+        table.add_column(column, justify="left" if column == "tool" else "right")
+    for name, n in tools.items():
+        infra = f"[bold red]{n['infra_error']:,}[/]" if n["infra_error"] else "0"
+        p50 = f"{n['p50_ms']:.1f} ms" if n.get("p50_ms") is not None else "-"
+        p95 = f"{n['p95_ms']:.1f} ms" if n.get("p95_ms") is not None else "-"
+        table.add_row(name, f"{n['ok']:,}", f"{n['tool_error']:,}", infra, p50, p95)
+    return table
+
+
+def status_table(status: RunStatus) -> Table:
+    """`distill status`: what is on disk, and what the last snapshot said."""
+    counts, snapshot, total = status.counts, status.snapshot, status.total
+    ended = counts["conversations"] + counts["dead"]
+    table = Table(title=f"run {status.run_dir.name}: {status.state}", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("prompts", f"{total:,}" if total else "unknown")
+    table.add_row("conversations", f"{counts['conversations']:,}")
+    table.add_row("dead letters", f"{counts['dead']:,}")
+    table.add_row("remaining", f"{max(0, total - ended):,}" if total else "unknown")
+    table.add_row("secrets withheld (in conversations)", f"{counts['redactions']:,} ({counts['redacted']:,})")
+    if status.state == "running":
+        table.add_row("in flight", str(snapshot.get("in_flight", 0)))
+        table.add_row("queued", str(snapshot.get("queued", 0)))
+    table.add_row("retries", str(snapshot.get("retries", 0)))
+    if snapshot.get("tool_processes"):
+        table.add_row("tool processes", str(snapshot["tool_processes"]))
+    if snapshot.get("tools"):
+        table.add_row("tool infrastructure errors", str(infra_errors(snapshot["tools"])))
+    table.add_row("last update", str(snapshot.get("updated_at", "never")))
+    return table
+
+
+def status_tables(status: RunStatus) -> list[Table]:
+    tables = [status_table(status)]
+    snapshot = status.snapshot
+    if snapshot.get("endpoints"):
+        tables.append(endpoints_table(snapshot["endpoints"]))
+    if snapshot.get("tools"):
+        tables.append(tools_table(snapshot["tools"], snapshot.get("tool_processes")))
+    return tables

@@ -19,16 +19,10 @@ import pytest
 from conftest import REPO, write_prompts
 from rich.console import Console
 
-from distill.coordinator.progress import (
-    endpoints_table,
-    summary_paths,
-    summary_table,
-    tools_table,
-)
 from distill.coordinator.run import generate
 from distill.shared.settings import Settings, TeacherConfig
 from distill.teachers.sim_teacher import SimTeacher
-from distill.views import print_with_paths
+from distill.views import endpoints_table, print_with_paths, summary_paths, summary_table, tools_table
 
 
 class Counting(BaseHTTPRequestHandler):

@@ -152,8 +152,8 @@ def test_unreachable_teacher_ends_as_dead_letters_with_the_reason(tmp_path, ray_
 
 def test_a_worker_failure_reaches_the_run_log(tmp_path, ray_session, redis_url, code_workspace, run_name):
     """Workers run in Ray processes whose output the user never sees: their failures go to RUN_DIR/logs."""
-    from distill.coordinator.progress import summary_paths
     from distill.teachers.sim_teacher import SimTeacherConfig
+    from distill.views import summary_paths
 
     teacher = SimTeacher(SimTeacherConfig(fail_rate=1.0))  # every chat request: HTTP 500
     teacher.start()

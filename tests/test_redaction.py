@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from trainer_fixtures import conversation, tiny_model, write_jsonl  # noqa: F401 - fixture
 
 from distill.coordinator.collector import CONVERSATIONS_FILE
-from distill.coordinator.progress import status_table, summary_table
+from distill.coordinator.progress import run_status
 from distill.coordinator.run import generate
 from distill.coordinator.stats import count_records
 from distill.shared.connection import connect
@@ -29,6 +29,7 @@ from distill.trainer.convert_report import DropReason
 from distill.viewer.app import create_app
 from distill.viewer.catalog import discover
 from distill.viewer.index import RunIndex
+from distill.views import status_table, summary_table
 from distill.worker.sandbox import ToolLimits
 from distill.worker.tool_pool import ToolPool
 from distill.worker.toolcore import ToolCore
@@ -343,7 +344,7 @@ def test_a_run_on_a_workspace_with_secrets_writes_and_sends_none(
 
     # The summary, `distill status` and the viewer say how many were withheld.
     shown = f"{result.redactions} (6)"
-    assert shown in rendered(summary_table(result)) and shown in rendered(status_table(settings.run_dir()))
+    assert shown in rendered(summary_table(result)) and shown in rendered(status_table(run_status(settings.run_dir())))
     with TestClient(create_app([settings.run_dir()], index_dir=tmp_path / "indexes")) as viewer:
         page = viewer.get(f"/runs/{settings.run_dir().name}").text
         assert f"<b>{result.redactions}</b><span>secrets withheld, in 6 conversations</span>" in page
