@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import test_viewer_browser
-from trainer_fixtures import write_jsonl
+from trainer_fixtures import answer_completion, write_jsonl
 
 from distill.shared.settings import TeacherConfig
 from distill.trainer.evaluate import EvalReport, evaluate, totals_of
@@ -50,16 +50,7 @@ class GrepThenAnswer(BaseHTTPRequestHandler):
             # Answers with the file the real result named, so a wrong result gives a wrong answer.
             file = results[0].split(":", 1)[0]
             message, finish = {"role": "assistant", "content": f"parse is defined in {file}."}, "stop"
-        payload = json.dumps({
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_completion(self, body["model"], message, finish)
 
     def log_message(self, *args: Any) -> None:
         pass

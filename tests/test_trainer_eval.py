@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from tiny_model import build_tiny_model
-from trainer_fixtures import write_jsonl
+from trainer_fixtures import answer_completion, write_jsonl
 
 from distill.shared.records import PromptTask
 from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, TeacherConfig
@@ -49,16 +49,7 @@ class ScriptedTeacher(BaseHTTPRequestHandler):
         else:
             call = {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": json.dumps({"path": "config.py"})}}
             message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
-        payload = json.dumps({
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_completion(self, body["model"], message, finish)
 
     def log_message(self, *args: Any) -> None:
         pass

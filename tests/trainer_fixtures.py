@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,17 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def answer_completion(handler: BaseHTTPRequestHandler, model: str, message: dict[str, Any], finish: str) -> None:
+    """Send one OpenAI chat completion from a scripted test endpoint (an http.server handler)."""
+    payload = json.dumps({
+        "id": "x", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)

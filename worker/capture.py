@@ -59,28 +59,16 @@ def to_chat_messages(history: list[ModelMessage], outcomes: Mapping[str, ToolOut
                     refused = getattr(part, "outcome", "success") != "success"
                     if refused:
                         invalid += 1
-                    messages.append(
-                        ChatMessage(
-                            role="tool",
-                            tool_call_id=ids.answer(part.tool_call_id),
-                            name=part.tool_name,
-                            content=part.model_response_str(),
-                            outcome="tool_error" if refused else outcomes.get(part.tool_call_id, "ok"),
-                        )
-                    )
+                    outcome = "tool_error" if refused else outcomes.get(part.tool_call_id, "ok")
+                    messages.append(ChatMessage(role="tool", tool_call_id=ids.answer(part.tool_call_id),
+                                                name=part.tool_name, content=part.model_response_str(), outcome=outcome))
                 elif part.part_kind == "retry-prompt":
                     # What the teacher was told about its bad call is that call's real result.
                     if part.tool_name is not None:
                         invalid += 1
-                        messages.append(
-                            ChatMessage(
-                                role="tool",
-                                tool_call_id=ids.answer(part.tool_call_id),
-                                name=part.tool_name,
-                                content=part.model_response(),
-                                outcome="tool_error",
-                            )
-                        )
+                        messages.append(ChatMessage(role="tool", tool_call_id=ids.answer(part.tool_call_id),
+                                                    name=part.tool_name, content=part.model_response(),
+                                                    outcome="tool_error"))
                     else:
                         messages.append(ChatMessage(role="user", content=part.model_response()))
                 elif part.part_kind == "retry-feedback" and messages and messages[-1].role == "assistant":
