@@ -97,7 +97,11 @@ class McpServer:
             await self._stop_runner()
             raise McpSetupError(f"mcp server {self.config.name!r} ({self.config.describe()}) cannot start: "
                                 f"{_reason(error)}") from None
-        self.tools = self._offered(listed)
+        try:
+            self.tools = self._offered(listed)
+        except McpSetupError:
+            await self._stop_runner()
+            raise
         self._generation += 1
         self.starts += 1
 
