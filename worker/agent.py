@@ -206,13 +206,13 @@ class Conversations:
         self._clients: dict[str, TeacherClient] = {}
         self.workspace_root = core.workspace.root
         self._files: WorkspaceFiles | None = None
+        self.mcp: McpServerSet | None = None
 
     async def workspace_files(self) -> WorkspaceFiles:
         """The workspace's files, listed once: what a file answer is checked against."""
         if self._files is None:
             self._files = await asyncio.to_thread(WorkspaceFiles.of, self.workspace_root)
         return self._files
-        self.mcp: McpServerSet | None = None
 
     async def start_mcp(self, configs: Sequence[McpServerConfig], *, log_dir: Path | None = None,
                         worker: str = "worker") -> None:
