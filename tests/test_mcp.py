@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -306,7 +307,10 @@ def history_prompts(path: Path, repo: Path, history: list[tuple[str, str, str]])
                 ("log", f"Find the commit '{message}' in the history; what file did it touch?", [log, show]),
             ):
                 task_id = f"{kind}-{index:03d}"
-                handle.write(json.dumps({"id": task_id, "prompt": prompt, "expected": name,
+                # The scripted answer quotes the tool's output (a diff names b/FILE too), so the
+                # reference is the file's name anywhere in it, not "exactly this file".
+                reference = {"regex": re.escape(name)}
+                handle.write(json.dumps({"id": task_id, "prompt": prompt, "expected": reference,
                                          "metadata": {"sim_calls": calls}}) + "\n")
                 expected[task_id] = name
     return expected
