@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from distill.coordinator.checks import Check, first_line
 from distill.coordinator.doctor_cluster import check_ray, check_redis
+from distill.coordinator.doctor_mcp import check_mcp_servers
 from distill.coordinator.doctor_teachers import check_teachers
 from distill.shared.settings import Settings
 
@@ -33,6 +34,7 @@ def run_doctor(settings: Settings, *, run_dir: Path | None = None) -> list[Check
     checks.extend(_guard_many(check_teachers, "teachers", settings))
     checks.append(_guard(check_workspace, "workspace", settings))
     checks.append(_guard(check_tools, "tools", settings))
+    checks.extend(_guard_many(check_mcp_servers, "mcp", settings))
     checks.extend(_guard_many(check_mlx, "mlx", settings))
     checks.append(_guard(check_disk, "disk", settings, run_dir or settings.run_dir()))
     return [_scrub(check, secrets) for check in checks]
@@ -145,6 +147,8 @@ def _secret_values(settings: Settings) -> list[str]:
     for teacher in settings.teachers:
         if teacher.api_key_env and os.environ.get(teacher.api_key_env):
             values.append(os.environ[teacher.api_key_env])
+    for server in settings.mcp_servers:
+        values += [os.environ[name] for name in server.referenced_env(missing_ok=True)]
     return [value for value in values if len(value) >= 4]
 
 

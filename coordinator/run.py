@@ -38,6 +38,7 @@ from distill.shared.queue import ensure_groups, requeue_orphans
 from distill.shared.records import CONVERSATIONS_FILE, DEAD_FILE, MANIFEST_FILE, RunManifest, utcnow
 from distill.shared.retry import REDIS_DOWN, outlast_redis
 from distill.shared.settings import Settings
+from distill.worker.mcp_servers import check_servers
 from distill.worker.toolcore import check_tools
 
 __all__ = ["RedisLost", "RunRefused", "RunResult", "generate"]
@@ -140,7 +141,10 @@ def generate(settings: Settings, prompts_file: Path, *, on_tick: TickCallback | 
     if not Path(prompts_file).is_file():
         raise PromptsFileError(f"{prompts_file}: prompts file not found")
     # The tools a worker would build, built here first: a bad custom tool is one line, not a dead worker.
-    check_tools(settings.workspace, settings.custom_tools, settings.limits)
+    core = check_tools(settings.workspace, settings.custom_tools, settings.limits)
+    if settings.mcp_servers:
+        # Each MCP server started once and stopped: one that can't start, or a taken name, is one line too.
+        check_servers(settings.mcp_servers, taken=list(core.offered))
     run_dir = settings.run_dir()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)

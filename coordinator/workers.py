@@ -42,6 +42,7 @@ class WorkerPool:
             limits=settings.limits,
             system_prompt=settings.system_prompt,
             custom_tools=settings.custom_tools,
+            mcp_servers=settings.mcp_servers,
             slots=per_worker,
             max_attempts=settings.max_attempts,
             visibility_timeout_s=settings.visibility_timeout_s,
@@ -56,6 +57,8 @@ class WorkerPool:
         # Keys travel to the workers as an actor argument only (never in the spec, records or logs).
         endpoints = [*settings.teachers, *([settings.judge] if settings.judge else [])]
         self.secrets = {t.api_key_env: t.api_key() for t in endpoints if t.api_key_env}
+        for server in settings.mcp_servers:
+            self.secrets.update(server.referenced_env())
         self.actors: list[Any] = []
         self.reports: list[dict[str, Any]] = []
         self.refs: list[Any] = []

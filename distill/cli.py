@@ -77,6 +77,20 @@ def resume_hint(line: str) -> Iterator[None]:
 
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML config (default: ./distill.toml if present).")]
+McpOption = Annotated[list[str] | None, typer.Option(
+    "--mcp", metavar="NAME=COMMAND|URL",
+    help="An MCP server whose tools the teacher is offered, beside the config's mcp_servers: NAME=COMMAND [ARGS...] "
+         "(stdio) or NAME=URL (streamable HTTP); repeatable. Its tools are named NAME_TOOL.")]
+
+
+def with_mcp_flags(servers: list[Any], flags: list[str] | None) -> list[Any]:
+    """The config's MCP servers plus those of `--mcp` flags (names unique over both)."""
+    from distill.shared.mcp_config import McpSetupError, parse_mcp_flag, unique_servers
+
+    try:
+        return unique_servers([*servers, *(parse_mcp_flag(flag) for flag in flags or [])])
+    except ValueError as error:
+        raise McpSetupError(f"--mcp: {error}") from None
 
 
 @app.command()
@@ -98,6 +112,7 @@ def generate(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad prompt lines and go on without them.")] = False,
     samples: Annotated[Optional[int], typer.Option(help="Run each prompt N times (at the teacher's temperature); one record per sample.")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature for --teacher.")] = None,
+    mcp: McpOption = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Run the teacher on every prompt with real tools; write one record per prompt and sample."""
@@ -125,6 +140,7 @@ def generate(
         elif temperature is not None:
             settings.teachers = [TeacherConfig.model_validate({**t.model_dump(), "temperature": temperature})
                                  for t in settings.teachers]
+        settings.mcp_servers = with_mcp_flags(settings.mcp_servers, mcp)
     except ValueError as error:  # pydantic validation of a flag value
         fail(str(error).splitlines()[0])
     with resume_hint(RESUME_GENERATE):
@@ -270,6 +286,7 @@ def repair(
     teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --continue-with.")] = None,
     run: Annotated[Optional[str], typer.Option(help="Run name for --continue-with (default: OUT's name + -continued).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where --continue-with's run is written.")] = None,
+    mcp: McpOption = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
 ) -> None:
     """Replay every tool call with the real tools, so placeholder results become real ones."""
@@ -280,9 +297,10 @@ def repair(
 
     if (continue_with is None) != (teacher_model is None):
         fail("--continue-with and --teacher-model go together")
+    servers = with_mcp_flags([], mcp)
     with convert_progress(err, conversations_path(source), verb="repair") as on_progress:
         report = run_repair(source, workspace, out, custom_tools=custom_tool or (), on_changed=on_changed,  # type: ignore[arg-type]
-                            skip_invalid=skip_invalid, on_progress=on_progress)
+                            skip_invalid=skip_invalid, on_progress=on_progress, mcp_servers=servers)
     print_with_paths(console_out, repair_table(report), repair_paths(report))
     if continue_with is None or teacher_model is None:  # both or neither (checked above)
         return
@@ -297,6 +315,7 @@ def repair(
     try:
         settings = load_settings(None, run=run or f"{out.stem}-continued", workspace=workspace, out_dir=out_dir)
         settings.custom_tools = list(custom_tool or settings.custom_tools)
+        settings.mcp_servers = servers or settings.mcp_servers
         settings.teachers = [TeacherConfig(name="continue", base_url=continue_with, model=teacher_model)]
     except ValueError as error:
         fail(str(error).splitlines()[0])
@@ -368,6 +387,7 @@ def eval_command(
     no_base: Annotated[bool, typer.Option("--no-base", help="Skip the base model (adapter only).")] = False,
     teacher: Annotated[Optional[str], typer.Option(help="Also run this teacher (base URL ending in /v1) on the same prompts and tools.")] = None,
     teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --teacher.")] = None,
+    mcp: McpOption = None,
 ) -> None:
     """Run the student (base and adapter), and the teacher if given, on held-out prompts: tool calls, loops, correct answers."""
     from distill.trainer.evaluate import evaluate
@@ -384,7 +404,7 @@ def eval_command(
     with eval_progress(err) as on_prompt:
         report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
                           max_tokens=max_tokens, include_base=not no_base, teacher=endpoint, limit=limit,
-                          on_prompt=on_prompt)
+                          on_prompt=on_prompt, mcp_servers=with_mcp_flags([], mcp))
     print_with_paths(console_out, eval_table(report), eval_paths(report))
 
 
@@ -465,13 +485,15 @@ def doctor(
     redis_url: Annotated[Optional[str], typer.Option(help="Check this Redis instead of the embedded one.")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Check this Ray cluster (HOST:6379, or auto on a node).")] = None,
     workspace: Annotated[Optional[Path], typer.Option(help="Folder the tools work in (read-only).")] = None,
+    mcp: McpOption = None,
 ) -> None:
-    """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MLX, disk. Exit 1 if a required check fails."""
+    """Check everything a run needs: Redis, Ray, teachers, keys, workspace, MCP servers, MLX, disk. Exit 1 if a required check fails."""
     from distill.coordinator.doctor import failed_required, run_doctor
     from distill.views import doctor_table
 
     try:
         settings = load_settings(config, redis_url=redis_url, ray_address=ray_address, workspace=workspace)
+        settings.mcp_servers = with_mcp_flags(settings.mcp_servers, mcp)
     except ConfigError as error:
         fail(str(error))
     checks = run_doctor(settings)
@@ -586,9 +608,12 @@ def sim_teacher(
              "by calling the real tools and reading their results.")] = "generic",
     reasoning: Annotated[str, typer.Option(
         help="none; field: think in reasoning_content; tags: open the content with a <think> block.")] = "none",
+    plans: Annotated[Path | None, typer.Option(
+        help="A prompts file whose lines carry call plans in metadata.sim_calls ([{\"tool\": ..., \"arguments\": "
+             "{...}}, ...]): those prompts get exactly these calls in turn, then an answer from the last result.")] = None,
 ) -> None:
     """Serve the simulated OpenAI-compatible teacher (for trying distill without a model)."""
-    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig
+    from distill.teachers.sim_teacher import SimTeacher, SimTeacherConfig, read_plans
 
     if script not in ("generic", "tasks"):
         fail("--script is generic or tasks")
@@ -596,7 +621,8 @@ def sim_teacher(
         fail("--reasoning is none, field or tags")
     teacher = SimTeacher(SimTeacherConfig(latency_s=latency, tool_rounds=tool_rounds, fail_rate=fail_rate,
                                           seconds_per_token=seconds_per_token, length_jitter=length_jitter,
-                                          script=script, reasoning=reasoning))  # type: ignore[arg-type]
+                                          script=script, reasoning=reasoning,  # type: ignore[arg-type]
+                                          calls=read_plans(plans) if plans else {}))
     url = teacher.start(port)
     console_out.print(f"simulated teacher at {url} (model 'sim-teacher'); Ctrl+C stops it")
     try:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from distill.shared.errors import DistillError, describe_validation_error
+from distill.shared.mcp_config import McpServerConfig, unique_servers
 from distill.shared.secrets import SecretsConfig
 
 DEFAULT_CONFIG_FILE = "distill.toml"
@@ -190,6 +191,8 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=10.0, ge=0)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     custom_tools: list[str] = Field(default_factory=list)
+    # MCP servers whose tools the teacher is offered beside the built-in ones (shared/mcp_config.py).
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     limits: GenerationLimits = Field(default_factory=GenerationLimits)
     # Conversations in flight over the whole run. Unset: the teachers' slots plus a quarter, since a
     # slot is held per request and a conversation running its tools holds none.
@@ -220,6 +223,11 @@ class Settings(BaseSettings):
         if duplicated:
             raise ValueError(f"teacher names must be unique; repeated: {', '.join(duplicated)}")
         return teachers
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_servers(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
+        return unique_servers(servers)
 
     @classmethod
     def settings_customise_sources(

@@ -19,10 +19,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 
+from distill.shared.records import PromptTask
 from distill.teachers.sim_solver import next_message
 
 
@@ -63,6 +65,24 @@ class SimTeacherConfig:
     calls: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     # Every request's body is appended here as one JSON line: what a teacher was sent.
     request_log: str | None = None
+
+
+# The key of a prompt line's metadata holding its plan: [{"tool": NAME, "arguments": {...}}, ...].
+PLAN_KEY = "sim_calls"
+
+
+def read_plans(prompts_file: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The call plans of a prompts file (each line's `metadata.sim_calls`), by prompt text, for `calls`:
+    how tests and demos drive any tool, an MCP server's too, offline (`distill sim-teacher --plans`)."""
+    from distill.shared.prompts import read_prompts
+
+    plans: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for task in read_prompts(prompts_file, run="sim"):
+        if isinstance(task, PromptTask):
+            calls = (task.metadata or {}).get(PLAN_KEY)
+            if isinstance(calls, list) and calls:
+                plans[task.prompt] = [(str(c["tool"]), dict(c.get("arguments") or {})) for c in calls]
+    return plans
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.shared.connection import redact_url
+from distill.shared.mcp_config import McpServerConfig
 from distill.shared.reasoning import split_thinking
 from distill.shared.records import Conversation, PromptTask, Record, utcnow
 from distill.shared.settings import BUILTIN_TOOLS, DEFAULT_SYSTEM_PROMPT, BuiltinTool, GenerationLimits, TeacherConfig
@@ -148,6 +149,7 @@ def evaluate(
     request_timeout_s: float = 300.0,
     ready_timeout_s: float = 180.0,
     on_prompt: PromptCallback | None = None,
+    mcp_servers: Sequence[McpServerConfig] = (),
 ) -> EvalReport:
     """Serve `model` (base, then with `adapter_path`) and run the agent on every held-out prompt.
 
@@ -157,7 +159,7 @@ def evaluate(
     adapter) and returns the report; the caller shows it. `max_tool_calls` is the loop guard
     (hitting it counts as a loop); `limit` evaluates only the first N prompts. Prompts with an
     `expected` answer are scored correct or not. Offer the tools (`builtin_tools`, `tool_docs`,
-    `custom_tools`) and `system_prompt` the training conversations had, so the student is served
+    `custom_tools`, `mcp_servers`) and `system_prompt` the training conversations had, so the student is served
     the prompt it learned from. Raises TrainerError for bad inputs or a server that won't start.
     """
     model_source = check_model_source(model) if model is not None else None
@@ -179,7 +181,7 @@ def evaluate(
     )
     # The tools are checked before any server starts: a bad custom tool is one line, not a dead variant.
     tools = check_tools(workspace, custom_tools, limits)
-    run = _Agent(tools, system_prompt, max_tokens, request_timeout_s, on_prompt)
+    run = _Agent(tools, system_prompt, max_tokens, request_timeout_s, on_prompt, tuple(mcp_servers))
     variants = [
         evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
         for name, adapter in _variants(include_base, adapter_path)
@@ -210,6 +212,8 @@ class _Agent:
     max_tokens: int
     request_timeout_s: float
     on_prompt: PromptCallback | None
+    # Started for each variant, as a worker starts them for its life.
+    mcp_servers: tuple[McpServerConfig, ...] = ()
 
 
 def _check_paths(workspace: Path, adapter_path: Path | None, include_base: bool) -> tuple[Path, Path | None]:
@@ -304,6 +308,8 @@ async def _run_prompts(
                                   tool_processes=agent.tools.limits.tool_processes or 1)
     results: list[PromptEval] = []
     try:
+        if agent.mcp_servers:
+            await conversations.start_mcp(agent.mcp_servers)
         for task in tasks:
             started = time.monotonic()
             try:

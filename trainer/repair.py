@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.shared.mcp_config import McpServerConfig
 from distill.shared.records import Record, ToolOutcome, is_placeholder, utcnow
 from distill.shared.secrets import Redactor, SecretsConfig, SecretTags, new_key
 from distill.shared.settings import GenerationLimits
@@ -104,16 +105,28 @@ class ToolBox:
     """The run's tool core on one workspace, replayed in a tool process: the same schemas, argument
     checks, time limit, output cap and outcomes as a generation run (worker/toolcore.py)."""
 
-    def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None) -> None:
+    def __init__(self, workspace: Path, custom_tools: Sequence[str] = (), limits: GenerationLimits | None = None,
+                 mcp_servers: Sequence[McpServerConfig] = ()) -> None:
+        from distill.worker.mcp_servers import McpServerSet
         from distill.worker.tool_pool import ToolPool
         from distill.worker.toolcore import check_tools
 
         self.core = check_tools(workspace, custom_tools, limits or GenerationLimits())
-        self.schemas = self.core.schemas
-        self.parameters = tool_schemas(self.schemas)
         # One call at a time: one tool process, driven by an event loop of its own.
         self._pool = ToolPool(self.core, processes=1)
         self._loop = asyncio.Runner()
+        self.schemas = self.core.schemas
+        if mcp_servers:
+            # The servers' tools replay through the same pool, limits and outcomes as in generation.
+            servers = McpServerSet(list(mcp_servers))
+            try:
+                self._loop.run(servers.start(taken=list(self.core.offered)))
+            except BaseException:
+                self.close()
+                raise
+            self._pool.mcp = servers
+            self.schemas = [*self.schemas, *servers.schemas()]
+        self.parameters = tool_schemas(self.schemas)
         # The secret tags of the conversation being replayed (`_replayed` starts a table for each).
         self.tags = SecretTags()
         # For the text the dataset brought along (prompts, answers, results kept as they were):
@@ -142,6 +155,8 @@ class ToolBox:
         return answer.outcome, self.tags.apply(answer.text)
 
     def close(self) -> None:
+        if self._pool.mcp is not None:
+            self._loop.run(self._pool.mcp.close())
         self._pool.close()
         self._loop.close()
 
@@ -156,6 +171,7 @@ def repair(
     skip_invalid: bool = False,
     limits: GenerationLimits | None = None,
     on_progress: Callable[[int, int, int], Any] | None = None,
+    mcp_servers: Sequence[McpServerConfig] = (),
 ) -> RepairReport:
     """Replay every tool call of SOURCE (a run folder, distill records or plain chat lines) in WORKSPACE.
 
@@ -166,7 +182,7 @@ def repair(
     path = conversations_path(source)
     if not Path(workspace).is_dir():
         raise TrainerError(f"{workspace}: workspace directory not found")
-    tools = ToolBox(Path(workspace), custom_tools, limits)
+    tools = ToolBox(Path(workspace), custom_tools, limits, mcp_servers)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if on_changed not in ("keep", "cut"):

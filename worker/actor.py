@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from distill.shared.connection import connect_async, redact_url
 from distill.shared.keys import DATA_FIELD, TASKS_GROUP, RunKeys, tool_calls_field, tool_time_field
+from distill.shared.mcp_config import McpServerConfig, McpSetupError
 from distill.shared.queue import add_ack, add_publish, add_requeue
 from distill.shared.records import Conversation, DeadLetter, PromptTask, TeacherInfo, WorkerInfo
 from distill.shared.retry import REDIS_DOWN, outlast_redis_async
@@ -68,6 +69,8 @@ class WorkerSpec(BaseModel):
     limits: GenerationLimits
     system_prompt: str
     custom_tools: list[str] = []
+    # Started by each worker for its life (their `${VAR}` values read from the worker's environment).
+    mcp_servers: list[McpServerConfig] = []
     slots: int = 8
     max_attempts: int = 3
     visibility_timeout_s: float = 120.0
@@ -135,6 +138,16 @@ class GenerationLoop:
             self.judge_pool = EndpointPool([self.spec.judge], self.redis, "spread",
                                            breaker_failures=self.spec.breaker_failures,
                                            breaker_cooldown_s=self.spec.breaker_cooldown_s)
+        if self.spec.mcp_servers:
+            try:
+                await self.conversations.start_mcp(self.spec.mcp_servers, worker=self.info.actor,
+                                                   log_dir=Path(self.spec.log_dir) if self.spec.log_dir else None)
+            except McpSetupError as error:
+                # The run's preflight started them on the coordinator's node; this node can't.
+                log.error("%s; this worker stops (its tasks stay queued for a worker that can)", error)
+                await self.conversations.aclose()
+                await self.redis.aclose()
+                raise
         tools = self.conversations.tool_pool
         self.report.tool_processes = tools.processes
         await self.redis.hset(self.keys.tool_processes, self.consumer, tools.processes)

@@ -8,8 +8,9 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pydantic_ai
@@ -26,6 +27,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
 from distill.shared.connection import redact_url
+from distill.shared.mcp_config import McpServerConfig
 from distill.shared.records import (
     Conversation,
     PromptTask,
@@ -40,8 +42,10 @@ from distill.shared.secrets import SecretTags
 from distill.shared.settings import TeacherConfig
 from distill.shared.verdicts import WorkspaceFiles, reference_verdict
 from distill.worker.capture import raw_history, reasoning_tokens, to_chat_messages, to_model_messages
+from distill.worker.mcp_servers import McpServerSet, McpTool
 from distill.worker.teacher_http import Exchanges, LeanOpenAI, Slot, current_exchanges
 from distill.worker.tool_pool import ToolInfraError, ToolPool
+from distill.worker.tool_schemas import openai_tool_schemas
 from distill.worker.toolcore import ToolCore
 
 # pydantic-ai prints a first-run banner on a terminal when a program run from a source tree starts
@@ -111,11 +115,7 @@ def _pooled(name: str, function: Callable[..., Any]) -> Callable[..., Awaitable[
     signature = inspect.signature(function)
 
     async def call(ctx: RunContext[ToolDeps], *args: Any, **kwargs: Any) -> str:
-        arguments = dict(signature.bind(*args, **kwargs).arguments)
-        run = await ctx.deps.tools.call(name, arguments)
-        if ctx.tool_call_id:
-            ctx.deps.outcomes[ctx.tool_call_id] = run.outcome
-        return ctx.deps.secrets.apply(run.text)
+        return await _answered(ctx, name, dict(signature.bind(*args, **kwargs).arguments))
 
     functools.update_wrapper(call, function)
     call.__name__ = name
@@ -124,6 +124,31 @@ def _pooled(name: str, function: Callable[..., Any]) -> Callable[..., Awaitable[
         parameters=[context, *signature.parameters.values()], return_annotation=str
     )
     return call
+
+
+async def _answered(ctx: RunContext[ToolDeps], name: str, arguments: dict[str, Any]) -> str:
+    """One call through the tool pool: its outcome kept for the record, the secret markers in its
+    answer turned into this conversation's tags."""
+    run = await ctx.deps.tools.call(name, arguments)
+    if ctx.tool_call_id:
+        ctx.deps.outcomes[ctx.tool_call_id] = run.outcome
+    return ctx.deps.secrets.apply(run.text)
+
+
+def mcp_tools(servers: McpServerSet) -> list[Tool[ToolDeps]]:
+    """The servers' tools, offered with the server's own names (prefixed), descriptions and schemas."""
+    return [_mcp_tool(tool) for tool in servers.tools.values()]
+
+
+def _mcp_tool(tool: McpTool) -> Tool[ToolDeps]:
+    async def call(ctx: RunContext[ToolDeps], **arguments: Any) -> str:
+        # The server validates the arguments against its own schema (a refusal is its tool_error).
+        return await _answered(ctx, tool.name, arguments)
+
+    offered: Tool[ToolDeps] = Tool.from_schema(call, name=tool.name, description=tool.description,
+                                               json_schema=tool.parameters, takes_ctx=True)
+    offered.max_retries = 2
+    return offered
 
 
 @dataclass
@@ -177,17 +202,32 @@ class Conversations:
         self.tool_schemas = core.schemas
         self.tool_pool = ToolPool(core, processes=tool_processes)
         self.usage_limits = UsageLimits(request_limit=limits.max_requests, tool_calls_limit=limits.max_tool_calls)
-        self.agent: Agent[ToolDeps, str] = Agent(None, deps_type=ToolDeps, tools=self.tools, retries=2)
-        self.agent.system_prompt(_system_prompt)
+        self.agent = _agent(self.tools)
         self._clients: dict[str, TeacherClient] = {}
         self.workspace_root = core.workspace.root
         self._files: WorkspaceFiles | None = None
+        self.mcp: McpServerSet | None = None
 
     async def workspace_files(self) -> WorkspaceFiles:
         """The workspace's files, listed once: what a file answer is checked against."""
         if self._files is None:
             self._files = await asyncio.to_thread(WorkspaceFiles.of, self.workspace_root)
         return self._files
+
+    async def start_mcp(self, configs: Sequence[McpServerConfig], *, log_dir: Path | None = None,
+                        worker: str = "worker") -> None:
+        """Start MCP servers for these conversations' life and offer their tools beside the others
+        (McpSetupError when one can't start or a tool name is taken)."""
+        servers = McpServerSet(list(configs), log_dir=log_dir, worker=worker)
+        await servers.start(taken=[tool.name for tool in self.tools])
+        self.add_mcp(servers)
+
+    def add_mcp(self, servers: McpServerSet) -> None:
+        """Offer the tools of started MCP servers too; they are closed with the conversations."""
+        self.mcp = self.tool_pool.mcp = servers
+        self.tools = self.tools + mcp_tools(servers)
+        self.tool_schemas = openai_tool_schemas(self.tools)
+        self.agent = _agent(self.tools)
 
     def client(self, teacher: TeacherConfig) -> TeacherClient:
         client = self._clients.get(teacher.name)
@@ -200,6 +240,8 @@ class Conversations:
             await client.aclose()
         self._clients.clear()
         self.tool_pool.close()
+        if self.mcp is not None:
+            await self.mcp.close()
 
     async def run(
         self, task: PromptTask, teacher: TeacherConfig, *, attempt: int = 1, slot: Slot | None = None
@@ -321,6 +363,12 @@ async def run_conversation(
         return await conversations.run(task, teacher, attempt=attempt)
     finally:
         await conversations.aclose()
+
+
+def _agent(tools: list[Tool[ToolDeps]]) -> Agent[ToolDeps, str]:
+    agent: Agent[ToolDeps, str] = Agent(None, deps_type=ToolDeps, tools=tools, retries=2)
+    agent.system_prompt(_system_prompt)
+    return agent
 
 
 def _system_prompt(ctx: RunContext[ToolDeps]) -> str:

@@ -33,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_ex
 
 from distill.shared.records import ToolOutcome
 from distill.shared.settings import GenerationLimits
+from distill.worker.mcp_servers import McpServerSet
 from distill.worker.sandbox import ToolLimits
 from distill.worker.toolcore import ToolAnswer, ToolCore
 
@@ -125,6 +126,8 @@ class ToolPool:
         self.backoff_s = backoff_s
         # Every execution, drained by whoever reports the numbers (GenerationLoop -> Redis).
         self.executions: list[ToolRun] = []
+        # Tools from MCP servers run in the worker's server sessions, under the same limit, cap and retries.
+        self.mcp: McpServerSet | None = None
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPool:
@@ -159,6 +162,12 @@ class ToolPool:
 
     async def execute(self, tool: str, arguments: dict[str, Any]) -> ToolRun:
         """One execution in a pool process; never raises for the tool's or the pool's failures."""
+        if self.mcp is not None and tool in self.mcp.tools:
+            # An MCP server answers in the worker's own session with it (one per worker, not per
+            # process); its answer is finished by the same core as every other tool's.
+            mcp = await self.mcp.call(tool, arguments, self.timeout_s)
+            finished = self.core.finish(tool, arguments, ToolAnswer(mcp.outcome, mcp.text))
+            return self._record(ToolRun(tool, finished.outcome, finished.text, mcp.seconds))
         started = time.perf_counter()
         try:
             future = self._pool.schedule(_execute, args=(tool, arguments), timeout=self.timeout_s + KILL_GRACE_S)

@@ -164,6 +164,11 @@ class ToolCore:
             return ToolAnswer("infra_error", f"time limit of {self.workspace.limits.timeout_s:g}s hit; the answer was incomplete")
         return ToolAnswer("ok", ran.text)
 
+    def finish(self, name: str, arguments: dict[str, Any], answer: ToolAnswer) -> ToolAnswer:
+        """`_finish` for an answer produced outside a tool process: an MCP server's, which runs in
+        the worker's session with it (worker/tool_pool.py), so it is finished exactly alike."""
+        return self._finish(name, arguments, answer)
+
     def _finish(self, name: str, arguments: dict[str, Any], answer: ToolAnswer) -> ToolAnswer:
         """What every answer passes through before it leaves the tool process, whatever its source
         (built-in, custom, or any source added later): the output cap. Post-processing that must
