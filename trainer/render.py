@@ -166,6 +166,8 @@ def assistant_spans(
     whose turns cannot be found this way is refused rather than mis-masked.
     """
     full = render_text(tokenizer, messages, tools)
+    if not any(message["role"] == "assistant" for message in messages):
+        return full, []  # nothing to train on: the caller says so with the file and line
     end_marker = _end_of_turn(tokenizer, messages, tools)
     spans: list[tuple[int, int]] = []
     cursor = 0
