@@ -432,21 +432,26 @@ def prompts_synth(
     workspace: Annotated[Path, typer.Argument(help="The code base to ask about (its Python files).")],
     out: Annotated[Path, typer.Option(help="Training questions (JSONL); the held-out ones go beside it as NAME.heldout.jsonl.")],
     n: Annotated[int, typer.Option("--n", help="Questions in all, training and held out.")] = 100,
-    kinds: Annotated[str, typer.Option(help="Comma-separated: defined, method, importers, params.")] = "defined,method,importers,params",
+    kinds: Annotated[str, typer.Option(help="Comma-separated: defined, method, importers, params (one call); "
+                                        "base, siblings, docstring (chains of two).")] = "defined,method,importers,params,base,siblings,docstring",
     seed: Annotated[int, typer.Option(help="Same seed, same code: same files.")] = 0,
     heldout: Annotated[float, typer.Option(help="Share of the questions held out (their names never appear in training).")] = 0.2,
 ) -> None:
     """Questions with answers computed from the code (ast, no model): where is X defined, which file
-    defines C.m, which files import M, what are f's parameters."""
-    from distill.coordinator.synth import synthesize
+    defines C.m, which files import M, what are f's parameters; and chains, where the second call
+    needs the first's result: where is C's base class defined, which other top-level functions
+    share f's file, what is the first line of f's docstring. Kinds are shared evenly and split
+    train/held-out by the same ratio; a kind the code cannot fill is reported."""
+    from distill.coordinator.synth import MIN_CALLS, synthesize
     from distill.views import print_with_paths
 
     report = synthesize(workspace, out, n=n, kinds=_kinds(kinds), seed=seed, heldout=heldout)
     table = Table(title=f"distill prompts synth: {report.files_scanned} Python files", header_style="bold")
-    for column in ("kind", "possible", "train", "held out"):
-        table.add_column(column, justify="right" if column != "kind" else "left")
+    for column in ("kind", "calls needed", "possible", "train", "held out", ""):
+        table.add_column(column, justify="right" if column not in ("kind", "") else "left")
     for kind, count in report.candidates.items():
-        table.add_row(kind, str(count), str(report.train.get(kind, 0)), str(report.heldout.get(kind, 0)))
+        table.add_row(kind, str(MIN_CALLS[kind]), str(count), str(report.train.get(kind, 0)),
+                      str(report.heldout.get(kind, 0)), report.shortfall.get(kind, ""))
     if report.excluded_for_overlap:
         table.caption = f"{report.excluded_for_overlap} left out: they name a held-out name"
     paths = [("train", report.train_file)] + ([("held out", report.heldout_file)] if report.heldout_file else [])
