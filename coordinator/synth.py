@@ -554,10 +554,8 @@ def choose(candidates: dict[Kind, list[SynthTask]], n: int, heldout: float,
     pools = {kind: rng.sample(tasks, len(tasks)) for kind, tasks in candidates.items() if len(tasks) >= smallest}
     quotas = _quotas({kind: len(pool) for kind, pool in pools.items()}, n)
     total = sum(quotas.values())
-    held_of = {kind: _held_share(q, heldout) for kind, q in quotas.items()}
-    if heldout > 0 and total >= 2 and not any(held_of.values()):
-        biggest = max(quotas, key=lambda kind: quotas[kind])
-        held_of[biggest] = 1
+    held_count = min(total - 1, max(1, round(total * heldout))) if heldout > 0 and total >= 2 else 0
+    held_of = _held_shares(quotas, held_count)
     held = [task for kind, pool in pools.items() for task in pool[: held_of.get(kind, 0)]]
     banned = frozenset().union(*(task.names for task in held))
     train: list[SynthTask] = []
@@ -588,11 +586,24 @@ def _quotas(available: dict[Kind, int], n: int) -> dict[Kind, int]:
     return quotas
 
 
-def _held_share(quota: int, heldout: float) -> int:
-    """A kind's held-out questions: its share by the ratio, at least one where it has two, never all."""
-    if heldout <= 0 or quota < 2:
-        return 0
-    return min(quota - 1, max(1, round(quota * heldout)))
+def _held_shares(quotas: dict[Kind, int], held_count: int) -> dict[Kind, int]:
+    """`held_count` shared among the kinds in proportion to their quotas (largest remainders first),
+    never a kind's every question: each kind keeps the same train/held-out ratio, up to rounding."""
+    total = sum(quotas.values())
+    if not held_count or not total:
+        return dict.fromkeys(quotas, 0)
+    exact = {kind: q * held_count / total for kind, q in quotas.items()}
+    shares = {kind: min(int(value), max(quotas[kind] - 1, 0)) for kind, value in exact.items()}
+    by_remainder = sorted(quotas, key=lambda kind: (shares[kind] - exact[kind], -quotas[kind]))
+    while sum(shares.values()) < held_count:
+        room = [kind for kind in by_remainder if shares[kind] < quotas[kind] - 1]
+        if not room:
+            break
+        shares[room[0]] += 1
+        by_remainder = sorted(quotas, key=lambda kind: (shares[kind] - exact[kind], -quotas[kind]))
+    if not any(shares.values()):  # a handful of questions, one per kind: one of them is held out whole
+        shares[max(quotas, key=lambda kind: quotas[kind])] = 1
+    return shares
 
 
 def shortfalls(kinds: Sequence[Kind], n: int, heldout: float, candidates: dict[str, int], train: list[SynthTask],

@@ -80,6 +80,9 @@ from distill.trainer.thinking import count as count_reasoning
 
 SPLITS = ("train", "valid", "test")
 REPORT_FILE = "report.json"
+# What earlier pipelines wrote instead of a tool's result (shared/records.py:PLACEHOLDER_RESULTS), written
+# on purpose by --placeholder-results.
+PLACEHOLDER_RESULT = "[Tool execution completed]"
 
 
 class DropReason(StrEnum):
@@ -163,6 +166,8 @@ class ConvertReport(Record):
     require_verified: bool = False
     best_of: bool = False
     drop_redacted: bool = False
+    # Every tool result of the kept conversations was written as PLACEHOLDER_RESULT (a counterfactual).
+    placeholder_results: bool = False
     records: int = 0
     kept: int = 0
     dropped: dict[DropReason, int] = Field(default_factory=lambda: {r: 0 for r in DropReason})
@@ -523,6 +528,7 @@ def convert(
     reasoning: ReasoningMode = "auto",
     on_progress: ProgressCallback | None = None,
     drop_redacted: bool = False,
+    placeholder_results: bool = False,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
 
@@ -534,13 +540,17 @@ def convert(
     read an empty file). `require_verified` drops every trajectory whose verdict is not passed;
     `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
     from the verdicts.jsonl beside the conversations file. `reasoning` keeps or drops each turn's
-    reasoning (trainer/thinking.py; auto: keep for a thinking template). Returns the report; the
-    caller shows it.
+    reasoning (trainer/thinking.py; auto: keep for a thinking template). `placeholder_results`
+    writes the same kept conversations with every tool result replaced by PLACEHOLDER_RESULT,
+    after every filter (which judged the real results): the counterfactual dataset that shows
+    what real results are worth, made on purpose. Returns the report; the caller shows it.
     """
     path = conversations_path(source)
     if max_tool_calls is None:  # what generation allowed, so convert never drops what generate kept
         max_tool_calls = run_limits(path.parent).max_tool_calls
     ratios = _check_options(max_tool_calls, max_seq_length, format, split)
+    if placeholder_results and format != "chat":
+        raise TrainerError("--placeholder-results writes chat data only (--format chat)")
     student = load_tokenizer(tokenizer)
     thinks = template_thinks(student)
     try:
@@ -561,13 +571,14 @@ def convert(
         best_of=best_of,
         reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
         drop_redacted=drop_redacted,
+        placeholder_results=placeholder_results,
     )
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified,
                                 refuse_failed=best_of)
     lengths: list[int] = []
     picker = BestOf() if best_of else None
     outcome: _Kept | DroppedRecord | None
-    with _SplitFiles(out) as files:
+    with _SplitFiles(out, placeholder_results) as files:
         for outcome in _filtered(path, student, report, skip_invalid, verification, on_progress):
             if isinstance(outcome, _Kept) and picker is not None:
                 outcome = picker.offer(outcome)
@@ -635,11 +646,18 @@ def _summarize(report: ConvertReport, lengths: list[int]) -> None:
         report.tokens = TokenStats(total=sum(lengths), max=max(lengths), mean=round(sum(lengths) / len(lengths), 1))
 
 
+def with_placeholder_results(payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat line with every tool message's content replaced by PLACEHOLDER_RESULT (the rest kept)."""
+    messages = [{**m, "content": PLACEHOLDER_RESULT} if m.get("role") == "tool" else m for m in payload["messages"]]
+    return {**payload, "messages": messages}
+
+
 class _SplitFiles:
     """The three split files, written under temporary names and renamed only when complete."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, placeholder_results: bool = False) -> None:
         self.out = out
+        self.placeholder_results = placeholder_results
         self.temp = {name: out / f".{name}.jsonl.partial" for name in SPLITS}
         self.counts = {name: 0 for name in SPLITS}
         self.handles: dict[str, Any] = {}
@@ -649,7 +667,8 @@ class _SplitFiles:
         return self
 
     def write(self, kept: _Kept) -> None:
-        self.handles[kept.split].write(json.dumps(kept.payload, ensure_ascii=False) + "\n")
+        payload = with_placeholder_results(kept.payload) if self.placeholder_results else kept.payload
+        self.handles[kept.split].write(json.dumps(payload, ensure_ascii=False) + "\n")
         self.counts[kept.split] += 1
 
     def finish(self) -> dict[str, int]:
