@@ -218,3 +218,14 @@ def test_child_env_preloads_openblas_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert openblas_missing() == (sys.platform == "linux")
     monkeypatch.setenv("LD_PRELOAD", str(fake))
     assert not openblas_missing()
+
+
+def test_adapter_flag_takes_name_equals_path(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    for bad in ("just-a-path", "=x", "name="):
+        result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--prompts", str(prompts), "--adapter", bad])
+        assert result.exit_code == 2 and "NAME=PATH" in result.output, result.output
