@@ -454,8 +454,8 @@ def _repeated_calls(record: Conversation) -> int:
 def scores_table(result: DemoResult) -> Table:
     table = Table(title="did the student learn to use the tools?", header_style="bold")
     for column in ("", "questions", "tool calls / question", "loops", "repeated calls", "final answers", "cut off",
-                   "correct", "wrong", "no answer", "named extra files", "correct by kind (calls / question)"):
-        table.add_column(column, justify="left" if column in ("", "correct by kind (calls / question)") else "right")
+                   "correct", "wrong", "no answer", "named extra files", "correct by kind (calls)"):
+        table.add_column(column, justify="left" if column in ("", "correct by kind (calls)") else "right")
     teacher = result.scores[-1] if result.scores else None
     for row in result.scores:
         per = row.tool_calls / row.questions if row.questions else 0.0
