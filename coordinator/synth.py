@@ -40,14 +40,24 @@ from distill.worker.sandbox import TRUNCATED_MARKER, VCS_DIRS, WALK_SKIPPED_DIRS
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["defined", "method", "importers", "params"]
+Kind = Literal["defined", "method", "importers", "params", "base", "siblings", "docstring"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
+# Chain kinds: the second call's arguments come from the first call's result.
+CHAIN_KINDS: tuple[Kind, ...] = ("base", "siblings", "docstring")
+# Tool calls a competent agent needs per kind (a long signature may cost params one read more).
+MIN_CALLS: dict[str, int] = {"defined": 1, "method": 1, "importers": 1, "params": 1,
+                             "base": 2, "siblings": 2, "docstring": 2}
 
 # Names shorter than this match too much by accident ("run" is in "rerun"), in grep and in answers.
 MIN_NAME_CHARS = 4
 # "Which files import M?" only for modules a short answer can list in full.
 MAX_IMPORTERS = 4
 MAX_PARAMS = 6
+MAX_SIBLINGS = 8
+# Lines a docstring question's reader reads from the `def` line on (teachers/sim_solver.py reads as many).
+DOC_WINDOW = 25
+MIN_DOC_CHARS = 12
+MAX_DOC_CHARS = 160
 SELF_NAMES = frozenset({"self", "cls"})
 # Parameter names too common to be found only where they are meant: an answer holding "ok" or
 # "arguments" may say nothing about parameters. A distinctive name has an underscore, a digit or a
@@ -84,6 +94,12 @@ class Definition:
     params: tuple[str, ...] = ()
     # For methods: the class whose body holds the def.
     owner: str | None = None
+    # The statement's column: a top-level def at column 0 is what `^def` finds.
+    column: int = 0
+    # For classes: the bases when every one is a plain name written on the `class` line, else None.
+    bases: tuple[str, ...] | None = None
+    # For functions: the docstring's first line, when the whole docstring ends within DOC_WINDOW lines.
+    doc_first_line: str | None = None
 
 
 @dataclass
@@ -121,7 +137,8 @@ class SynthTask:
 
     def line(self, split: Literal["train", "heldout"]) -> dict[str, Any]:
         return {"id": self.id, "prompt": self.prompt, "expected": self.expected,
-                "metadata": {"kind": self.kind, "subject": self.subject, "split": split}}
+                "metadata": {"kind": self.kind, "subject": self.subject, "split": split,
+                             "min_calls": MIN_CALLS[self.kind]}}
 
 
 @dataclass
@@ -136,6 +153,8 @@ class SynthReport:
     heldout: dict[str, int]
     # Training questions left out because they mention a held-out name.
     excluded_for_overlap: int
+    # Kinds asked for that the code could not fill to an even share: kind -> why.
+    shortfall: dict[str, str] = field(default_factory=dict)
     train_tasks: list[SynthTask] = field(default_factory=list, repr=False)
     heldout_tasks: list[SynthTask] = field(default_factory=list, repr=False)
 
@@ -215,15 +234,35 @@ def _definitions(tree: ast.Module, path: str) -> Iterable[Definition]:
     def visit(node: ast.AST, top_level: bool, owner: str | None) -> Iterable[Definition]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
-                yield Definition(child.name, "class", path, child.lineno, top_level, owner=owner)
+                yield Definition(child.name, "class", path, child.lineno, top_level, owner=owner,
+                                 column=child.col_offset, bases=_plain_bases(child))
                 yield from visit(child, False, child.name)
             elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                yield Definition(child.name, "function", path, child.lineno, top_level, function_params(child.args), owner)
+                yield Definition(child.name, "function", path, child.lineno, top_level, function_params(child.args), owner,
+                                 column=child.col_offset, doc_first_line=_doc_first_line(child))
                 yield from visit(child, False, None)
             else:
                 yield from visit(child, top_level and isinstance(child, ast.If | ast.Try), owner)
 
     return visit(tree, True, None)
+
+
+def _plain_bases(node: ast.ClassDef) -> tuple[str, ...] | None:
+    """Base names as the `class` line shows them; None when one is dotted, a call, or on a later line."""
+    if not all(isinstance(b, ast.Name) and b.lineno == node.lineno for b in node.bases):
+        return None
+    return tuple(b.id for b in node.bases if isinstance(b, ast.Name))
+
+
+def _doc_first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The docstring's first line as `ast.get_docstring` cleans it, when a read of DOC_WINDOW lines
+    from the `def` holds the whole docstring (so the reader can parse it)."""
+    doc = ast.get_docstring(node)
+    first = node.body[0] if node.body else None
+    if not doc or first is None or (first.end_lineno or 10**9) - node.lineno >= DOC_WINDOW:
+        return None
+    line = doc.strip().splitlines()[0].strip()
+    return line if MIN_DOC_CHARS <= len(line) <= MAX_DOC_CHARS else None
 
 
 def function_params(arguments: ast.arguments) -> tuple[str, ...]:
@@ -298,6 +337,19 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "What imports the module `{module}`? Name the files.",
         "List every file that imports the module `{module}`.",
     ),
+    # Chain kinds: each wording names what to find first and what to find from it.
+    "base": (
+        "Where is the base class of `{name}` defined?",
+        "Which file defines the base class of the class `{name}`?",
+    ),
+    "siblings": (
+        "Which other top-level functions does the file that defines `{name}` contain?",
+        "Name the other top-level functions in the file where `{name}` is defined.",
+    ),
+    "docstring": (
+        "What is the first line of the docstring of `{name}`?",
+        "Quote the first line of the docstring of the function `{name}`.",
+    ),
     "params": (
         "What are the parameters of the function `{name}`?",
         "Which parameters does the function `{name}` take?",
@@ -311,7 +363,8 @@ def candidate_tasks(facts: CodeFacts, kinds: Sequence[Kind], rng: random.Random)
     names = facts.by_name()
     # A name defined once in the whole tree, at the top of a module: "where is it" has one answer.
     unique = {n: d[0] for n, d in names.items() if len(d) == 1 and _usable_name(n)}
-    makers = {"defined": _defined_tasks, "method": _method_tasks, "importers": _importer_tasks, "params": _param_tasks}
+    makers = {"defined": _defined_tasks, "method": _method_tasks, "importers": _importer_tasks, "params": _param_tasks,
+              "base": _base_tasks, "siblings": _sibling_tasks, "docstring": _docstring_tasks}
     return {kind: makers[kind](facts, names, unique, rng) for kind in kinds}
 
 
@@ -374,6 +427,54 @@ def _param_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: d
     return tasks
 
 
+def _base_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                rng: random.Random) -> list[SynthTask]:
+    """A class with one base, itself defined once in another file: find the class, read its base off
+    the `class` line, find the base."""
+    tasks = []
+    for name, d in sorted(unique.items()):
+        if d.kind != "class" or not d.top_level or d.bases is None or len(d.bases) != 1:
+            continue
+        base = unique.get(d.bases[0])
+        if base is None or base.kind != "class" or not base.top_level or base.path == d.path:
+            continue
+        tasks.append(SynthTask("base", name, _pick(rng, "base", name=name), base.path, frozenset({name, base.name})))
+    return tasks
+
+
+def _sibling_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                   rng: random.Random) -> list[SynthTask]:
+    """The other top-level functions of the file defining `f`: an exact set of names, asked only
+    where every top-level function sits at column 0 (what `^def` shows) and every name is distinctive."""
+    by_file: dict[str, list[Definition]] = defaultdict(list)
+    for d in facts.definitions:
+        if d.kind == "function" and d.top_level:
+            by_file[d.path].append(d)
+    tasks = []
+    for name, d in sorted(unique.items()):
+        if d.kind != "function" or not d.top_level or d.column != 0:
+            continue
+        defs = by_file[d.path]
+        others = sorted({o.name for o in defs if o.name != name})
+        if any(o.column != 0 for o in defs) or not 1 <= len(others) <= MAX_SIBLINGS:
+            continue
+        if not all(_usable_name(o) and distinctive(o) for o in others):
+            continue
+        tasks.append(SynthTask("siblings", name, _pick(rng, "siblings", name=name), {"names": others, "ordered": False},
+                               frozenset({name})))
+    return tasks
+
+
+def _docstring_tasks(facts: CodeFacts, names: dict[str, list[Definition]], unique: dict[str, Definition],
+                     rng: random.Random) -> list[SynthTask]:
+    """The first line of a function's docstring, verbatim: find the function, then read its lines."""
+    return [
+        SynthTask("docstring", name, _pick(rng, "docstring", name=name), {"quote": d.doc_first_line}, frozenset({name}))
+        for name, d in sorted(unique.items())
+        if d.kind == "function" and d.top_level and d.doc_first_line is not None
+    ]
+
+
 def distinctive(name: str) -> bool:
     """A parameter name an answer can hold only on purpose (see COMMON_WORDS)."""
     marked = "_" in name.strip("_") or any(c.isdigit() for c in name) or any(c.isupper() for c in name[1:])
@@ -423,6 +524,12 @@ def within_tool_caps(root: Path, facts: CodeFacts, candidates: dict[Kind, list[S
             elif large and kind in ("defined", "method"):
                 name = task.subject.partition(".")[0]
                 visible = shown_in_full(workspace, definition_pattern(name), [str(task.expected)])
+            elif large and kind in CHAIN_KINDS:
+                first = facts.by_name()[task.subject][0]
+                visible = shown_in_full(workspace, definition_pattern(task.subject), [first.path])
+                if visible and kind == "base":
+                    visible = shown_in_full(workspace, definition_pattern(first.bases[0] if first.bases else ""),
+                                            [str(task.expected)])
             else:
                 visible = True
             if visible:
@@ -437,29 +544,86 @@ def choose(candidates: dict[Kind, list[SynthTask]], n: int, heldout: float,
            rng: random.Random) -> tuple[list[SynthTask], list[SynthTask], int]:
     """(train, held-out, training questions left out for sharing a name with a held-out one).
 
-    Kinds take turns, so every kind is represented; held-out questions come first, then training
-    questions that mention none of their names, until `n` in all.
+    Stratified: the `n` questions are shared evenly among the kinds (a kind with fewer candidates
+    gives its share to the others), and each kind's share is split train/held-out by the same
+    ratio, so both files hold the same mix of kinds. Held-out questions are drawn first; training
+    questions that mention one of their names are skipped.
     """
-    pools = {kind: rng.sample(tasks, len(tasks)) for kind, tasks in candidates.items()}
-    order: list[SynthTask] = []
-    while any(pools.values()):
-        for kind in list(pools):
-            if pools[kind]:
-                order.append(pools[kind].pop())
-    total = min(n, len(order))
+    # A kind too small to split would sit on one side only: it is left out (and reported) instead.
+    smallest = 2 if heldout > 0 else 1
+    pools = {kind: rng.sample(tasks, len(tasks)) for kind, tasks in candidates.items() if len(tasks) >= smallest}
+    quotas = _quotas({kind: len(pool) for kind, pool in pools.items()}, n)
+    total = sum(quotas.values())
     held_count = min(total - 1, max(1, round(total * heldout))) if heldout > 0 and total >= 2 else 0
-    held = order[:held_count]
+    held_of = _held_shares(quotas, held_count)
+    held = [task for kind, pool in pools.items() for task in pool[: held_of.get(kind, 0)]]
     banned = frozenset().union(*(task.names for task in held))
     train: list[SynthTask] = []
     excluded = 0
-    for task in order[held_count:]:
-        if len(train) >= total - held_count:
-            break
-        if task.names & banned:
-            excluded += 1
-            continue
-        train.append(task)
+    for kind, pool in pools.items():
+        wanted = quotas.get(kind, 0) - held_of.get(kind, 0)
+        taken = 0
+        for task in pool[held_of.get(kind, 0):]:
+            if taken >= wanted:
+                break
+            if task.names & banned:
+                excluded += 1
+                continue
+            train.append(task)
+            taken += 1
     return train, held, excluded
+
+
+def _quotas(available: dict[Kind, int], n: int) -> dict[Kind, int]:
+    """`n` shared as evenly as the kinds' candidates allow (one at a time, kind by kind)."""
+    quotas = dict.fromkeys(available, 0)
+    left = min(n, sum(available.values()))
+    while left:
+        for kind in available:
+            if left and quotas[kind] < available[kind]:
+                quotas[kind] += 1
+                left -= 1
+    return quotas
+
+
+def _held_shares(quotas: dict[Kind, int], held_count: int) -> dict[Kind, int]:
+    """`held_count` shared among the kinds in proportion to their quotas (largest remainders first),
+    never a kind's every question: each kind keeps the same train/held-out ratio, up to rounding."""
+    total = sum(quotas.values())
+    if not held_count or not total:
+        return dict.fromkeys(quotas, 0)
+    exact = {kind: q * held_count / total for kind, q in quotas.items()}
+    shares = {kind: min(int(value), max(quotas[kind] - 1, 0)) for kind, value in exact.items()}
+    by_remainder = sorted(quotas, key=lambda kind: (shares[kind] - exact[kind], -quotas[kind]))
+    while sum(shares.values()) < held_count:
+        room = [kind for kind in by_remainder if shares[kind] < quotas[kind] - 1]
+        if not room:
+            break
+        shares[room[0]] += 1
+        by_remainder = sorted(quotas, key=lambda kind: (shares[kind] - exact[kind], -quotas[kind]))
+    if not any(shares.values()):  # a handful of questions, one per kind: one of them is held out whole
+        shares[max(quotas, key=lambda kind: quotas[kind])] = 1
+    return shares
+
+
+def shortfalls(kinds: Sequence[Kind], n: int, heldout: float, candidates: dict[str, int], train: list[SynthTask],
+               held: list[SynthTask]) -> dict[str, str]:
+    """Kinds asked for that the code base could not fill to an even share, each with why."""
+    even = n // max(len(kinds), 1)
+    trained = Counter(t.kind for t in train)
+    held_out = Counter(t.kind for t in held)
+    notes: dict[str, str] = {}
+    for kind in kinds:
+        got = trained[kind] + held_out[kind]
+        if not candidates.get(kind):
+            notes[kind] = "the code gives no question of this kind"
+        elif got == 0:
+            notes[kind] = f"left out: {candidates[kind]} question(s), too few to have some on both sides"
+        elif got < even:
+            notes[kind] = f"only {got} question(s) of the {even} an even share would take"
+        elif heldout > 0 and not held_out[kind]:
+            notes[kind] = "too few to hold one out"
+    return notes
 
 
 def heldout_path(out: Path) -> Path:
@@ -513,6 +677,7 @@ def synthesize(
         train=dict(Counter(t.kind for t in train)),
         heldout=dict(Counter(t.kind for t in held)),
         excluded_for_overlap=excluded,
+        shortfall=shortfalls(kinds, n, heldout, {k: len(v) for k, v in candidates.items()}, train, held),
         train_tasks=train,
         heldout_tasks=held,
     )

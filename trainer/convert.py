@@ -74,6 +74,7 @@ def convert(
     reasoning: ReasoningMode = "auto",
     on_progress: ProgressCallback | None = None,
     drop_redacted: bool = False,
+    placeholder_results: bool = False,
 ) -> ConvertReport:
     """Filter a run's conversations and write OUT/{train,valid,test}.jsonl plus OUT/report.json.
 
@@ -85,13 +86,17 @@ def convert(
     read an empty file). `require_verified` drops every trajectory whose verdict is not passed;
     `best_of` keeps one trajectory per prompt (see `BestOf`). Verdicts come from the records and
     from the verdicts.jsonl beside the conversations file. `reasoning` keeps or drops each turn's
-    reasoning (trainer/thinking.py; auto: keep for a thinking template). Returns the report; the
-    caller shows it.
+    reasoning (trainer/thinking.py; auto: keep for a thinking template). `placeholder_results`
+    writes the same kept conversations with every tool result replaced by PLACEHOLDER_RESULT,
+    after every filter (which judged the real results): the counterfactual dataset that shows
+    what real results are worth, made on purpose. Returns the report; the caller shows it.
     """
     path = conversations_path(source)
     if max_tool_calls is None:  # what generation allowed, so convert never drops what generate kept
         max_tool_calls = run_limits(path.parent).max_tool_calls
     ratios = _check_options(max_tool_calls, max_seq_length, format, split)
+    if placeholder_results and format != "chat":
+        raise TrainerError("--placeholder-results writes chat data only (--format chat)")
     student = load_tokenizer(tokenizer)
     thinks = template_thinks(student)
     try:
@@ -112,13 +117,14 @@ def convert(
         best_of=best_of,
         reasoning=ReasoningStats(mode=reasoning, applied=applied, template_thinks=thinks),
         drop_redacted=drop_redacted,
+        placeholder_results=placeholder_results,
     )
     verification = Verification(latest_verdicts(path.parent / VERDICTS_FILE), require=require_verified,
                                 refuse_failed=best_of)
     lengths: list[int] = []
     picker = BestOf() if best_of else None
     outcome: Kept | DroppedRecord | None
-    with SplitFiles(out) as files:
+    with SplitFiles(out, placeholder_results) as files:
         for outcome in _filtered(path, student, report, skip_invalid, verification, on_progress):
             if isinstance(outcome, Kept) and picker is not None:
                 outcome = picker.offer(outcome)

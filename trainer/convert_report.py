@@ -20,9 +20,10 @@ from distill.shared.verdicts import (
 from distill.trainer.thinking import ReasoningStats
 
 SPLITS = ("train", "valid", "test")
-
-
 REPORT_FILE = "report.json"
+# What earlier pipelines wrote instead of a tool's result (shared/records.py:PLACEHOLDER_RESULTS), written
+# on purpose by --placeholder-results.
+PLACEHOLDER_RESULT = "[Tool execution completed]"
 
 
 class DropReason(StrEnum):
@@ -106,6 +107,8 @@ class ConvertReport(Record):
     require_verified: bool = False
     best_of: bool = False
     drop_redacted: bool = False
+    # Every tool result of the kept conversations was written as PLACEHOLDER_RESULT (a counterfactual).
+    placeholder_results: bool = False
     records: int = 0
     kept: int = 0
     dropped: dict[DropReason, int] = Field(default_factory=lambda: {r: 0 for r in DropReason})

@@ -1,4 +1,4 @@
-"""`distill eval`: run the student, with and without its adapter, as an agent on held-out prompts.
+"""`distill eval`: run the student, bare and with each adapter given, as an agent on held-out prompts.
 
 The student is served by a real `mlx_lm.server` and driven by the same agent loop and the same
 real tools that captured the teacher's data, so what is measured is the behaviour that matters:
@@ -6,6 +6,11 @@ does it call tools, call them validly, stop repeating itself, and end with an an
 held-out prompt has an `expected` answer, is the answer right (shared/verdicts.py, the same rule
 generation uses)? The teacher itself can run the same prompts with the same tools, as the bar the
 student is measured against.
+
+Several adapters (`--adapter NAME=PATH`) are compared side by side with the base: each is served
+in turn and runs the same prompts with the same tools. Every count is also kept per question kind
+(`metadata.kind`, as `distill prompts synth` writes it), with the calls each kind needs
+(`metadata.min_calls`) beside the calls made.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +47,8 @@ log = logging.getLogger(__name__)
 
 PromptCallback = Callable[[str, int, int, int], object]
 """Called after each prompt: (variant, prompts done, prompts in all, tool calls so far)."""
-Variant = Literal["base", "adapter", "teacher"]
+# The variants' names: "base", "teacher", and each adapter's (`adapter` for --adapter-path).
+RESERVED_NAMES = frozenset({"base", "teacher"})
 
 
 class PromptEval(BaseModel):
@@ -51,6 +58,9 @@ class PromptEval(BaseModel):
 
     id: str
     prompt: str
+    # The prompt's metadata.kind and metadata.min_calls (synthesized questions), when it has them.
+    kind: str | None = None
+    min_calls: int | None = None
     # truncated: the conversation ended on an answer cut off at the token limit (max_tokens).
     status: Literal["final_answer", "truncated", "tool_limit", "error", "unavailable"]
     tool_calls: int = 0
@@ -90,6 +100,12 @@ class EvalTotals(BaseModel):
     truncated: int = 0
     errors: int = 0
     mean_calls_per_prompt: float = 0.0
+    # How many prompts made 0, 1, 2... tool calls (keys are the counts, as strings for JSON).
+    calls_histogram: dict[str, int] = Field(default_factory=dict)
+    # Prompts with a min_calls, what they need in all, and how many ended on fewer calls than that.
+    with_min_calls: int = 0
+    mean_min_calls: float = 0.0
+    fewer_calls_than_needed: int = 0
     # Prompts with an `expected` answer, and how many of them were answered correctly.
     with_reference: int = 0
     correct: int = 0
@@ -106,13 +122,15 @@ class EvalTotals(BaseModel):
 class VariantEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Variant
+    name: str
     adapter_path: str | None = None
     # The mlx_lm.server log of a served student; None for the teacher (an endpoint of its own).
     server_log: str | None = None
     endpoint: str | None = None
     prompts: list[PromptEval]
     totals: EvalTotals
+    # The same totals for each question kind (prompts without a kind under "other").
+    by_kind: dict[str, EvalTotals] = Field(default_factory=dict)
 
 
 class EvalReport(Record):
@@ -120,6 +138,8 @@ class EvalReport(Record):
 
     model: str | None
     adapter_path: str | None
+    # Every adapter compared, by name (adapter_path: the first of them, as before several were).
+    adapters: dict[str, str] = Field(default_factory=dict)
     prompts_file: str
     workspace: str
     max_tool_calls: int
@@ -135,6 +155,7 @@ def evaluate(
     workspace: Path,
     *,
     adapter_path: Path | None = None,
+    adapters: Sequence[tuple[str, Path]] = (),
     out: Path | None = None,
     max_tool_calls: int | None = None,
     max_requests: int | None = None,
@@ -151,7 +172,9 @@ def evaluate(
     on_prompt: PromptCallback | None = None,
     mcp_servers: Sequence[McpServerConfig] = (),
 ) -> EvalReport:
-    """Serve `model` (base, then with `adapter_path`) and run the agent on every held-out prompt.
+    """Serve `model` (base, then with each adapter) and run the agent on every held-out prompt.
+
+    `adapters` are (name, folder) pairs, served in turn; `adapter_path` is one more, named "adapter".
 
     With `teacher`, that endpoint runs the same prompts with the same tools too (variant
     "teacher"); `model` may then be None to evaluate the teacher alone. Writes OUT/eval.json,
@@ -163,12 +186,14 @@ def evaluate(
     the prompt it learned from. Raises TrainerError for bad inputs or a server that won't start.
     """
     model_source = check_model_source(model) if model is not None else None
-    if model_source is None and adapter_path is not None:
+    named = named_adapters(adapters, adapter_path)
+    if model_source is None and named:
         raise TrainerError("an adapter needs the model it was trained on")
     tasks = read_eval_prompts(Path(prompts), limit=limit)
     include_base = include_base and model_source is not None
-    workspace, adapter_path = _check_paths(Path(workspace), adapter_path, include_base or teacher is not None)
-    out = Path(out) if out is not None else (adapter_path / "eval" if adapter_path is not None else Path("eval"))
+    workspace = _check_paths(Path(workspace), named, include_base or teacher is not None)
+    first = next(iter(named.values()), None)
+    out = Path(out) if out is not None else (first / "eval" if first is not None else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
     if max_tool_calls is None:  # the loop guard generation uses, so both count a loop alike
         max_tool_calls = GenerationLimits().max_tool_calls
@@ -184,14 +209,15 @@ def evaluate(
     run = _Agent(tools, system_prompt, max_tokens, request_timeout_s, on_prompt, tuple(mcp_servers))
     variants = [
         evaluate_variant(name, model_source, adapter, tasks, run, out=out, ready_timeout_s=ready_timeout_s)
-        for name, adapter in _variants(include_base, adapter_path)
+        for name, adapter in _variants(include_base, named)
         if model_source is not None
     ]
     if teacher is not None:
         variants.append(evaluate_endpoint("teacher", teacher, tasks, run))
     report = EvalReport(
         model=model_source,
-        adapter_path=str(adapter_path) if adapter_path else None,
+        adapter_path=str(first) if first else None,
+        adapters={name: str(path) for name, path in named.items()},
         prompts_file=str(prompts),
         workspace=str(workspace),
         max_tool_calls=max_tool_calls,
@@ -216,27 +242,38 @@ class _Agent:
     mcp_servers: tuple[McpServerConfig, ...] = ()
 
 
-def _check_paths(workspace: Path, adapter_path: Path | None, include_base: bool) -> tuple[Path, Path | None]:
+def named_adapters(adapters: Sequence[tuple[str, Path]], adapter_path: Path | None) -> dict[str, Path]:
+    """Name -> adapter folder, in the order given; `adapter_path` (the one-adapter form) is "adapter".
+    Names are unique, and neither "base" nor "teacher" (the other variants' names)."""
+    pairs = ([("adapter", adapter_path)] if adapter_path is not None else []) + list(adapters)
+    named: dict[str, Path] = {}
+    for name, path in pairs:
+        if not name or name in RESERVED_NAMES:
+            raise TrainerError(f"--adapter {name}={path}: the name must be set and not {' or '.join(sorted(RESERVED_NAMES))}")
+        if name in named:
+            raise TrainerError(f"--adapter {name}: two adapters have this name")
+        named[name] = Path(path)
+    return named
+
+
+def _check_paths(workspace: Path, adapters: dict[str, Path], include_base: bool) -> Path:
     if not workspace.is_dir():
         raise TrainerError(f"{workspace}: workspace directory not found")
-    if adapter_path is not None:
-        adapter_path = Path(adapter_path)
+    for adapter_path in adapters.values():
         if not (adapter_path / "adapters.safetensors").is_file():
             raise TrainerError(f"{adapter_path}: no adapters.safetensors here (run distill train first)")
-    if adapter_path is None and not include_base:
+    if not adapters and not include_base:
         raise TrainerError("nothing to evaluate: no adapter, no teacher, and the base model is excluded")
-    return workspace, adapter_path
+    return workspace
 
 
-def _variants(include_base: bool, adapter_path: Path | None) -> list[tuple[Variant, Path | None]]:
-    plan: list[tuple[Variant, Path | None]] = [("base", None)] if include_base else []
-    if adapter_path is not None:
-        plan.append(("adapter", adapter_path))
-    return plan
+def _variants(include_base: bool, adapters: dict[str, Path]) -> list[tuple[str, Path | None]]:
+    plan: list[tuple[str, Path | None]] = [("base", None)] if include_base else []
+    return plan + list(adapters.items())
 
 
 def evaluate_variant(
-    name: Variant,
+    name: str,
     model_source: str,
     adapter: Path | None,
     tasks: list[PromptTask],
@@ -269,15 +306,16 @@ def evaluate_variant(
         server_log=str(log_path),
         prompts=results,
         totals=totals_of(results),
+        by_kind=totals_by_kind(results),
     )
 
 
-def evaluate_endpoint(name: Variant, endpoint: TeacherConfig, tasks: list[PromptTask], agent: _Agent) -> VariantEval:
+def evaluate_endpoint(name: str, endpoint: TeacherConfig, tasks: list[PromptTask], agent: _Agent) -> VariantEval:
     """Run every prompt against an endpoint that is already serving (the teacher)."""
     log.info("distill eval %s: %s at %s", name, endpoint.model, redact_url(endpoint.base_url))
     results = asyncio.run(_run_prompts(tasks, endpoint, agent, name, None))
     return VariantEval(name=name, endpoint=f"{endpoint.model} at {redact_url(endpoint.base_url)}",
-                       prompts=results, totals=totals_of(results))
+                       prompts=results, totals=totals_of(results), by_kind=totals_by_kind(results))
 
 
 def read_eval_prompts(path: Path, *, limit: int | None = None) -> list[PromptTask]:
@@ -320,10 +358,10 @@ async def _run_prompts(
                 if server is not None and not server.alive():
                     raise TrainerError(f"mlx_lm.server ({name}) died during the evaluation; see {server.log_path}") from None
                 result = PromptEval(id=task.task_id, prompt=task.prompt, status="unavailable", error=failure.reason[:500],
-                                    **_unanswered(task))
+                                    **_unanswered(task), **task_kind(task))
             except ConversationFailed as failure:
                 result = PromptEval(id=task.task_id, prompt=task.prompt, status="error", error=failure.reason[:500],
-                                    **_unanswered(task))
+                                    **_unanswered(task), **task_kind(task))
             result.seconds = round(time.monotonic() - started, 3)
             results.append(result)
             if agent.on_prompt is not None:
@@ -337,6 +375,14 @@ def _unanswered(task: PromptTask) -> dict[str, Any]:
     """A prompt the variant never answered: wrong where there is a reference to miss."""
     verdict = reference_verdict(task.expected, None)
     return {"correct": verdict.passed, "verdict": verdict.detail}
+
+
+def task_kind(task: PromptTask) -> dict[str, Any]:
+    """The question's kind and the calls it needs, from the prompt line's metadata (synth writes both)."""
+    kind = task.metadata.get("kind")
+    needed = task.metadata.get("min_calls")
+    return {"kind": str(kind) if kind is not None else None,
+            "min_calls": needed if isinstance(needed, int) and not isinstance(needed, bool) and needed >= 0 else None}
 
 
 def prompt_eval(task: PromptTask, conversation: Conversation, *, files: WorkspaceFiles | None = None) -> PromptEval:
@@ -369,6 +415,7 @@ def prompt_eval(task: PromptTask, conversation: Conversation, *, files: Workspac
     return PromptEval(
         id=task.task_id,
         prompt=task.prompt,
+        **task_kind(task),
         status="truncated" if truncated else conversation.status,
         tool_calls=len(calls),
         distinct_calls=len(seen),
@@ -396,6 +443,8 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
     with_reference = sum(r.correct is not None for r in results)
     correct = sum(r.correct is True for r in results)
     rates = pass_rates({str(index): [r.correct] for index, r in enumerate(results)})
+    needing = [r for r in results if r.min_calls is not None]
+    histogram = Counter(r.tool_calls for r in results)
     return EvalTotals(
         prompts=count,
         tool_calls=calls,
@@ -407,6 +456,10 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
         truncated=sum(r.truncated for r in results),
         errors=sum(r.status in ("error", "unavailable") for r in results),
         mean_calls_per_prompt=round(calls / count, 3) if count else 0.0,
+        calls_histogram={str(n): histogram[n] for n in sorted(histogram)},
+        with_min_calls=len(needing),
+        mean_min_calls=round(sum(r.min_calls or 0 for r in needing) / len(needing), 3) if needing else 0.0,
+        fewer_calls_than_needed=sum(r.final_answer and r.tool_calls < (r.min_calls or 0) for r in needing),
         with_reference=with_reference,
         correct=correct,
         wrong=sum(r.correct is False and r.final_answer for r in results),
@@ -417,21 +470,31 @@ def totals_of(results: list[PromptEval]) -> EvalTotals:
     )
 
 
+def totals_by_kind(results: list[PromptEval]) -> dict[str, EvalTotals]:
+    """totals_of for each question kind, kinds in the order they first appear."""
+    kinds: dict[str, list[PromptEval]] = {}
+    for result in results:
+        kinds.setdefault(result.kind or "other", []).append(result)
+    return {kind: totals_of(group) for kind, group in kinds.items()}
+
+
 def plot_tool_calls(report: EvalReport, png: Path) -> Path:
-    """Three bar charts, one bar per variant: tool calls per prompt; how many prompts made 0, 1,
-    2... calls; and the outcomes that matter (final answers, correct answers, loops)."""
+    """Four bar charts, one bar per variant: tool calls per prompt; how many prompts made 0, 1,
+    2... calls; the outcomes that matter (final answers, correct answers, loops); and correct
+    answers per question kind, with the calls each kind needs."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    figure, (per_prompt, distribution, outcomes) = plt.subplots(1, 3, figsize=(16, 4))
+    figure, (per_prompt, distribution, outcomes, by_kind) = plt.subplots(1, 4, figsize=(21, 4))
     count = len(report.variants)
     width = 0.8 / max(count, 1)
     prompts = len(report.variants[0].prompts) if report.variants else 0
     most = max((p.tool_calls for v in report.variants for p in v.prompts), default=0)
     references = report.variants[0].totals.with_reference if report.variants else 0
     labels = ["final answers", f"correct (of {references})", "cut off", "loops"]
+    kinds = list(dict.fromkeys(kind for v in report.variants for kind in v.by_kind))
     for index, variant in enumerate(report.variants):
         shift = (index - (count - 1) / 2) * width
         calls = [p.tool_calls for p in variant.prompts]
@@ -442,6 +505,8 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
         outcomes.bar([n + shift for n in range(4)],
                      [totals.final_answers, totals.correct, totals.truncated, totals.tool_limit_hits],
                      width, label=variant.name)
+        by_kind.bar([n + shift for n in range(len(kinds))],
+                    [variant.by_kind[k].correct if k in variant.by_kind else 0 for k in kinds], width, label=variant.name)
     per_prompt.set_xlabel("prompt")
     per_prompt.set_ylabel("tool calls")
     per_prompt.set_title("tool calls per prompt")
@@ -453,7 +518,13 @@ def plot_tool_calls(report: EvalReport, png: Path) -> Path:
     outcomes.set_ylabel("prompts")
     outcomes.set_title(f"answers on {prompts} held-out prompts")
     outcomes.set_xticks(range(4), labels)
-    for axes in (per_prompt, distribution, outcomes):
+    needs = {k: v.by_kind[k] for v in report.variants for k in v.by_kind}
+    by_kind.set_ylabel("correct answers")
+    by_kind.set_title("correct by question kind")
+    by_kind.set_xticks(range(len(kinds)), [f"{k} (of {needs[k].prompts}, needs {needs[k].mean_min_calls:g})"
+                                           if needs[k].with_min_calls else f"{k} (of {needs[k].prompts})" for k in kinds],
+                       rotation=20, fontsize=8)
+    for axes in (per_prompt, distribution, outcomes, by_kind):
         axes.legend()
         axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()

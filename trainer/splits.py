@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distill.trainer.convert_report import SPLITS
+from distill.trainer.convert_report import PLACEHOLDER_RESULT, SPLITS
 from distill.trainer.errors import TrainerError
 from distill.trainer.filters import Kept
 
@@ -54,11 +54,18 @@ def _balance(temp: dict[str, Path], counts: dict[str, int]) -> None:
         counts["valid"] += 1
 
 
+def with_placeholder_results(payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat line with every tool message's content replaced by PLACEHOLDER_RESULT (the rest kept)."""
+    messages = [{**m, "content": PLACEHOLDER_RESULT} if m.get("role") == "tool" else m for m in payload["messages"]]
+    return {**payload, "messages": messages}
+
+
 class SplitFiles:
     """The three split files, written under temporary names and renamed only when complete."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, placeholder_results: bool = False) -> None:
         self.out = out
+        self.placeholder_results = placeholder_results
         self.temp = {name: out / f".{name}.jsonl.partial" for name in SPLITS}
         self.counts = {name: 0 for name in SPLITS}
         self.handles: dict[str, Any] = {}
@@ -68,7 +75,8 @@ class SplitFiles:
         return self
 
     def write(self, kept: Kept) -> None:
-        self.handles[kept.split].write(json.dumps(kept.payload, ensure_ascii=False) + "\n")
+        payload = with_placeholder_results(kept.payload) if self.placeholder_results else kept.payload
+        self.handles[kept.split].write(json.dumps(payload, ensure_ascii=False) + "\n")
         self.counts[kept.split] += 1
 
     def finish(self) -> dict[str, int]:
