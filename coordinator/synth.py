@@ -54,10 +54,14 @@ MIN_NAME_CHARS = 4
 MAX_IMPORTERS = 4
 MAX_PARAMS = 6
 MAX_SIBLINGS = 8
-# Lines a docstring question's reader reads from the `def` line on (teachers/sim_solver.py reads as many).
-DOC_WINDOW = 25
+# Lines a docstring question's reader reads after the `def` line (teachers/sim_solver.py reads as many).
+# Short on purpose: the read is most of a docstring conversation's tokens, and the first line of a
+# docstring sits right under its signature, so the docstring need not end inside the window.
+DOC_WINDOW = 6
 MIN_DOC_CHARS = 12
 MAX_DOC_CHARS = 160
+# A docstring's opening quotes (a string prefix can only be r or u there).
+DOC_OPENING = re.compile(r"^[rRuU]?(\"{3}|'{3}|\"|')")
 SELF_NAMES = frozenset({"self", "cls"})
 # Parameter names too common to be found only where they are meant: an answer holding "ok" or
 # "arguments" may say nothing about parameters. A distinctive name has an underscore, a digit or a
@@ -98,7 +102,7 @@ class Definition:
     column: int = 0
     # For classes: the bases when every one is a plain name written on the `class` line, else None.
     bases: tuple[str, ...] | None = None
-    # For functions: the docstring's first line, when the whole docstring ends within DOC_WINDOW lines.
+    # For functions: the docstring's first line, when a read of DOC_WINDOW lines after the `def` shows it.
     doc_first_line: str | None = None
 
 
@@ -201,7 +205,7 @@ def read_facts(root: Path) -> CodeFacts:
             facts.unparsable.append(path)
             facts.definitions.extend(_scanned_definitions(source.decode("utf-8", errors="replace"), path))
             continue
-        facts.definitions.extend(_definitions(tree, path))
+        facts.definitions.extend(_definitions(tree, path, source.decode("utf-8", errors="replace").splitlines()))
         for name in imported_modules(tree, module_name(path), path.endswith("__init__.py")):
             imported[name].add(path)
     facts.importers = _resolve_imports(imported, {m: p for m, p in facts.modules.items() if not shadowed(m, facts.modules)})
@@ -230,7 +234,7 @@ def shadowed(module: str, modules: dict[str, str]) -> bool:
         return False
 
 
-def _definitions(tree: ast.Module, path: str) -> Iterable[Definition]:
+def _definitions(tree: ast.Module, path: str, lines: list[str]) -> Iterable[Definition]:
     def visit(node: ast.AST, top_level: bool, owner: str | None) -> Iterable[Definition]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
@@ -239,7 +243,7 @@ def _definitions(tree: ast.Module, path: str) -> Iterable[Definition]:
                 yield from visit(child, False, child.name)
             elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 yield Definition(child.name, "function", path, child.lineno, top_level, function_params(child.args), owner,
-                                 column=child.col_offset, doc_first_line=_doc_first_line(child))
+                                 column=child.col_offset, doc_first_line=_doc_first_line(child, lines))
                 yield from visit(child, False, None)
             else:
                 yield from visit(child, top_level and isinstance(child, ast.If | ast.Try), owner)
@@ -254,15 +258,48 @@ def _plain_bases(node: ast.ClassDef) -> tuple[str, ...] | None:
     return tuple(b.id for b in node.bases if isinstance(b, ast.Name))
 
 
-def _doc_first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
-    """The docstring's first line as `ast.get_docstring` cleans it, when a read of DOC_WINDOW lines
-    from the `def` holds the whole docstring (so the reader can parse it)."""
+def _doc_first_line(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> str | None:
+    """The docstring's first line as `ast.get_docstring` cleans it, when a reader of the `def` line and
+    DOC_WINDOW lines after it reads the same text there (docstring_first_line): an escape, or a line
+    outside the window, would make the reference something no read shows."""
     doc = ast.get_docstring(node)
-    first = node.body[0] if node.body else None
-    if not doc or first is None or (first.end_lineno or 10**9) - node.lineno >= DOC_WINDOW:
+    if not doc or not doc.strip():
         return None
     line = doc.strip().splitlines()[0].strip()
+    window = lines[node.lineno - 1:node.lineno + DOC_WINDOW]
+    if docstring_first_line(window) != line:
+        return None
     return line if MIN_DOC_CHARS <= len(line) <= MAX_DOC_CHARS else None
+
+
+def docstring_first_line(lines: list[str]) -> str | None:
+    """The first line of the docstring of the `def` that starts these source lines, read as text.
+
+    The docstring need not end within the lines: its first line is the text after the opening quotes
+    (or the next line's, when they stand alone). None when the signature does not end within the lines
+    or no string follows it.
+    """
+    if not lines:
+        return None
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    source = [line[indent:] if line[:indent].isspace() or not indent else line for line in lines]
+    for end in range(1, len(source) + 1):
+        try:  # the signature ends where its lines parse with a body added
+            tree = ast.parse("\n".join(source[:end]) + "\n    pass")
+        except SyntaxError:
+            continue
+        if not (tree.body and isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef)):
+            return None
+        body = [line.strip() for line in source[end:] if line.strip()]
+        opening = DOC_OPENING.match(body[0]) if body else None
+        if opening is None:
+            return None
+        quote = opening.group(1)
+        text = body[0][opening.end():]
+        if not text.strip() and quote in ('"""', "'''") and len(body) > 1:
+            text = body[1]  # the quotes stand alone; the text starts on the next line
+        return text.split(quote)[0].strip() or None
+    return None
 
 
 def function_params(arguments: ast.arguments) -> tuple[str, ...]:

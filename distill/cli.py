@@ -444,7 +444,8 @@ def demo(
         "by [Tool execution completed] (same iterations and seed) and evaluate it beside the others.")] = False,
 ) -> None:
     """The loop closing: questions with known answers -> real-tool conversations -> LoRA -> base vs adapter."""
-    from distill.demo import DemoOptions, check_options, print_summary, run_demo
+    from distill.demo import DemoOptions, check_options, run_demo
+    from distill.views import print_demo_summary
 
     options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,
                           kinds=_kinds(kinds), train_tasks=tasks, heldout_tasks=heldout, iters=iters, seed=seed,
@@ -452,7 +453,7 @@ def demo(
     check_options(options)
     with resume_hint(RESUME_DEMO):
         result = run_demo(options, console=console_out)
-    print_summary(result, console_out)
+    print_demo_summary(result, console_out)
     if view_after:
         _serve_viewer([result.out], port=0, no_open=False, tokenizer=None, index_dir=None)
 

@@ -9,8 +9,9 @@
 5. base against adapter on held-out questions (names training never mentioned), with the real
    tools: tool calls, loops, final answers and correct answers, per question kind.
 
-The questions include a chain kind (`siblings`: find the file that defines f, then list its other
-functions), where the second call's arguments come from the first call's result. With
+The questions include a chain kind (`docstring`: find where f is defined, then read the lines
+there and quote its docstring's first line), where the second call's arguments come from the first
+call's result. With
 `--compare-placeholder` a second adapter trains on the same kept conversations with every tool
 result replaced by `[Tool execution completed]` (same iterations, same seed), and the evaluation
 shows base, placeholder adapter and real-result adapter together: what real results are worth.
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
-from rich.table import Table
 
 from distill.coordinator.synth import Kind, SynthReport, synthesize
 from distill.shared.errors import DistillError, LineError
@@ -46,8 +46,10 @@ DEFAULT_OUT = Path("distill-demo")
 # The namespace's packages (pyproject's [tool.setuptools] packages): the demo's code base.
 SOURCE_PACKAGES = ("distill", "distill.shared", "distill.coordinator", "distill.worker", "distill.trainer",
                    "distill.teachers")
-# One chain kind: answering it takes a second call built from the first call's result.
-DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "importers", "siblings")
+# One chain kind: answering it takes a second call built from the first call's result. `docstring`
+# (read the lines grep pointed to) is the chain a 135M student learns within the demo's budget;
+# `siblings` (list a file's functions) and `importers` (name every importing file) it did not.
+DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "docstring")
 PLACEHOLDER_NAME = "placeholder"
 # Short on purpose: the system prompt and the tool schemas are most of every training sequence.
 DEMO_SYSTEM_PROMPT = (
@@ -131,6 +133,10 @@ class Scores:
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
     # kind -> mean tool calls per question
     calls_by_kind: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def calls_per_question(self) -> float:
+        return self.tool_calls / self.questions if self.questions else 0.0
 
 
 @dataclass
@@ -455,58 +461,3 @@ def _repeated_calls(record: Conversation) -> int:
     made = [(c.function.name, json.dumps(c.function.arguments, sort_keys=True))
             for m in record.messages for c in (m.tool_calls or [])]
     return len(made) - len(set(made))
-
-
-# --- what the CLI shows -------------------------------------------------------------------------
-
-
-def scores_table(result: DemoResult) -> Table:
-    table = Table(title="did the student learn to use the tools?", header_style="bold")
-    for column in ("", "questions", "tool calls / question", "loops", "repeated calls", "final answers", "cut off",
-                   "correct", "wrong", "no answer", "named extra files", "correct by kind (calls)"):
-        table.add_column(column, justify="left" if column in ("", "correct by kind (calls)") else "right")
-    teacher = result.scores[-1] if result.scores else None
-    for row in result.scores:
-        per = row.tool_calls / row.questions if row.questions else 0.0
-        kinds = ", ".join(f"{kind} {done}/{asked} ({row.calls_by_kind.get(kind, 0.0):.1f})"
-                          for kind, (done, asked) in row.by_kind.items())
-        asked = f"{row.questions} training" if row is teacher else f"{row.questions} held out"
-        table.add_row(row.who, asked, f"{per:.2f}", str(row.loops), str(row.repeated), str(row.final_answers),
-                      str(row.truncated),
-                      f"{row.correct}/{row.questions}", str(row.wrong), str(row.no_answer), str(row.extra_files), kinds,
-                      style="bold" if row.who.endswith("adapter") else None)
-    notes = [("students: the held-out questions (names training never mentioned); teacher: the training "
-              "questions it answered to make the data, a different set")]
-    if result.placeholder_dir is not None:
-        notes.append(f"student {PLACEHOLDER_NAME}: trained on the same conversations with every tool result replaced "
-                     "by [Tool execution completed] (same iterations, same seed)")
-    if result.scripted_teacher:
-        notes.append("teacher: the scripted simulated teacher (real tools, no model); --teacher URL for a real one")
-    table.caption = "\n".join(notes)
-    return table
-
-
-def stages_table(result: DemoResult) -> Table:
-    table = Table(title=f"distill demo finished in {result.seconds:.0f} s", header_style="bold")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("")
-    for stage in result.stages:
-        table.add_row(stage.name, f"{stage.seconds:.1f}", stage.detail)
-    if result.blas:
-        table.caption = f"the student trained with {result.blas}"
-    return table
-
-
-def print_summary(result: DemoResult, console: Console) -> None:
-    """The closing tables, where every file went (whole paths, one a line), and how to look at it all."""
-    from distill.views import print_paths
-
-    console.print(scores_table(result))
-    console.print(stages_table(result))
-    console.rule("where everything went")
-    print_paths(console, [(what or "", where) for what, where in result.files])
-    console.print()
-    console.print("See every conversation, the training data and the evaluation (each held-out question's tool "
-                  "calls, their results and the verdict) in your browser:", highlight=False)
-    console.print(f"  {result.view_command}", soft_wrap=True, highlight=False, markup=False)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlx_lm.cli_ui import make_console
 from mlx_lm.tuner.callbacks import TrainingCallback
@@ -28,6 +28,7 @@ from distill.coordinator.checks import Check
 from distill.coordinator.progress import RunStatus, RunTick, TickCallback
 from distill.coordinator.result import RunResult
 from distill.coordinator.stats import infra_errors
+from distill.coordinator.synth import MIN_CALLS
 from distill.coordinator.verify import VerifyResult
 from distill.trainer.batches import TokenizeCallback
 from distill.trainer.convert_report import (
@@ -42,6 +43,9 @@ from distill.trainer.evaluate import EVAL_FILE, EvalReport, EvalTotals, PromptCa
 from distill.trainer.provenance import TrainResult
 from distill.trainer.repair import CallOutcome, RepairReport, report_path
 from distill.trainer.train import colour_only_on_a_terminal
+
+if TYPE_CHECKING:  # demo imports this module
+    from distill.demo import DemoResult
 
 PathRows = Sequence[tuple[str, Path | str]]
 
@@ -535,3 +539,69 @@ def status_tables(status: RunStatus) -> list[Table]:
     if snapshot.get("tools"):
         tables.append(tools_table(snapshot["tools"], snapshot.get("tool_processes")))
     return tables
+
+
+# --- distill demo -------------------------------------------------------------------------------
+
+DEMO_ROWS = (("calls / question", "calls_per_question"), ("loops (tool limit)", "loops"),
+             ("repeated calls", "repeated"), ("cut off", "truncated"), ("wrong", "wrong"),
+             ("no answer", "no_answer"), ("named extra files", "extra_files"))
+
+
+def demo_scores_table(result: DemoResult) -> Table:
+    """One column per model (students on held-out questions, the teacher on its training questions),
+    so base, placeholder and real-result adapter read side by side in 80 columns."""
+    table = Table(title="did the student learn to use the tools?", header_style="bold")
+    table.add_column("", no_wrap=True)
+    teacher = result.scores[-1] if result.scores else None
+    for row in result.scores:
+        name = "teacher" if row is teacher else row.who.removeprefix("student ")
+        table.add_column(name, justify="right", style="bold" if name == "adapter" else None)
+    table.add_row("questions", *(str(r.questions) for r in result.scores))
+    table.add_row("correct", *(f"{r.correct}/{r.questions}" for r in result.scores), style="bold")
+    for label, field in DEMO_ROWS:
+        table.add_row(label, *(f"{r.calls_per_question:.2f}" if field == "calls_per_question" else str(getattr(r, field))
+                               for r in result.scores))
+    kinds = list(dict.fromkeys(kind for r in result.scores for kind in r.by_kind))
+    if kinds:
+        table.add_section()
+    for kind in kinds:
+        needs = MIN_CALLS.get(kind)
+        label = f"{kind}" + (f" (needs {needs} call{'s' if needs > 1 else ''})" if needs else "")
+        table.add_row(label, *(f"{r.by_kind[kind][0]}/{r.by_kind[kind][1]} · {r.calls_by_kind.get(kind, 0.0):.1f}"
+                               if kind in r.by_kind else "-" for r in result.scores))
+    notes = ["per kind: correct / asked · tool calls per question",
+             "students: the held-out questions (names training never mentioned); "
+             f"teacher ({teacher.who.removeprefix('teacher ') if teacher else '-'}): the training questions "
+             "it answered to make the data, a different set"]
+    if result.placeholder_dir is not None:
+        notes.append("placeholder: trained on the same conversations with every tool result replaced by "
+                     "[Tool execution completed] (same iterations, same seed)")
+    if result.scripted_teacher:
+        notes.append("the teacher is the scripted simulated teacher (real tools, no model); --teacher URL for a real one")
+    table.caption = "\n".join(notes)
+    return table
+
+
+def demo_stages_table(result: DemoResult) -> Table:
+    table = Table(title=f"distill demo finished in {result.seconds:.0f} s", header_style="bold")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("")
+    for stage in result.stages:
+        table.add_row(stage.name, f"{stage.seconds:.1f}", stage.detail)
+    if result.blas:
+        table.caption = f"the student trained with {result.blas}"
+    return table
+
+
+def print_demo_summary(result: DemoResult, console: Console) -> None:
+    """The closing tables, where every file went (whole paths, one a line), and how to look at it all."""
+    console.print(demo_scores_table(result))
+    console.print(demo_stages_table(result))
+    console.rule("where everything went")
+    print_paths(console, [(what or "", where) for what, where in result.files])
+    console.print()
+    console.print("See every conversation, the training data and the evaluation (each held-out question's tool "
+                  "calls, their results and the verdict) in your browser:", highlight=False)
+    console.print(f"  {result.view_command}", soft_wrap=True, highlight=False, markup=False)

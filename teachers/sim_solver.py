@@ -23,6 +23,7 @@ from typing import Any
 from distill.coordinator.synth import (
     DOC_WINDOW,
     definition_pattern,
+    docstring_first_line,
     function_params,
     import_pattern,
     imported_modules,
@@ -242,25 +243,6 @@ def _docstring(question: Question, results: list[str], offered: set[str]) -> Act
     if first is None:
         return f"`{name}` ({_located(hit)}) has no docstring that I could read."
     return f'The first line of the docstring of `{name}` ({_located(hit)}) is: "{first}"'
-
-
-def docstring_first_line(lines: list[str]) -> str | None:
-    """The first line of the docstring of the `def` that starts these lines, as synth computes it."""
-    if not lines:
-        return None
-    indent = len(lines[0]) - len(lines[0].lstrip())
-    source = [line[indent:] if line[:indent].isspace() or not indent else line for line in lines]
-    for end in range(2, len(source) + 1):
-        try:
-            tree = ast.parse("\n".join(source[:end]))
-        except SyntaxError:
-            continue
-        node = tree.body[0] if tree.body else None
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            return None
-        doc = ast.get_docstring(node)
-        return doc.strip().splitlines()[0].strip() if doc and doc.strip() else None
-    return None
 
 
 def signature_params(lines: list[str]) -> tuple[str, ...] | None:

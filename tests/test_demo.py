@@ -16,10 +16,11 @@ import pytest
 from rich.console import Console
 from tiny_model import build_tiny_model
 
-from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, print_summary, run_demo, scores_table
+from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, run_demo
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits
 from distill.trainer.evaluate import EvalReport
+from distill.views import demo_scores_table, print_demo_summary
 from distill.worker.toolcore import ToolCore
 
 
@@ -39,7 +40,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     # 80 columns, as in a CI log or a narrow terminal: every path the demo prints must stay whole.
     screen80 = Console(file=open("/dev/null", "w"), width=80, record=True)
     result = run_demo(options, console=screen80)
-    print_summary(result, screen80)
+    print_demo_summary(result, screen80)
     printed = screen80.export_text()
     for _, path in result.files:
         assert str(path) in printed, f"{path} is not whole at 80 columns"
@@ -58,8 +59,8 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     heldout = [json.loads(line) for line in result.synth.heldout_file.read_text().splitlines()]
     assert (len(questions), len(heldout)) == (6, 2)
     # A chain kind is in by default, and each question says how many calls it needs.
-    assert {q["metadata"]["kind"] for q in questions + heldout} == {"defined", "method", "importers", "siblings"}
-    assert all(q["metadata"]["min_calls"] == (2 if q["metadata"]["kind"] == "siblings" else 1) for q in questions)
+    assert {q["metadata"]["kind"] for q in questions + heldout} == {"defined", "method", "docstring"}
+    assert all(q["metadata"]["min_calls"] == (2 if q["metadata"]["kind"] == "docstring" else 1) for q in questions)
 
     # Every question became a record whose every tool result is what the tool really answers.
     records = [Conversation.model_validate_json(line)
@@ -68,7 +69,7 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     tools = ToolCore(result.workspace)
     expected = {q["id"]: q["expected"] for q in questions}
     for record in records:
-        assert {t["function"]["name"] for t in record.tools} == {"grep"}
+        assert {t["function"]["name"] for t in record.tools} == {"grep", "read_file"}
         assert "description" not in record.tools[0]["function"]["parameters"]["properties"]["pattern"]
         calls = {c.id: c for m in record.messages for c in (m.tool_calls or [])}
         assert calls, f"{record.task_id}: the teacher answered without a tool"
@@ -84,12 +85,14 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
     teacher = result.scores[-1]
     assert (teacher.questions, teacher.final_answers, teacher.correct) == (6, 6, 6)
     # The chain questions took the teacher two calls each, the second built from the first's result.
-    chains = [r for r in records if r.task_id.startswith("siblings:")]
+    chains = [r for r in records if r.task_id.startswith("docstring:")]
     assert chains and all(r.usage.tool_calls == 2 for r in chains)
-    for record in chains:
+    for record in chains:  # it reads the file grep named, from the line grep named
         first, second = (c for m in record.messages for c in (m.tool_calls or []))
         found = next(m.content for m in record.messages if m.role == "tool" and m.tool_call_id == first.id)
-        assert second.function.arguments["path"] == found.partition(":")[0]
+        path, line, _ = found.split(":", 2)
+        assert (second.function.name, second.function.arguments["path"]) == ("read_file", path)
+        assert second.function.arguments["start_line"] == int(line)
 
     # Convert kept them, with their real results, in the student's chat format.
     report = json.loads((result.data_dir / "report.json").read_text())
@@ -125,17 +128,20 @@ def test_demo_closes_the_loop_from_an_empty_folder(tmp_path, monkeypatch, ray_se
         assert len(prompt.tool_results) == prompt.tool_calls
         for call in prompt.tool_results:
             if call.outcome == "ok":
-                assert call.result == getattr(tools, call.name)(**call.arguments)[:4000]
+                assert call.result == tools.answer(call.name, call.arguments).text[:4000]
     # Every held-out question is correct, wrong or unanswered: nothing is counted twice or lost.
     assert all(v.totals.correct + v.totals.wrong + v.totals.no_answer == v.totals.with_reference == 2
                for v in evaluation.variants)
     assert report["require_verified"] is True
     assert [s.who for s in result.scores[:3]] == ["student base", "student placeholder", "student adapter"]
     assert all(s.questions == 2 for s in result.scores[:3])
-    screen = Console(file=open("/dev/null", "w"), width=200, record=True)
-    screen.print(scores_table(result))
+    # One column per model: at 80 columns every cell is whole, the per-kind rows say what each kind needs.
+    screen = Console(file=open("/dev/null", "w"), width=80, record=True)
+    screen.print(demo_scores_table(result))
     shown = screen.export_text()
-    assert "student adapter" in shown and "student placeholder" in shown and "6/6" in shown
+    header = next(line for line in shown.splitlines() if "placeholder" in line)
+    assert [word for word in header.split() if word.isalpha()] == ["base", "placeholder", "adapter", "teacher"]
+    assert "…" not in shown and "6/6" in shown and "docstring (needs 2 calls)" in shown
     assert "[Tool execution completed]" in shown
 
 

@@ -12,9 +12,18 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
-from distill.coordinator.synth import CHAIN_KINDS, KINDS, MIN_CALLS, candidate_tasks, choose, read_facts, synthesize
+from distill.coordinator.synth import (
+    CHAIN_KINDS,
+    KINDS,
+    MIN_CALLS,
+    candidate_tasks,
+    choose,
+    docstring_first_line,
+    read_facts,
+    synthesize,
+)
 from distill.shared.verdicts import Expected, check_answer
-from distill.teachers.sim_solver import docstring_first_line, next_message, parse_question
+from distill.teachers.sim_solver import next_message, parse_question
 from distill.worker.toolcore import ToolCore
 
 PLACEHOLDER = "[Tool execution completed]"
@@ -167,8 +176,30 @@ def test_chain_wordings_are_told_apart_from_the_one_call_kinds():
 def test_a_docstring_is_read_as_synth_reads_it():
     assert docstring_first_line(["    def f(a):", '        """One line.', "", "        More.", '        """']) == "One line."
     assert docstring_first_line(["def f(a):", "    return a"]) is None
-    # A docstring not closed within the lines read is not guessed at.
-    assert docstring_first_line(["def f(a):", '    """Opens and never closes']) is None
+    # The window may end inside the docstring: its first line is all a reader needs.
+    assert docstring_first_line(["def f(a):", '    """Opens and never closes']) == "Opens and never closes"
+    assert docstring_first_line(["def f(", "    a: int,", ") -> int:", "    '''Long signature.'''"]) == "Long signature."
+    assert docstring_first_line(["def f():", '    """', "    Text on the next line.", '    """']) == "Text on the next line."
+    # A signature cut off by the window, a comment before the string, a class: no docstring to read.
+    assert docstring_first_line(["def f(", "    a,"]) is None
+    assert docstring_first_line(["def f():", "    # why", '    """Doc."""']) is None
+    assert docstring_first_line(["class C:", '    """Doc of a class."""']) is None
+
+
+def test_synth_asks_only_for_docstrings_a_read_of_the_window_shows(tmp_path):
+    from distill.coordinator.synth import DOC_WINDOW
+
+    long_signature = "def far_away(\n" + "".join(f"    arg_{i},\n" for i in range(DOC_WINDOW + 1)) + "):\n"
+    (tmp_path / "m.py").write_text(
+        'def plain_one():\n    """Returns the plain answer."""\n\n\n'
+        + long_signature + '    """Too far below its def to be read."""\n\n\n'
+        + 'def escaped_one():\n    """Has a tab\\there in the source."""\n\n\n'
+        + 'def commented_one():\n    # note\n    """Not right under the signature."""\n'
+    )
+    docs = {d.name: d.doc_first_line for d in read_facts(tmp_path).definitions}
+    # The escape reads as a tab to ast but as backslash-t to the reader; the comment hides the string.
+    assert docs == {"plain_one": "Returns the plain answer.", "far_away": None, "escaped_one": None,
+                    "commented_one": None}
 
 
 def test_split_is_stratified_and_a_kind_it_cannot_fill_is_reported(tree, tmp_path):
