@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from distill.demo_options import DEMO_KINDS, DemoOptions
 from distill.shared.errors import DistillError
 from distill.shared.settings import DEFAULT_OUT_DIR, ConfigError, GenerationLimits, TeacherConfig, load_settings
 
@@ -426,25 +427,25 @@ def _named_adapter(text: str) -> tuple[str, Path]:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("distill-demo"),
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = DemoOptions.out,
     teacher: Annotated[Optional[str], typer.Option(help="A real OpenAI-compatible teacher (base URL ending in /v1) "
                                                         "instead of the scripted one.")] = None,
     teacher_model: Annotated[Optional[str], typer.Option(help="Model name to send to --teacher.")] = None,
     student: Annotated[Optional[Path], typer.Option(help="Student model folder (default: the bundled SmolLM2-135M-Instruct).")] = None,
     workspace: Annotated[Optional[Path], typer.Option(help="Ask about this code base (default: distill's own source).")] = None,
-    tasks: Annotated[int, typer.Option(help="Training questions.")] = 40,
-    heldout: Annotated[int, typer.Option(help="Held-out questions for the evaluation.")] = 8,
+    tasks: Annotated[int, typer.Option(help="Training questions.")] = DemoOptions.train_tasks,
+    heldout: Annotated[int, typer.Option(help="Held-out questions for the evaluation.")] = DemoOptions.heldout_tasks,
     kinds: Annotated[str, typer.Option(help="Question kinds, comma-separated: defined, method, importers, params; "
-                                            "chains: base, siblings, docstring.")] = "defined,method,importers,siblings",
-    iters: Annotated[int, typer.Option(help="LoRA iterations.")] = 36,
-    seed: Annotated[int, typer.Option(help="Seed of the questions and their split.")] = 0,
+                                            "chains: base, siblings, docstring.")] = ",".join(DEMO_KINDS),
+    iters: Annotated[int, typer.Option(help="LoRA iterations.")] = DemoOptions.iters,
+    seed: Annotated[int, typer.Option(help="Seed of the questions and their split.")] = DemoOptions.seed,
     view_after: Annotated[bool, typer.Option("--view", help="Open the viewer on what the demo made when it ends.")] = False,
     compare_placeholder: Annotated[bool, typer.Option(
         "--compare-placeholder", help="Also train an adapter on the same conversations with every tool result replaced "
         "by [Tool execution completed] (same iterations and seed) and evaluate it beside the others.")] = False,
 ) -> None:
     """The loop closing: questions with known answers -> real-tool conversations -> LoRA -> base vs adapter."""
-    from distill.demo import DemoOptions, check_options, run_demo
+    from distill.demo import check_options, run_demo
     from distill.views import print_demo_summary
 
     options = DemoOptions(out=out, teacher_url=teacher, teacher_model=teacher_model, student=student, workspace=workspace,

@@ -27,29 +27,26 @@ import json
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from rich.console import Console
 
-from distill.coordinator.synth import Kind, SynthReport, synthesize
+from distill.coordinator.synth import SynthReport, synthesize
+from distill.demo_options import DEFAULT_OUT, DEMO_KINDS, DemoOptions
 from distill.shared.errors import DistillError, LineError
 from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
-from distill.shared.settings import BuiltinTool, GenerationLimits, Settings, TeacherConfig
+from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 from distill.trainer.evaluate import VariantEval
 
-DEFAULT_OUT = Path("distill-demo")
+__all__ = ["DEFAULT_OUT", "DEMO_KINDS", "DemoOptions", "run_demo"]
+
 # The namespace's packages (pyproject's [tool.setuptools] packages): the demo's code base.
 SOURCE_PACKAGES = ("distill", "distill.shared", "distill.coordinator", "distill.worker", "distill.trainer",
                    "distill.teachers")
-# One chain kind: answering it takes a second call built from the first call's result. `docstring`
-# (read the lines grep pointed to) is the chain a 135M student learns within the demo's budget;
-# `siblings` (list a file's functions) and `importers` (name every importing file) it did not.
-DEMO_KINDS: tuple[Kind, ...] = ("defined", "method", "docstring")
 PLACEHOLDER_NAME = "placeholder"
 # Short on purpose: the system prompt and the tool schemas are most of every training sequence.
 DEMO_SYSTEM_PROMPT = (
@@ -65,43 +62,6 @@ SCRIPTED_TEACHER_NOTE = (
 
 class DemoError(DistillError):
     """A stage of the demo cannot go on; the message says which and why."""
-
-
-@dataclass
-class DemoOptions:
-    """Everything the demo does, with the defaults `distill demo` runs on."""
-
-    out: Path = DEFAULT_OUT
-    # The student; None: the bundled SmolLM2-135M-Instruct, built into OUT/model.
-    student: Path | None = None
-    # A real OpenAI-compatible teacher instead of the scripted one.
-    teacher_url: str | None = None
-    teacher_model: str | None = None
-    # The code base the questions are about; None: a copy of distill's own source.
-    workspace: Path | None = None
-    kinds: Sequence[Kind] = DEMO_KINDS
-    train_tasks: int = 40
-    heldout_tasks: int = 8
-    seed: int = 0
-    max_tool_calls: int = 4
-    iters: int = 36
-    batch_size: int = 1
-    learning_rate: float = 2e-4
-    # LoRA layers from the top; -1: all (a tiny test model has fewer than 16).
-    num_layers: int = 16
-    max_seq_length: int = 1024
-    val_batches: int = 1
-    # Tokens per student answer in the evaluation; a tool call and a one-sentence answer fit.
-    eval_max_tokens: int = 96
-    teacher_concurrency: int = 4
-    # Tool schemas described in one sentence: a third of the tokens of the full docstrings.
-    tool_docs: Literal["full", "brief"] = "brief"
-    # Also train on the same data with every tool result a placeholder, and evaluate that adapter too.
-    compare_placeholder: bool = False
-
-    def tools(self) -> list[BuiltinTool]:
-        """grep answers most kinds; params may need read_file for long signatures, docstring always does."""
-        return ["grep", "read_file"] if {"params", "docstring"} & set(self.kinds) else ["grep"]
 
 
 @dataclass
