@@ -35,14 +35,12 @@ from pathlib import Path
 from rich.console import Console
 
 from distill.coordinator.synth import SynthReport, synthesize
-from distill.demo_options import DEFAULT_OUT, DEMO_KINDS, DemoOptions
+from distill.demo_options import DemoOptions
 from distill.shared.errors import DistillError, LineError
 from distill.shared.jsonl import iter_jsonl
 from distill.shared.records import CONVERSATIONS_FILE, Conversation
 from distill.shared.settings import GenerationLimits, Settings, TeacherConfig
 from distill.trainer.evaluate import VariantEval
-
-__all__ = ["DEFAULT_OUT", "DEMO_KINDS", "DemoOptions", "run_demo"]
 
 # The namespace's packages (pyproject's [tool.setuptools] packages): the demo's code base.
 SOURCE_PACKAGES = ("distill", "distill.shared", "distill.coordinator", "distill.worker", "distill.trainer",

@@ -560,8 +560,8 @@ def demo_scores_table(result: DemoResult) -> Table:
     table.add_row("questions", *(str(r.questions) for r in result.scores))
     table.add_row("correct", *(f"{r.correct}/{r.questions}" for r in result.scores), style="bold")
     for label, field in DEMO_ROWS:
-        table.add_row(label, *(f"{r.calls_per_question:.2f}" if field == "calls_per_question" else str(getattr(r, field))
-                               for r in result.scores))
+        values = [getattr(r, field) for r in result.scores]
+        table.add_row(label, *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in values))
     kinds = list(dict.fromkeys(kind for r in result.scores for kind in r.by_kind))
     if kinds:
         table.add_section()

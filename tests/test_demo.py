@@ -16,7 +16,8 @@ import pytest
 from rich.console import Console
 from tiny_model import build_tiny_model
 
-from distill.demo import DEMO_SYSTEM_PROMPT, DemoOptions, run_demo
+from distill.demo import DEMO_SYSTEM_PROMPT, run_demo
+from distill.demo_options import DemoOptions
 from distill.shared.records import Conversation
 from distill.shared.settings import GenerationLimits
 from distill.trainer.evaluate import EvalReport
